@@ -1,0 +1,174 @@
+"""Typed configs: frozen pydantic models, YAML files, dotted ``key=value`` overrides.
+
+Unknown keys are errors that name the key; bad values are errors that name the field and the
+value. The resolved config is saved beside every output (``save_config``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from voxray import uri
+from voxray.audio import AudioSpec
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message names it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Strict):
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+
+    @model_validator(mode="after")
+    def _check(self) -> "SplitConfig":
+        fractions = {"train": self.train, "val": self.val, "test": self.test}
+        bad = {k: v for k, v in fractions.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"split fractions must lie in [0, 1], got {bad}")
+        if abs(sum(fractions.values()) - 1) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {fractions}")
+        return self
+
+
+class PreprocessConfig(_Strict):
+    format: Literal["auto", "ljspeech", "jsonl", "hf-parquet"] = "auto"
+    # Cleaning.
+    loudness_lufs: float = -23.0        # BS.1770 integrated loudness target (EBU R128)
+    max_peak: float = 0.99              # after the loudness gain, scale down to this peak
+    silence_peak_dbfs: float = -50.0    # a file whose peak is below this is "silent"
+    trim_top_db: float = 40.0           # trim edges quieter than peak - top_db
+    min_seconds: float = 0.5            # duration bounds after trimming
+    max_seconds: float = 20.0
+    # Features.
+    f0_floor: float = 65.0
+    f0_ceil: float = 800.0
+    store_audio: bool = True            # keep the processed waveform (vocoder/codec training)
+    # Text and labels.
+    g2p: Literal["espeak", "char"] = "espeak"
+    default_speaker: str = "speaker0"
+    default_language: str = "en-us"
+    alignments: Optional[str] = None    # folder (or s3:// prefix) of MFA TextGrids
+    # Output and execution.
+    split: SplitConfig = SplitConfig()
+    rows_per_task: int = 16             # manifest rows per Ray task (the unit of parallelism)
+    num_cpus: float = 1.0               # CPUs reserved by each Ray Data task
+    overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "PreprocessConfig":
+        if not 0 < self.min_seconds < self.max_seconds:
+            raise ValueError(
+                f"need 0 < min_seconds ({self.min_seconds}) < max_seconds ({self.max_seconds})"
+            )
+        if not 0 < self.f0_floor < self.f0_ceil:
+            raise ValueError(f"need 0 < f0_floor ({self.f0_floor}) < f0_ceil ({self.f0_ceil})")
+        if not 0 < self.max_peak <= 1:
+            raise ValueError(f"max_peak={self.max_peak} must lie in (0, 1]")
+        if self.rows_per_task < 1:
+            raise ValueError(f"rows_per_task={self.rows_per_task} must be >= 1")
+        if self.num_cpus <= 0:
+            raise ValueError(f"num_cpus={self.num_cpus} must be > 0")
+        if self.trim_top_db <= 0:
+            raise ValueError(f"trim_top_db={self.trim_top_db} must be > 0")
+        return self
+
+
+class Config(_Strict):
+    audio: AudioSpec = AudioSpec()
+    preprocess: PreprocessConfig = PreprocessConfig()
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> nested dict; values are parsed as YAML scalars/lists."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {pair!r} is not of the form key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from exc
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {part!r} is set both as a value and a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_keys(model: type[BaseModel], data: Any, prefix: str = "") -> None:
+    """Raise on the first unknown key, naming its full dotted path and the known ones."""
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        field = model.model_fields.get(key)
+        if field is None:
+            known = ", ".join(sorted(model.model_fields))
+            raise ConfigError(f"unknown config key {path!r} (known here: {known})")
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} is a section; got the value {value!r}")
+            _check_keys(sub, value, path + ".")
+
+
+def build_config(data: dict[str, Any]) -> Config:
+    _check_keys(Config, data)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(root)"
+            bad = err.get("input")
+            shown = "" if isinstance(bad, dict) else f" = {bad!r}"
+            lines.append(f"{where}{shown}: {err['msg']}")
+        raise ConfigError("invalid config: " + "; ".join(lines)) from None
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None) -> Config:
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            text = uri.read_text(path)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path!r} does not exist") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path!r} must hold a mapping, got {type(data).__name__}")
+    return build_config(_merge(data, parse_overrides(overrides or [])))
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(config: Config, path: str) -> None:
+    uri.write_text(path, to_yaml(config))

@@ -1,0 +1,137 @@
+"""The Ray Data preprocessing pipeline: corpus -> feature store.
+
+    plan units (driver, text only) -> scan pass: token symbols, speakers, languages
+    -> vocabulary -> feature pass: read, clean, extract, write (one streaming pass)
+    -> rejected.jsonl, non-empty splits, stats.json, vocab.json, config.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import ray
+
+from voxray import uri
+from voxray.config import Config, to_yaml
+from voxray.data import readers, store
+from voxray.data.process import Context, process_units, scan_units
+from voxray.data.splits import rebalance
+from voxray.data.text import G2P, Vocabulary
+
+log = logging.getLogger("voxray.preprocess")
+
+MAX_BLOCKS = 4096
+
+
+class OutputError(ValueError):
+    pass
+
+
+def ensure_ray(num_cpus: Optional[int] = None) -> None:
+    """Join ``RAY_ADDRESS`` when set (``ray job submit``), else start Ray in this process."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(address=address or None, num_cpus=None if address else num_cpus,
+             include_dashboard=False if not address else None,
+             runtime_env={"env_vars": uri.storage_env()} if not address else None)
+
+
+def _remote_args(config: Config) -> dict[str, Any]:
+    args: dict[str, Any] = {"num_cpus": config.preprocess.num_cpus}
+    env = uri.storage_env()
+    if env:
+        args["runtime_env"] = {"env_vars": env}
+    return args
+
+
+def _prepare_output(output: str, overwrite: bool) -> None:
+    if uri.is_empty_dir(output):
+        return
+    if not overwrite:
+        raise OutputError(
+            f"output {output!r} is not empty; choose another path or pass preprocess.overwrite=true"
+        )
+    uri.remove_tree(output)
+
+
+def preprocess(input_uri: str, output: str, config: Config, fmt: Optional[str] = None) -> dict[str, Any]:
+    """Build the feature store at ``output``; returns the stats written to ``stats.json``."""
+    started = time.perf_counter()
+    pre = config.preprocess
+    fmt = fmt or pre.format
+    if fmt == "auto":
+        fmt = readers.detect_format(input_uri)
+    units = readers.plan(input_uri, fmt, pre.rows_per_task)
+    if not units:
+        raise readers.InputError(f"{input_uri!r} holds no rows")
+    _prepare_output(output, pre.overwrite)
+    ensure_ray()
+
+    items = ray.data.from_items([{"unit": json.dumps(u)} for u in units],
+                                override_num_blocks=min(len(units), MAX_BLOCKS))
+    remote = _remote_args(config)
+    context = Context(config)
+
+    # Pass 1, text only: every symbol must be in the vocabulary before token ids are assigned.
+    scans = items.map_batches(scan_units, fn_kwargs={"ctx": context}, batch_size=1,
+                              batch_format="pyarrow", **remote).take_all()
+    symbols = sorted({s for row in scans for s in row["symbols"]})
+    speakers = sorted({s for row in scans for s in row["speakers"]})
+    languages = sorted({s for row in scans for s in row["languages"]})
+    context.vocabulary = Vocabulary.build(symbols)
+    context.speakers = {name: i for i, name in enumerate(speakers)}
+    context.languages = {name: i for i, name in enumerate(languages)}
+
+    # Pass 2: audio and features, written as they stream.
+    sink = store.FeatureStoreSink(output, config.audio.n_mels)
+    items.map_batches(process_units, fn_kwargs={"ctx": context}, batch_size=1,
+                      batch_format="pyarrow", **remote).write_datasink(sink, ray_remote_args=remote)
+    totals = sink.stats
+    if totals is None:
+        raise RuntimeError("the feature pass finished without reporting its counts")
+
+    for step, (from_split, to_split) in enumerate(rebalance(totals.split_utterances, pre.split)):
+        seconds = store.move_row(output, from_split, to_split, f"part-rebalanced-{step:02d}.parquet")
+        totals.move(from_split, to_split, seconds)
+
+    stats = _summarise(totals, output, fmt, input_uri, config, context,
+                       time.perf_counter() - started)
+    uri.write_text(uri.join(output, "stats.json"), json.dumps(stats, indent=1, ensure_ascii=False))
+    uri.write_text(uri.join(output, "vocab.json"), context.vocabulary.to_json())
+    uri.write_text(uri.join(output, "config.yaml"), to_yaml(config))
+    return stats
+
+
+def _summarise(totals, output: str, fmt: str, input_uri: str, config: Config, context: Context,
+               wall_seconds: float) -> dict[str, Any]:
+    counts = totals.counts()
+    on_disk = store.count_rows(output)
+    rejects = len(store.read_rejects(output))
+    # Check the promise against what is really on disk, not only against our own counters.
+    if not counts["reconciles"] or sum(on_disk.values()) != totals.kept \
+            or rejects != totals.rejected + totals.malformed:
+        raise RuntimeError(
+            f"counts do not reconcile: {counts}, rows on disk {on_disk}, rejects file {rejects}")
+    g2p = G2P(config.preprocess.g2p)
+    return {
+        "input": {"uri": input_uri, "format": fmt},
+        **counts,
+        "rows_on_disk": on_disk,
+        "audio_seconds": round(sum(totals.split_seconds.values()), 3),
+        "splits": totals.splits(),
+        "speakers": {name: {"index": i, "utterances": totals.speakers.get(name, 0)}
+                     for name, i in context.speakers.items()},
+        "languages": {name: {"index": i, "utterances": totals.languages.get(name, 0),
+                             "g2p": "textgrid" if config.preprocess.alignments else g2p.backend(name)}
+                      for name, i in context.languages.items()},
+        "features": totals.features(),
+        "audio_spec": config.audio.model_dump(),
+        "vocabulary": context.vocabulary.tokens,
+        "has_durations": bool(config.preprocess.alignments),
+        "wall_seconds": round(wall_seconds, 2),
+    }

@@ -1,0 +1,154 @@
+"""One utterance in, one row out: kept (with features) or rejected (with a reason).
+
+These functions run inside Ray Data tasks. ``process_units`` and ``scan_units`` are the
+``map_batches`` callables: a batch is a table of JSON-encoded reader units.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pyarrow as pa
+
+from voxray import uri
+from voxray.config import Config
+from voxray.data import alignments, cleaning, features, readers, store
+from voxray.data.cleaning import Rejected
+from voxray.data.splits import split_of
+from voxray.data.text import G2P, Vocabulary, normalize_text
+
+
+@dataclass
+class Context:
+    config: Config
+    vocabulary: Optional[Vocabulary] = None
+    speakers: dict[str, int] = field(default_factory=dict)
+    languages: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def g2p(self) -> G2P:
+        return G2P(self.config.preprocess.g2p)
+
+
+def _labels(item: readers.RawItem, ctx: Context) -> tuple[str, str]:
+    pre = ctx.config.preprocess
+    return item.get("speaker_id") or pre.default_speaker, item.get("language") or pre.default_language
+
+
+def _textgrid(item: readers.RawItem, speaker: str, folder: str) -> list[alignments.Interval]:
+    stems = [item["id"]]
+    if item.get("audio"):
+        stems.append(posixpath.splitext(posixpath.basename(item["audio"]))[0])
+    for stem in dict.fromkeys(stems):
+        for candidate in (uri.join(folder, f"{stem}.TextGrid"), uri.join(folder, speaker, f"{stem}.TextGrid")):
+            try:
+                text = uri.read_text(candidate)
+            except FileNotFoundError:
+                continue
+            try:
+                return alignments.phone_tier(alignments.parse_textgrid(text))
+            except alignments.TextGridError as exc:
+                raise Rejected(cleaning.BAD_ALIGNMENT, f"{candidate}: {exc}") from None
+    raise Rejected(cleaning.MISSING_ALIGNMENT, f"no {stems[0]}.TextGrid under {folder}")
+
+
+def tokens_for(item: readers.RawItem, text: str, speaker: str, language: str, ctx: Context) -> list[str]:
+    folder = ctx.config.preprocess.alignments
+    if folder:
+        try:
+            return alignments.phone_labels(alignments.spoken_span(_textgrid(item, speaker, folder)))
+        except alignments.TextGridError as exc:
+            raise Rejected(cleaning.BAD_ALIGNMENT, str(exc)) from None
+    return ctx.g2p(text, language)
+
+
+def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
+    speaker, language = _labels(item, ctx)
+    row: dict[str, Any] = {"id": item.get("id"), "source": item.get("source"),
+                           "speaker_id": speaker, "language": language}
+    if item.get("malformed"):
+        return {**row, "status": "malformed", "reason": cleaning.MALFORMED_ROW,
+                "detail": item["malformed"]}
+    pre, spec = ctx.config.preprocess, ctx.config.audio
+    try:
+        text = normalize_text(item.get("text") or "")
+        if not text:
+            raise Rejected(cleaning.EMPTY_TEXT, "text is empty after normalisation")
+        try:
+            data = readers.audio_bytes(item)
+        except FileNotFoundError:
+            raise Rejected(cleaning.MISSING_FILE, f"{item.get('audio')} does not exist") from None
+        audio = cleaning.clean(
+            data, sample_rate=spec.sample_rate, loudness_lufs=pre.loudness_lufs,
+            max_peak=pre.max_peak, silence_peak_dbfs=pre.silence_peak_dbfs,
+            trim_top_db=pre.trim_top_db, min_seconds=pre.min_seconds, max_seconds=pre.max_seconds,
+            frame_length=spec.win_length, hop_length=spec.hop_length)
+        feats = features.extract(audio.waveform, spec, pre.f0_floor, pre.f0_ceil)
+        durations = None
+        if pre.alignments:
+            intervals = _textgrid(item, speaker, pre.alignments)
+            try:
+                tokens, durations = alignments.phones_and_durations(
+                    intervals, audio.trim_start_seconds, feats.n_frames, spec.frame_seconds)
+            except alignments.TextGridError as exc:
+                raise Rejected(cleaning.BAD_ALIGNMENT, str(exc)) from None
+        else:
+            tokens = ctx.g2p(text, language)
+        if not tokens:
+            raise Rejected(cleaning.EMPTY_TEXT, "no tokens after grapheme-to-phoneme conversion")
+        unknown = ctx.vocabulary.unknown(tokens)
+        if unknown:  # the scan pass saw every token; this means the input changed under us
+            raise Rejected(cleaning.PROCESSING_ERROR, f"tokens missing from the vocabulary: {unknown}")
+    except Rejected as rejected:
+        return {**row, "status": "rejected", "reason": rejected.reason, "detail": rejected.detail}
+    except Exception as exc:  # never let one utterance crash the run
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return {**row, "status": "rejected", "reason": cleaning.PROCESSING_ERROR,
+                "detail": f"{type(exc).__name__}: {exc} ({posixpath.basename(where.filename)}:{where.lineno})"}
+    return {
+        **row, "status": "kept", "split": split_of(row["id"], pre.split),
+        "speaker_index": ctx.speakers[speaker], "language_index": ctx.languages[language],
+        "text": item.get("text"), "normalized_text": text, "phonemes": tokens,
+        "token_ids": ctx.vocabulary.encode(tokens), "n_frames": feats.n_frames,
+        "audio_seconds": feats.waveform.shape[0] / spec.sample_rate,
+        "mel": feats.mel, "f0": feats.f0, "energy": feats.energy, "durations": durations,
+        "sample_rate": spec.sample_rate, "audio": feats.waveform if pre.store_audio else None,
+        "ref_audio": item.get("ref_audio"), "ref_text": item.get("ref_text"),
+        "audio_codes": item.get("audio_codes"),
+    }
+
+
+def _units(batch: pa.Table) -> list[dict]:
+    return [json.loads(u) for u in batch.column("unit").to_pylist()]
+
+
+def process_units(batch: pa.Table, ctx: Context) -> pa.Table:
+    rows = [process_item(item, ctx) for unit in _units(batch) for item in readers.read_unit(unit)]
+    return store.to_table(rows, ctx.config.audio.n_mels)
+
+
+def scan_units(batch: pa.Table, ctx: Context) -> pa.Table:
+    """First pass, text only: the token symbols, speakers and languages of the input."""
+    symbols: set[str] = set()
+    speakers: set[str] = set()
+    languages: set[str] = set()
+    for unit in _units(batch):
+        for item in readers.read_unit(unit, with_audio=False):
+            if item.get("malformed"):
+                continue
+            speaker, language = _labels(item, ctx)
+            speakers.add(speaker)
+            languages.add(language)
+            text = normalize_text(item.get("text") or "")
+            if not text:
+                continue
+            try:
+                symbols.update(tokens_for(item, text, speaker, language, ctx))
+            except Exception:  # the feature pass records the reason for this row
+                continue
+    return pa.table({"symbols": [sorted(symbols)], "speakers": [sorted(speakers)],
+                     "languages": [sorted(languages)]})

@@ -1,0 +1,147 @@
+"""Counts and feature moments, accumulated per write task and merged on the driver.
+
+Counts reconcile exactly: ``kept + rejected + malformed == input_rows``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from voxray.data.splits import SPLITS
+
+
+@dataclass
+class Moments:
+    """Running count / sum / sum of squares / min / max over rows of ``[N, channels]``."""
+
+    channels: int
+    count: int = 0
+    total: np.ndarray = field(default=None)  # type: ignore[assignment]
+    squares: np.ndarray = field(default=None)  # type: ignore[assignment]
+    low: np.ndarray = field(default=None)  # type: ignore[assignment]
+    high: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.total is None:
+            self.total = np.zeros(self.channels)
+            self.squares = np.zeros(self.channels)
+            self.low = np.full(self.channels, np.inf)
+            self.high = np.full(self.channels, -np.inf)
+
+    def add(self, values: np.ndarray) -> None:
+        values = values.reshape(-1, self.channels).astype(np.float64)
+        if values.shape[0] == 0:
+            return
+        self.count += values.shape[0]
+        self.total += values.sum(axis=0)
+        self.squares += np.square(values).sum(axis=0)
+        self.low = np.minimum(self.low, values.min(axis=0))
+        self.high = np.maximum(self.high, values.max(axis=0))
+
+    def merge(self, other: "Moments") -> None:
+        self.count += other.count
+        self.total += other.total
+        self.squares += other.squares
+        self.low = np.minimum(self.low, other.low)
+        self.high = np.maximum(self.high, other.high)
+
+    def summary(self) -> dict[str, Any]:
+        if self.count == 0:
+            return {"count": 0}
+        mean = self.total / self.count
+        std = np.sqrt(np.maximum(self.squares / self.count - np.square(mean), 0.0))
+        overall_mean = self.total.sum() / (self.count * self.channels)
+        overall_std = float(np.sqrt(max(
+            self.squares.sum() / (self.count * self.channels) - overall_mean**2, 0.0)))
+        out: dict[str, Any] = {"count": self.count, "mean": float(overall_mean), "std": overall_std,
+                               "min": float(self.low.min()), "max": float(self.high.max())}
+        if self.channels > 1:
+            out["mean_per_channel"] = [round(float(v), 6) for v in mean]
+            out["std_per_channel"] = [round(float(v), 6) for v in std]
+        return out
+
+
+@dataclass
+class PartialStats:
+    n_mels: int
+    input_rows: int = 0
+    kept: int = 0
+    rejected: int = 0
+    malformed: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    split_utterances: Counter = field(default_factory=Counter)
+    split_seconds: Counter = field(default_factory=Counter)
+    speakers: Counter = field(default_factory=Counter)
+    languages: Counter = field(default_factory=Counter)
+    mel: Moments = None  # type: ignore[assignment]
+    f0: Moments = field(default_factory=lambda: Moments(1))  # voiced frames only
+    energy: Moments = field(default_factory=lambda: Moments(1))
+
+    def __post_init__(self) -> None:
+        if self.mel is None:
+            self.mel = Moments(self.n_mels)
+
+    def add_rejects(self, rejects: list[dict]) -> None:
+        self.input_rows += len(rejects)
+        for reject in rejects:
+            if reject["status"] == "malformed":
+                self.malformed += 1
+            else:
+                self.rejected += 1
+            self.reasons[reject["reason"]] += 1
+
+    def add_kept(self, table: pa.Table) -> None:
+        self.input_rows += table.num_rows
+        self.kept += table.num_rows
+        for split, seconds, speaker, language in zip(
+            table["split"].to_pylist(), table["audio_seconds"].to_pylist(),
+            table["speaker_id"].to_pylist(), table["language"].to_pylist(),
+        ):
+            self.split_utterances[split] += 1
+            self.split_seconds[split] += seconds
+            self.speakers[speaker] += 1
+            self.languages[language] += 1
+        if table.num_rows:
+            mel = pc.list_flatten(pc.list_flatten(table["mel"])).to_numpy()
+            self.mel.add(mel)
+            f0 = pc.list_flatten(table["f0"]).to_numpy()
+            self.f0.add(f0[f0 > 0])
+            self.energy.add(pc.list_flatten(table["energy"]).to_numpy())
+
+    def merge(self, other: "PartialStats") -> "PartialStats":
+        for name in ("input_rows", "kept", "rejected", "malformed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages"):
+            getattr(self, name).update(getattr(other, name))
+        self.mel.merge(other.mel)
+        self.f0.merge(other.f0)
+        self.energy.merge(other.energy)
+        return self
+
+    def move(self, from_split: str, to_split: str, seconds: float) -> None:
+        self.split_utterances[from_split] -= 1
+        self.split_utterances[to_split] += 1
+        self.split_seconds[from_split] -= seconds
+        self.split_seconds[to_split] += seconds
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "input_rows": self.input_rows, "kept": self.kept, "rejected": self.rejected,
+            "malformed": self.malformed,
+            "rejected_by_reason": dict(sorted(self.reasons.items())),
+            "reconciles": self.kept + self.rejected + self.malformed == self.input_rows,
+        }
+
+    def splits(self) -> dict[str, dict[str, float]]:
+        return {s: {"utterances": self.split_utterances.get(s, 0),
+                    "audio_seconds": round(self.split_seconds.get(s, 0.0), 3)} for s in SPLITS}
+
+    def features(self) -> dict[str, Any]:
+        return {"mel": self.mel.summary(), "f0_voiced": self.f0.summary(),
+                "energy": self.energy.summary()}

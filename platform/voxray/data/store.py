@@ -1,0 +1,208 @@
+"""The feature store: ``OUTPUT/{train,val,test}/*.parquet``, ``rejected.jsonl``, ``stats.json``.
+
+``FeatureStoreSink`` is a Ray Data ``Datasink``: each write task splits its rows by status and
+split, writes one parquet part per split and one rejects part, and returns its partial stats;
+the driver merges them. One streaming pass, nothing materialised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from ray.data import Datasink
+from ray.data.block import Block
+from ray.data.datasource.datasink import WriteResult
+
+from voxray import uri
+from voxray.data.splits import SPLITS, unit_interval
+from voxray.data.stats import PartialStats
+
+REJECTS_STAGING = "_rejected"
+STATUS_COLUMNS = ("status", "reason", "detail")
+
+
+def feature_schema(n_mels: int) -> pa.Schema:
+    floats = pa.list_(pa.float32())
+    return pa.schema([
+        ("id", pa.string()), ("source", pa.string()), ("split", pa.string()),
+        ("speaker_id", pa.string()), ("language", pa.string()),
+        ("speaker_index", pa.int32()), ("language_index", pa.int32()),
+        ("text", pa.string()), ("normalized_text", pa.string()),
+        ("phonemes", pa.list_(pa.string())), ("token_ids", pa.list_(pa.int32())),
+        ("n_frames", pa.int32()), ("audio_seconds", pa.float32()),
+        ("mel", pa.list_(pa.list_(pa.float32(), n_mels))),
+        ("f0", floats), ("energy", floats), ("durations", pa.list_(pa.int32())),
+        ("sample_rate", pa.int32()), ("audio", floats),
+        ("ref_audio", pa.string()), ("ref_text", pa.string()),
+        ("audio_codes", pa.list_(pa.list_(pa.int32()))),
+    ])
+
+
+def stream_schema(n_mels: int) -> pa.Schema:
+    schema = feature_schema(n_mels)
+    for name in STATUS_COLUMNS:
+        schema = schema.append(pa.field(name, pa.string()))
+    return schema
+
+
+def _ragged(values: list[Optional[np.ndarray]], field_type: pa.DataType) -> pa.Array:
+    """A list column from numpy arrays (``[T]`` or ``[T, k]``) without per-element Python."""
+    lengths = np.array([0 if v is None else len(v) for v in values], dtype=np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    mask = pa.array([v is None for v in values])
+    inner = field_type.value_type
+    present = [np.asarray(v) for v in values if v is not None]
+    if pa.types.is_fixed_size_list(inner):
+        flat = np.concatenate([v.reshape(-1) for v in present]) if present else np.zeros(0)
+        child = pa.FixedSizeListArray.from_arrays(
+            pa.array(flat.astype(np.float32), pa.float32()), inner.list_size)
+    else:
+        flat = np.concatenate(present) if present else np.zeros(0)
+        child = pa.array(flat.astype(inner.to_pandas_dtype()), inner)
+    return pa.ListArray.from_arrays(offsets, child, mask=mask)
+
+
+_NUMPY_LISTS = ("mel", "f0", "energy", "audio")
+
+
+def to_table(rows: list[dict[str, Any]], n_mels: int) -> pa.Table:
+    schema = stream_schema(n_mels)
+    columns = []
+    for column in schema:
+        values = [row.get(column.name) for row in rows]
+        if column.name in _NUMPY_LISTS:
+            columns.append(_ragged(values, column.type))
+        else:
+            columns.append(pa.array(values, column.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def split_dir(output: str, split: str) -> str:
+    return uri.join(output, split)
+
+
+def _write_parquet(table: pa.Table, path: str) -> None:
+    fs, inner = uri.filesystem(path)
+    if not uri.is_remote(path):
+        fs.makedirs(os.path.dirname(inner), exist_ok=True)
+    with fs.open(inner, "wb") as handle:
+        pq.write_table(table, handle, compression="zstd")
+
+
+class FeatureStoreSink(Datasink[PartialStats]):
+    def __init__(self, output: str, n_mels: int) -> None:
+        self.output = output
+        self.n_mels = n_mels
+        self.stats: Optional[PartialStats] = None
+
+    def write(self, blocks: Iterable[Block], ctx) -> PartialStats:
+        tables = [b for b in blocks if b.num_rows]
+        stats = PartialStats(self.n_mels)
+        if not tables:
+            return stats
+        table = pa.concat_tables(tables)
+        is_kept = pc.equal(table["status"], "kept")
+        kept = table.filter(is_kept).drop_columns(list(STATUS_COLUMNS))
+        for split in SPLITS:
+            part = kept.filter(pc.equal(kept["split"], split))
+            if part.num_rows:
+                # Named by task index, so a retried task overwrites its own part.
+                _write_parquet(part, uri.join(self.output, split, f"part-{ctx.task_idx:05d}.parquet"))
+        rejects = table.filter(pc.invert(is_kept)).select(
+            ["id", "source", "status", "reason", "detail", "speaker_id", "language"]).to_pylist()
+        if rejects:
+            lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
+            uri.write_text(uri.join(self.output, REJECTS_STAGING, f"part-{ctx.task_idx:05d}.jsonl"), lines)
+        stats.add_kept(kept)
+        stats.add_rejects(rejects)
+        return stats
+
+    def on_write_complete(self, write_result: WriteResult[PartialStats]) -> None:
+        merged = PartialStats(self.n_mels)
+        for partial in write_result.write_returns:
+            merged.merge(partial)
+        self.stats = merged
+        collect_rejects(self.output)
+
+
+def collect_rejects(output: str) -> int:
+    """Concatenate the rejects parts into ``rejected.jsonl`` (sorted by source), drop the parts."""
+    staging = uri.join(output, REJECTS_STAGING)
+    rows = []
+    if uri.exists(staging):
+        for part in uri.find(staging, (".jsonl",)):
+            rows += [json.loads(line) for line in uri.read_text(part).splitlines() if line.strip()]
+        uri.remove_tree(staging)
+    rows.sort(key=lambda r: (r["source"] or "", r["id"] or ""))
+    uri.write_text(uri.join(output, "rejected.jsonl"),
+                   "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return len(rows)
+
+
+def read_rejects(output: str) -> list[dict]:
+    text = uri.read_text(uri.join(output, "rejected.jsonl"))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def split_files(output: str, split: str) -> list[str]:
+    folder = split_dir(output, split)
+    return uri.find(folder, (".parquet",)) if uri.exists(folder) else []
+
+
+def count_rows(output: str) -> dict[str, int]:
+    """Rows per split, read from the parquet footers (no data pages)."""
+    counts = {}
+    for split in SPLITS:
+        total = 0
+        for path in split_files(output, split):
+            fs, inner = uri.filesystem(path)
+            with fs.open(inner, "rb") as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        counts[split] = total
+    return counts
+
+
+def read_split(output: str, split: str, columns: Optional[list[str]] = None) -> pa.Table:
+    """One split as a table (small stores, tests, inspection; training streams with Ray Data)."""
+    tables = [read_part(path, columns) for path in split_files(output, split)]
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def move_row(output: str, from_split: str, to_split: str, moved_name: str) -> float:
+    """Move the row of ``from_split`` with the highest split hash into ``to_split``.
+
+    Returns the moved row's audio seconds. Deterministic: the same row moves on every run.
+    """
+    best: Optional[tuple[float, str, int]] = None
+    for path in split_files(output, from_split):
+        ids = read_part(path, ["id"])["id"].to_pylist()
+        for index, utt_id in enumerate(ids):
+            key = (unit_interval(utt_id), path, index)
+            if best is None or key > best:
+                best = key
+    if best is None:
+        raise RuntimeError(f"split {from_split!r} has no row to move")
+    _, path, index = best
+    table = read_part(path)
+    row = table.slice(index, 1).set_column(
+        table.schema.get_field_index("split"), "split", pa.array([to_split]))
+    rest = pa.concat_tables([table.slice(0, index), table.slice(index + 1)])
+    if rest.num_rows:
+        _write_parquet(rest, path)
+    else:
+        fs, inner = uri.filesystem(path)
+        fs.rm(inner)
+    _write_parquet(row, uri.join(output, to_split, moved_name))
+    return float(row["audio_seconds"][0].as_py())
+
+
+def read_part(path: str, columns: Optional[list[str]] = None) -> pa.Table:
+    fs, inner = uri.filesystem(path)
+    with fs.open(inner, "rb") as handle:
+        return pq.read_table(handle, columns=columns)

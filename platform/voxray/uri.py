@@ -1,0 +1,124 @@
+"""Local paths and ``s3://`` URIs everywhere a path is taken (fsspec; s3fs for S3).
+
+S3 credentials and endpoints come from the standard AWS variables (AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, ...); ``storage_env`` forwards them to Ray tasks so that workers started
+before the variables were set still see the same bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import Iterator
+
+import fsspec
+from fsspec.core import url_to_fs
+
+_FORWARDED_ENV_PREFIXES = ("AWS_", "FSSPEC_")
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem for ``path`` and the path inside it."""
+    return url_to_fs(path)
+
+
+def join(base: str, *parts: str) -> str:
+    if is_remote(base):
+        return posixpath.join(base.rstrip("/"), *parts)
+    return os.path.join(base, *parts)
+
+
+def parent(path: str) -> str:
+    if is_remote(path):
+        protocol, _, rest = path.partition("://")
+        return f"{protocol}://{posixpath.dirname(rest.rstrip('/'))}"
+    return os.path.dirname(os.path.abspath(path))
+
+
+def resolve(path: str, base_dir: str) -> str:
+    """``path`` as is when absolute or a URI, else relative to ``base_dir``."""
+    if "://" in path or os.path.isabs(path):
+        return path
+    return join(base_dir, path)
+
+
+def unstrip(reference: str, fs_path: str) -> str:
+    """Turn a path returned by ``fs.find``/``fs.ls`` back into a URI like ``reference``."""
+    if is_remote(reference):
+        protocol = reference.split("://", 1)[0]
+        return f"{protocol}://{fs_path.lstrip('/')}" if "://" not in fs_path else fs_path
+    return fs_path
+
+
+def read_bytes(path: str) -> bytes:
+    fs, inner = filesystem(path)
+    return fs.cat_file(inner)
+
+
+def read_text(path: str, encoding: str = "utf-8") -> str:
+    return read_bytes(path).decode(encoding)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    fs, inner = filesystem(path)
+    if not is_remote(path):
+        fs.makedirs(os.path.dirname(inner), exist_ok=True)
+    with fs.open(inner, "wb") as handle:
+        handle.write(data)
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def exists(path: str) -> bool:
+    fs, inner = filesystem(path)
+    return fs.exists(inner)
+
+
+def isdir(path: str) -> bool:
+    fs, inner = filesystem(path)
+    return fs.isdir(inner)
+
+
+def find(path: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """All files under ``path`` (recursively), as URIs like ``path``, sorted."""
+    fs, inner = filesystem(path)
+    fs.invalidate_cache()
+    found = fs.find(inner)
+    if suffixes:
+        found = [f for f in found if f.lower().endswith(suffixes)]
+    return sorted(unstrip(path, f) for f in found)
+
+
+def is_empty_dir(path: str) -> bool:
+    return not exists(path) or not find(path)
+
+
+def remove_tree(path: str) -> None:
+    fs, inner = filesystem(path)
+    if fs.exists(inner):
+        fs.rm(inner, recursive=True)
+    fs.invalidate_cache()
+
+
+def makedirs(path: str) -> None:
+    fs, inner = filesystem(path)
+    fs.makedirs(inner, exist_ok=True)
+
+
+def iter_lines(path: str) -> Iterator[str]:
+    """Lines of a text file without their line ends, streamed (manifests can be large)."""
+    fs, inner = filesystem(path)
+    with fs.open(inner, "rb") as handle:
+        for raw in handle:
+            yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def storage_env() -> dict[str, str]:
+    """The storage variables of this process, to hand to Ray tasks (runtime_env env_vars)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One setup step for a fresh machine; both README commands run it. Idempotent: when
+# pyproject.toml, constraints.txt and this script are unchanged and the venv imports, it
+# returns in well under a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+STAMP="$VENV/.voxray-setup"
+WANT=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+
+system_packages() {
+    # espeak-ng gives phonemes (libespeak-ng) and built the sample corpus.
+    if ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 && command -v espeak-ng >/dev/null; then
+        return 0
+    fi
+    local apt=""
+    if [ "$(id -u)" = 0 ]; then apt="apt-get"; elif sudo -n true 2>/dev/null; then apt="sudo apt-get"; fi
+    if [ -n "$apt" ] && command -v apt-get >/dev/null; then
+        echo "setup: installing espeak-ng with $apt"
+        $apt update -qq && DEBIAN_FRONTEND=noninteractive $apt install -y -qq espeak-ng >/dev/null
+    else
+        cat >&2 <<'MSG'
+setup: WARNING: espeak-ng is missing and cannot be installed here (no root, no apt).
+       Install it by hand:   sudo apt-get install espeak-ng      (Debian/Ubuntu)
+                             sudo dnf install espeak-ng          (Fedora)
+                             brew install espeak-ng              (macOS)
+       Until then voxray falls back to character tokens for every language.
+MSG
+    fi
+}
+
+system_packages
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$VENV/bin/python" -c "import voxray" 2>/dev/null; then
+    exit 0
+fi
+
+echo "setup: building $VENV from constraints.txt (first run takes a few minutes)"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+$PIP install -c constraints.txt pip setuptools wheel
+# torch first: DeepSpeed builds against the installed torch, without build isolation.
+$PIP install -c constraints.txt torch torchaudio
+DS_BUILD_OPS=0 $PIP install --no-build-isolation -c constraints.txt deepspeed
+$PIP install --no-build-isolation -c constraints.txt -e ".[dev]"
+echo "$WANT" > "$STAMP"
+echo "setup: done ($("$VENV/bin/python" -c 'import ray, torch, deepspeed; print("ray", ray.__version__, "torch", torch.__version__, "deepspeed", deepspeed.__version__)' 2>/dev/null))"
