@@ -18,15 +18,17 @@ _FORWARDED_ENV_PREFIXES = ("AWS_", "FSSPEC_")
 
 
 def is_remote(path: str) -> bool:
+    path = os.fspath(path)
     return "://" in path and not path.startswith("file://")
 
 
 def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for ``path`` and the path inside it."""
-    return url_to_fs(path)
+    return url_to_fs(os.fspath(path))
 
 
 def join(base: str, *parts: str) -> str:
+    base = os.fspath(base)
     if is_remote(base):
         return posixpath.join(base.rstrip("/"), *parts)
     return os.path.join(base, *parts)

@@ -45,7 +45,7 @@ class CleanAudio:
     trim_start_seconds: float   # where the kept audio starts in the decoded file
     source_sample_rate: int
     source_channels: int
-    loudness_lufs: float        # measured before normalisation
+    loudness_lufs: float        # of the trimmed speech, measured before normalisation
 
 
 def decode(data: bytes) -> tuple[np.ndarray, int]:
@@ -128,10 +128,12 @@ def clean(data: bytes, *, sample_rate: int, loudness_lufs: float, max_peak: floa
     peak = peak_dbfs(mono)
     if peak < silence_peak_dbfs:
         raise Rejected(SILENT, f"peak {peak:.1f} dBFS < {silence_peak_dbfs} dBFS")
-    measured = loudness(mono, sample_rate)
-    normalised = normalize_loudness(mono, measured, loudness_lufs, max_peak)
-    start, end = trim_bounds(normalised, trim_top_db, frame_length, hop_length)
-    trimmed = np.ascontiguousarray(normalised[start:end], dtype=np.float32)
+    # Trimming is relative to the loudest frame, so it does not depend on the gain: find the
+    # speech first and measure its loudness without the edge silences pulling it around.
+    start, end = trim_bounds(mono, trim_top_db, frame_length, hop_length)
+    speech = np.ascontiguousarray(mono[start:end], dtype=np.float32)
+    measured = loudness(speech, sample_rate)
+    trimmed = normalize_loudness(speech, measured, loudness_lufs, max_peak)
     seconds = trimmed.shape[0] / sample_rate
     if seconds < min_seconds:
         raise Rejected(TOO_SHORT, f"{seconds:.3f} s after trimming < {min_seconds} s")

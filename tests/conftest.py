@@ -1,0 +1,115 @@
+"""Shared fixtures: one real local Ray cluster per session, a real S3 server, corpus builders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "corpus" / "sample"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray with 2 CPUs, shared by every test that runs a pipeline."""
+    import ray
+
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+def sample_lines(count: int | None = None, language: str | None = None) -> list[str]:
+    lines = (SAMPLE / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    if language:
+        lines = [line for line in lines if line.split("|")[4] == language]
+    return lines[:count] if count else lines
+
+
+def make_ljspeech(folder: Path, lines: list[str], extra: dict[str, bytes] | None = None) -> Path:
+    """An LJSpeech folder holding the sample wavs named by ``lines`` plus ``extra`` files."""
+    (folder / "wavs").mkdir(parents=True, exist_ok=True)
+    for line in lines:
+        utt_id = line.split("|")[0]
+        source = SAMPLE / "wavs" / f"{utt_id}.wav"
+        if source.exists():
+            shutil.copy(source, folder / "wavs" / f"{utt_id}.wav")
+    for name, data in (extra or {}).items():
+        (folder / "wavs" / name).write_bytes(data)
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def wav_bytes(samples: np.ndarray, rate: int, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, subtype=subtype, format=fmt)
+    return buffer.getvalue()
+
+
+def tone(seconds: float, rate: int = 16000, freq: float = 220.0, level: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    # A few harmonics so pitch trackers see a voiced, speech-like signal.
+    signal = sum(np.sin(2 * np.pi * freq * k * t) / k for k in range(1, 6))
+    return (level * signal / np.max(np.abs(signal))).astype(np.float32)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto in server mode) on localhost, as s3fs's tests use."""
+    port = _free_port()
+    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise RuntimeError("moto_server did not start")
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Standard AWS variables pointing at the local server; a fresh bucket per test."""
+    import boto3
+    import s3fs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    s3fs.S3FileSystem.clear_instance_cache()
+    bucket = f"voxray-{int(time.time() * 1000) % 10**9}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    yield bucket
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from voxray.data import cleaning
+from voxray.data.cleaning import Rejected, clean, decode, loudness, trim_bounds
+from tests.conftest import tone, wav_bytes
+
+DEFAULTS = dict(sample_rate=22050, loudness_lufs=-23.0, max_peak=0.99, silence_peak_dbfs=-50.0,
+                trim_top_db=40.0, min_seconds=0.5, max_seconds=20.0)
+
+
+def padded(seconds=1.5, rate=16000, lead=0.4, tail=0.6, level=0.3):
+    return np.concatenate([np.zeros(int(lead * rate), np.float32), tone(seconds, rate, level=level),
+                           np.zeros(int(tail * rate), np.float32)])
+
+
+def test_decode_wav_and_flac():
+    signal = tone(0.5)
+    for fmt in ("WAV", "FLAC"):
+        samples, rate = decode(wav_bytes(signal, 16000, fmt=fmt))
+        assert rate == 16000 and samples.shape == (1, 8000)
+        assert np.allclose(samples[0], signal, atol=1e-3)
+
+
+def test_clean_resamples_downmixes_normalises_and_trims():
+    mono = padded(rate=44100)
+    stereo = np.stack([mono, 0.5 * mono], axis=1)
+    out = clean(wav_bytes(stereo, 44100), **DEFAULTS)
+    assert out.sample_rate == 22050 and out.source_channels == 2 and out.source_sample_rate == 44100
+    assert abs(out.waveform.shape[0] / 22050 - 1.5) < 0.1          # silence trimmed
+    assert 0.3 < out.trim_start_seconds < 0.45
+    assert abs(loudness(out.waveform, 22050) - (-23.0)) < 0.5       # BS.1770 target reached
+    assert np.max(np.abs(out.waveform)) <= 0.99 + 1e-6
+
+
+def test_quiet_and_loud_inputs_end_at_the_same_loudness():
+    quiet = clean(wav_bytes(padded(level=0.02), 16000), **DEFAULTS)
+    loud = clean(wav_bytes(padded(level=0.5), 16000), **DEFAULTS)
+    assert abs(loudness(quiet.waveform, 22050) - loudness(loud.waveform, 22050)) < 0.5
+
+
+def test_peak_limit_wins_over_loudness_target():
+    out = clean(wav_bytes(padded(level=0.05), 16000), **{**DEFAULTS, "loudness_lufs": -5.0, "max_peak": 0.5})
+    assert np.max(np.abs(out.waveform)) == pytest.approx(0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", cleaning.EMPTY_FILE),
+    (b"RIFF\x00\x00garbage" * 10, cleaning.UNDECODABLE),
+    (wav_bytes(np.zeros(0, np.float32), 16000), cleaning.EMPTY_FILE),
+    (wav_bytes(np.zeros(32000, np.float32), 16000), cleaning.SILENT),
+    (wav_bytes(np.full(32000, 1e-4, np.float32), 16000, subtype="FLOAT"), cleaning.SILENT),
+    (wav_bytes(np.where(np.arange(16000) == 500, np.nan, tone(1.0)).astype(np.float32), 16000,
+               subtype="FLOAT"), cleaning.NON_FINITE),
+    (wav_bytes(tone(0.2), 16000), cleaning.TOO_SHORT),
+    (wav_bytes(padded(seconds=0.3, lead=0.5, tail=0.5), 16000), cleaning.TOO_SHORT),
+    (wav_bytes(tone(21.0), 16000), cleaning.TOO_LONG),
+])
+def test_rejections(data, reason):
+    with pytest.raises(Rejected) as info:
+        clean(data, **DEFAULTS)
+    assert info.value.reason == reason
+
+
+def test_trim_bounds_on_pure_signal_keep_everything():
+    signal = tone(1.0, 22050)
+    start, end = trim_bounds(signal, 40, 1024, 256)
+    assert start == 0 and end >= signal.shape[0] - 256

@@ -1,0 +1,226 @@
+"""End-to-end runs of the Ray Data pipeline on a real local Ray cluster."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from voxray.config import load_config
+from voxray.data import cleaning, store
+from voxray.data.pipeline import OutputError, preprocess
+from voxray.data.splits import SPLITS, split_of
+from voxray.data.text import Vocabulary
+from tests.conftest import SAMPLE, make_ljspeech, sample_lines, tone, wav_bytes
+
+pytestmark = pytest.mark.integration
+
+
+def run(input_uri, output, *overrides, fmt=None):
+    return preprocess(str(input_uri), str(output), load_config(overrides=list(overrides)), fmt=fmt)
+
+
+def all_rows(output) -> pa.Table:
+    return pa.concat_tables([store.read_split(str(output), s) for s in SPLITS if store.split_files(str(output), s)])
+
+
+def reasons_by_id(output) -> dict[str, str]:
+    return {r["id"]: r["reason"] for r in store.read_rejects(str(output))}
+
+
+def test_sample_corpus_end_to_end(ray_cluster, tmp_path):
+    out = tmp_path / "store"
+    stats = run(SAMPLE, out)
+    assert (stats["input_rows"], stats["kept"], stats["rejected"], stats["malformed"]) == (64, 64, 0, 0)
+    assert stats["reconciles"] and stats["input"]["format"] == "ljspeech"
+    assert set(stats["speakers"]) == {"spk_f", "spk_m"} and set(stats["languages"]) == {"en-us", "ms"}
+    assert all(stats["splits"][s]["utterances"] > 0 for s in SPLITS)
+    assert sum(s["utterances"] for s in stats["splits"].values()) == 64
+    assert stats["audio_seconds"] == pytest.approx(sum(s["audio_seconds"] for s in stats["splits"].values()), abs=0.01)
+    assert json.loads((out / "stats.json").read_text())["kept"] == 64
+    assert (out / "rejected.jsonl").read_text() == ""
+
+    vocab = Vocabulary.from_json((out / "vocab.json").read_text())
+    assert vocab.tokens == stats["vocabulary"]
+    assert load_config(str(out / "config.yaml")) == load_config()
+    table = all_rows(out)
+    assert table.num_rows == 64 and len(set(table["id"].to_pylist())) == 64
+    hop = stats["audio_spec"]["hop_length"]
+    for row in table.slice(0, 8).to_pylist():
+        n = row["n_frames"]
+        assert np.array(row["mel"]).shape == (n, 80)
+        assert len(row["f0"]) == len(row["energy"]) == n and len(row["audio"]) == n * hop
+        assert row["audio_seconds"] == pytest.approx(n * hop / 22050, abs=1e-4)
+        assert [vocab.tokens[i] for i in row["token_ids"]] == row["phonemes"]
+        assert row["split"] == split_of(row["id"], load_config().preprocess.split)
+        assert stats["speakers"][row["speaker_id"]]["index"] == row["speaker_index"]
+        assert row["durations"] is None and row["audio_codes"] is None
+        voiced = [f for f in row["f0"] if f > 0]
+        assert len(voiced) > n / 4 and 60 < np.median(voiced) < 400  # espeak voices: real pitch
+    mel = stats["features"]["mel"]
+    assert len(mel["mean_per_channel"]) == 80 and mel["count"] == sum(table["n_frames"].to_pylist())
+    assert 60 < stats["features"]["f0_voiced"]["mean"] < 400
+
+
+def salted_corpus(folder):
+    """Six good utterances and one of every kind of bad input."""
+    good = sample_lines(6)
+    rate = 16000
+    nan_audio = tone(1.5, rate)
+    nan_audio[100] = np.nan
+    loud_stereo_44k = np.stack([tone(1.5, 44100, level=0.9), tone(1.5, 44100, level=0.2)], axis=1)
+    extra = {
+        "bad_empty.wav": b"",
+        "bad_garbage.wav": b"RIFF....WAVEfmt this is not audio" * 20,
+        "bad_nan.wav": wav_bytes(nan_audio, rate, subtype="FLOAT"),
+        "bad_silent.wav": wav_bytes(np.zeros(rate * 2, np.float32), rate),
+        "bad_near_silent.wav": wav_bytes(np.random.default_rng(0).normal(0, 1e-4, rate * 2).astype(np.float32), rate, subtype="FLOAT"),
+        "bad_short.wav": wav_bytes(tone(0.25, rate), rate),
+        "bad_long.wav": wav_bytes(tone(21.0, rate), rate),
+        "bad_text.wav": wav_bytes(tone(1.5, rate), rate),
+        "ok_stereo44k.wav": wav_bytes(loud_stereo_44k, 44100),
+        "ok_flac_named_wav.wav": wav_bytes(tone(1.2, 24000), 24000, fmt="FLAC"),
+    }
+    lines = good + [
+        "bad_missing|This file does not exist.|This file does not exist.",
+        "bad_empty|An empty file.|An empty file.",
+        "bad_garbage|Not audio at all.|Not audio at all.",
+        "bad_nan|Has a NaN sample.|Has a NaN sample.",
+        "bad_silent|Pure digital silence.|Pure digital silence.",
+        "bad_near_silent|Only faint noise.|Only faint noise.",
+        "bad_short|Too short.|Too short.",
+        "bad_long|Far too long.|Far too long.",
+        "bad_text| |  ",
+        "no pipe characters on this line",
+        "ok_stereo44k|A stereo file at forty four kilohertz.|A stereo file at forty four kilohertz.|spk_x|en-us",
+        "ok_flac_named_wav|Flac inside.|Flac inside.",
+    ]
+    return make_ljspeech(folder, lines, extra)
+
+
+def test_every_bad_input_is_recorded_and_nothing_is_lost(ray_cluster, tmp_path):
+    out = tmp_path / "store"
+    stats = run(salted_corpus(tmp_path / "corpus"), out)
+    reasons = reasons_by_id(out)
+    assert reasons == {
+        "bad_missing": cleaning.MISSING_FILE, "bad_empty": cleaning.EMPTY_FILE,
+        "bad_garbage": cleaning.UNDECODABLE, "bad_nan": cleaning.NON_FINITE,
+        "bad_silent": cleaning.SILENT, "bad_near_silent": cleaning.SILENT,
+        "bad_short": cleaning.TOO_SHORT, "bad_long": cleaning.TOO_LONG,
+        "bad_text": cleaning.EMPTY_TEXT, "no pipe characters on this line": cleaning.MALFORMED_ROW,
+    }
+    assert stats["input_rows"] == 18
+    assert (stats["kept"], stats["rejected"], stats["malformed"]) == (8, 9, 1)
+    assert stats["kept"] + stats["rejected"] + stats["malformed"] == stats["input_rows"]
+    assert stats["rejected_by_reason"][cleaning.SILENT] == 2
+    assert sum(stats["rejected_by_reason"].values()) == 10
+    for reject in store.read_rejects(out):
+        assert reject["source"].startswith(str(tmp_path / "corpus" / "metadata.csv") + ":")
+        assert reject["status"] in ("rejected", "malformed") and reject["detail"]
+    kept = {r["id"]: r for r in all_rows(out).to_pylist()}
+    assert {"ok_stereo44k", "ok_flac_named_wav"} <= set(kept)
+    assert kept["ok_stereo44k"]["speaker_id"] == "spk_x" and kept["ok_stereo44k"]["sample_rate"] == 22050
+    assert kept["ok_flac_named_wav"]["speaker_id"] == "speaker0"  # the configured default
+
+
+def test_output_must_be_empty_unless_overwrite(ray_cluster, tmp_path):
+    corpus = make_ljspeech(tmp_path / "corpus", sample_lines(4))
+    out = tmp_path / "store"
+    first = run(corpus, out)
+    with pytest.raises(OutputError, match="not empty"):
+        run(corpus, out)
+    (out / "train" / "stale.parquet").write_bytes(b"old run")
+    second = run(corpus, out, "preprocess.overwrite=true")
+    assert not (out / "train" / "stale.parquet").exists()
+    assert second["splits"] == first["splits"] and second["vocabulary"] == first["vocabulary"]
+
+
+def test_tiny_corpus_fills_every_split(ray_cluster, tmp_path):
+    fractions = load_config().preprocess.split
+    train_only = [line for line in sample_lines() if split_of(line.split("|")[0], fractions) == "train"][:3]
+    out = tmp_path / "store"
+    stats = run(make_ljspeech(tmp_path / "corpus", train_only), out)
+    assert {s: v["utterances"] for s, v in stats["splits"].items()} == {"train": 1, "val": 1, "test": 1}
+    assert stats["rows_on_disk"] == {"train": 1, "val": 1, "test": 1}
+    for split in SPLITS:
+        assert store.read_split(str(out), split)["split"].to_pylist() == [split]
+
+
+def test_jsonl_manifest_carries_codes_and_reference(ray_cluster, tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "audio").mkdir(parents=True)
+    rows = []
+    for i, line in enumerate(sample_lines(3, language="ms")):
+        utt_id, text, _, speaker, language = line.split("|")
+        (corpus / "audio" / f"{utt_id}.wav").write_bytes((SAMPLE / "wavs" / f"{utt_id}.wav").read_bytes())
+        rows.append({"audio": f"audio/{utt_id}.wav", "text": text, "speaker_id": speaker,
+                     "language": language, "ref_audio": "audio/ref.wav", "ref_text": "rujukan",
+                     "audio_codes": [[i, 1, 2], [3, 4, 5]]})
+    rows.append({"audio": "audio/x.wav", "text": "Sannu da zuwa.", "language": "ha"})
+    (corpus / "audio" / "x.wav").write_bytes(wav_bytes(tone(1.0), 16000))
+    lines = [json.dumps(r) for r in rows] + ['{"audio": "audio/y.wav", "text": 3}']
+    (corpus / "train.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "store"
+    stats = run(corpus, out)
+    assert (stats["kept"], stats["malformed"], stats["input"]["format"]) == (4, 1, "jsonl")
+    assert stats["languages"]["ha"]["g2p"] == "char"
+    kept = {r["id"]: r for r in all_rows(out).to_pylist()}
+    first = kept["audio/ms_spk_m_001"]
+    assert first["audio_codes"] == [[0, 1, 2], [3, 4, 5]]
+    assert first["ref_audio"] == str(corpus / "audio" / "ref.wav") and first["ref_text"] == "rujukan"
+    assert kept["audio/x"]["phonemes"] == list("sannu") + [" ", "d", "a", " "] + list("zuwa") + ["."]
+    assert reasons_by_id(out) == {"train.jsonl:5": cleaning.MALFORMED_ROW}
+
+
+def test_hf_parquet_shards(ray_cluster, tmp_path):
+    lines = sample_lines(5)
+    records = [{"id": line.split("|")[0], "text": line.split("|")[1], "speaker_id": line.split("|")[3],
+                "language": line.split("|")[4],
+                "audio": {"bytes": (SAMPLE / "wavs" / f"{line.split('|')[0]}.wav").read_bytes(), "path": None}}
+               for line in lines]
+    records[4]["audio"] = {"bytes": b"\x00\x01junk", "path": None}
+    shards = tmp_path / "hf"
+    shards.mkdir()
+    pq.write_table(pa.Table.from_pylist(records[:3]), shards / "train-00000-of-00002.parquet", row_group_size=2)
+    pq.write_table(pa.Table.from_pylist(records[3:]), shards / "train-00001-of-00002.parquet")
+    out = tmp_path / "store"
+    stats = run(shards, out)
+    assert (stats["input_rows"], stats["kept"], stats["rejected"]) == (5, 4, 1)
+    assert stats["input"]["format"] == "hf-parquet"
+    assert reasons_by_id(out) == {records[4]["id"]: cleaning.UNDECODABLE}
+    assert sorted(all_rows(out)["id"].to_pylist()) == sorted(r["id"] for r in records[:4])
+
+
+def _textgrid(phones: list[tuple[float, float, str]], end: float) -> str:
+    items = "\n".join(f"{a}\n{b}\n\"{label}\"" for a, b, label in phones)
+    return (f'File type = "ooTextFile"\nObject class = "TextGrid"\n\n0\n{end}\n<exists>\n1\n'
+            f'"IntervalTier"\n"phones"\n0\n{end}\n{len(phones)}\n{items}\n')
+
+
+def test_mfa_alignments_give_durations_that_sum_to_the_mel(ray_cluster, tmp_path):
+    import soundfile
+
+    lines = sample_lines(4)
+    corpus = make_ljspeech(tmp_path / "corpus", lines)
+    aligned = tmp_path / "aligned"
+    for line in lines[:2]:
+        utt_id, speaker = line.split("|")[0], line.split("|")[3]
+        seconds = soundfile.info(corpus / "wavs" / f"{utt_id}.wav").duration
+        bounds = np.linspace(0.2, seconds - 0.25, 7)
+        labels = ["DH", "AH0", "sp", "B", "ER1", "CH"]
+        phones = [(0, 0.2, "")] + [(bounds[i], bounds[i + 1], labels[i]) for i in range(6)] + [(bounds[-1], seconds, "sil")]
+        (aligned / speaker).mkdir(parents=True, exist_ok=True)
+        (aligned / speaker / f"{utt_id}.TextGrid").write_text(_textgrid(phones, seconds))
+    (aligned / f"{lines[2].split('|')[0]}.TextGrid").write_text("File type = \"ooTextFile\"\nbroken")
+    out = tmp_path / "store"
+    stats = run(corpus, out, f"preprocess.alignments={aligned}")
+    assert stats["has_durations"] and stats["kept"] == 2
+    assert reasons_by_id(out) == {lines[2].split("|")[0]: cleaning.BAD_ALIGNMENT,
+                                  lines[3].split("|")[0]: cleaning.MISSING_ALIGNMENT}
+    for row in all_rows(out).to_pylist():
+        assert row["phonemes"] == ["DH", "AH0", "sp", "B", "ER1", "CH"]
+        assert sum(row["durations"]) == row["n_frames"] and min(row["durations"]) >= 0
+    assert {"DH", "ER1", "sp"} <= set(stats["vocabulary"])
