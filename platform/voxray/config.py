@@ -59,7 +59,7 @@ class PreprocessConfig(_Strict):
     alignments: Optional[str] = None    # folder (or s3:// prefix) of MFA TextGrids
     # Output and execution.
     split: SplitConfig = SplitConfig()
-    rows_per_task: int = 16             # manifest rows per Ray task (the unit of parallelism)
+    rows_per_task: int = 128            # target rows per Ray task (fewer on small corpora)
     num_cpus: float = 1.0               # CPUs reserved by each Ray Data task
     overwrite: bool = False
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 import ray
 
@@ -25,6 +27,7 @@ from voxray.data.text import G2P, Vocabulary
 log = logging.getLogger("voxray.preprocess")
 
 MAX_BLOCKS = 4096
+_BACKPRESSURE_KEY = "backpressure_policies.enabled"
 
 
 class OutputError(ValueError):
@@ -49,6 +52,27 @@ def _remote_args(config: Config) -> dict[str, Any]:
     return args
 
 
+@contextmanager
+def _without_backpressure() -> Iterator[None]:
+    """Run our datasets without Ray Data's backpressure policies, then restore them.
+
+    Both passes emit only tiny rows (a scan summary, a write task's counts), so there is no
+    output to hold back; but the resource-budget policy, not knowing the output size yet, keeps
+    the second CPU idle until the first task finishes (measured: 8 x 0.8 s tasks on 2 CPUs take
+    4.46 s with the default policies, 3.29 s without; see benchmarks/RESULTS.md).
+    """
+    context = ray.data.DataContext.get_current()
+    previous = context.get_config(_BACKPRESSURE_KEY, None)
+    context.set_config(_BACKPRESSURE_KEY, [])
+    try:
+        yield
+    finally:
+        if previous is None:
+            context.remove_config(_BACKPRESSURE_KEY)
+        else:
+            context.set_config(_BACKPRESSURE_KEY, previous)
+
+
 def _prepare_output(output: str, overwrite: bool) -> None:
     if uri.is_empty_dir(output):
         return
@@ -59,56 +83,78 @@ def _prepare_output(output: str, overwrite: bool) -> None:
     uri.remove_tree(output)
 
 
+def _index(names: set[str]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(sorted(names))}
+
+
 def preprocess(input_uri: str, output: str, config: Config, fmt: Optional[str] = None) -> dict[str, Any]:
     """Build the feature store at ``output``; returns the stats written to ``stats.json``."""
-    started = time.perf_counter()
+    phases: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = round(now - clock, 3)
+        clock = now
+
     pre = config.preprocess
     fmt = fmt or pre.format
     if fmt == "auto":
         fmt = readers.detect_format(input_uri)
-    units = readers.plan(input_uri, fmt, pre.rows_per_task)
+    units = readers.plan(input_uri, fmt)
     if not units:
         raise readers.InputError(f"{input_uri!r} holds no rows")
     _prepare_output(output, pre.overwrite)
+    phase("plan")
     ensure_ray()
+    phase("ray_init")
 
-    items = ray.data.from_items([{"unit": json.dumps(u)} for u in units],
-                                override_num_blocks=min(len(units), MAX_BLOCKS))
+    # One block = one Ray task. Tasks of ~rows_per_task rows keep per-task scheduling cost
+    # small; small corpora still get two tasks per CPU so that every CPU has work.
+    rows = sum(readers.unit_rows(u) for u in units)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1) // pre.num_cpus))
+    blocks = min(len(units), MAX_BLOCKS, max(math.ceil(rows / pre.rows_per_task), 2 * cpus))
     remote = _remote_args(config)
     context = Context(config)
 
-    # Pass 1, text only: every symbol must be in the vocabulary before token ids are assigned.
-    scans = items.map_batches(scan_units, fn_kwargs={"ctx": context}, batch_size=1,
-                              batch_format="pyarrow", **remote).take_all()
-    symbols = sorted({s for row in scans for s in row["symbols"]})
-    speakers = sorted({s for row in scans for s in row["speakers"]})
-    languages = sorted({s for row in scans for s in row["languages"]})
-    context.vocabulary = Vocabulary.build(symbols)
-    context.speakers = {name: i for i, name in enumerate(speakers)}
-    context.languages = {name: i for i, name in enumerate(languages)}
+    with _without_backpressure():
+        items = ray.data.from_items([{"unit": json.dumps(u)} for u in units],
+                                    override_num_blocks=blocks)
+        # Pass 1, text only: every symbol must be in the vocabulary before ids are assigned.
+        scans = items.map_batches(scan_units, fn_kwargs={"ctx": context}, batch_size=None,
+                                  batch_format="pyarrow", **remote).take_all()
+        context.vocabulary = Vocabulary.build({s for row in scans for s in row["symbols"]})
+        context.speakers = _index({s for row in scans for s in row["speakers"]})
+        context.languages = _index({s for row in scans for s in row["languages"]})
+        phase("scan_pass")
 
-    # Pass 2: audio and features, written as they stream.
-    sink = store.FeatureStoreSink(output, config.audio.n_mels)
-    items.map_batches(process_units, fn_kwargs={"ctx": context}, batch_size=1,
-                      batch_format="pyarrow", **remote).write_datasink(sink, ray_remote_args=remote)
+        # Pass 2: audio and features, written as they stream.
+        sink = store.FeatureStoreSink(output, config.audio.n_mels)
+        items.map_batches(process_units, fn_kwargs={"ctx": context}, batch_size=None,
+                          batch_format="pyarrow", **remote).write_datasink(sink, ray_remote_args=remote)
     totals = sink.stats
     if totals is None:
         raise RuntimeError("the feature pass finished without reporting its counts")
+    phase("feature_pass")
 
     for step, (from_split, to_split) in enumerate(rebalance(totals.split_utterances, pre.split)):
         seconds = store.move_row(output, from_split, to_split, f"part-rebalanced-{step:02d}.parquet")
         totals.move(from_split, to_split, seconds)
+    phase("rebalance")
 
-    stats = _summarise(totals, output, fmt, input_uri, config, context,
-                       time.perf_counter() - started)
-    uri.write_text(uri.join(output, "stats.json"), json.dumps(stats, indent=1, ensure_ascii=False))
+    stats = _summarise(totals, output, fmt, input_uri, config, context)
     uri.write_text(uri.join(output, "vocab.json"), context.vocabulary.to_json())
     uri.write_text(uri.join(output, "config.yaml"), to_yaml(config))
+    phase("summary")
+    stats["phase_seconds"] = phases
+    stats["wall_seconds"] = round(sum(phases.values()), 2)
+    uri.write_text(uri.join(output, "stats.json"), json.dumps(stats, indent=1, ensure_ascii=False))
     return stats
 
 
-def _summarise(totals, output: str, fmt: str, input_uri: str, config: Config, context: Context,
-               wall_seconds: float) -> dict[str, Any]:
+def _summarise(totals, output: str, fmt: str, input_uri: str, config: Config,
+               context: Context) -> dict[str, Any]:
     counts = totals.counts()
     on_disk = store.count_rows(output)
     rejects = len(store.read_rejects(output))
@@ -133,5 +179,4 @@ def _summarise(totals, output: str, fmt: str, input_uri: str, config: Config, co
         "audio_spec": config.audio.model_dump(),
         "vocabulary": context.vocabulary.tokens,
         "has_durations": bool(config.preprocess.alignments),
-        "wall_seconds": round(wall_seconds, 2),
     }

@@ -76,7 +76,13 @@ def _chunks(kind: str, base: str, name: str, lines: Iterator[str], size: int) ->
     return units
 
 
-def plan(input_uri: str, fmt: str, rows_per_unit: int) -> list[dict]:
+def unit_rows(unit: dict) -> int:
+    if "lines" in unit:
+        return len(unit["lines"])
+    return unit.get("rows", 1)
+
+
+def plan(input_uri: str, fmt: str, rows_per_unit: int = 8) -> list[dict]:
     if fmt == "ljspeech":
         metadata = input_uri if input_uri.lower().endswith(".csv") else uri.join(input_uri, "metadata.csv")
         if not uri.exists(metadata):
