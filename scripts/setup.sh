@@ -46,5 +46,6 @@ $PIP install -c constraints.txt pip setuptools wheel
 $PIP install -c constraints.txt torch torchaudio
 DS_BUILD_OPS=0 $PIP install --no-build-isolation -c constraints.txt deepspeed
 $PIP install --no-build-isolation -c constraints.txt -e ".[dev]"
+"$VENV/bin/python" -c 'import voxray.cli' >/dev/null 2>&1 || { echo "setup: voxray does not import" >&2; exit 1; }
 echo "$WANT" > "$STAMP"
-echo "setup: done ($("$VENV/bin/python" -c 'import ray, torch, deepspeed; print("ray", ray.__version__, "torch", torch.__version__, "deepspeed", deepspeed.__version__)' 2>/dev/null))"
+echo "setup: done ($("$VENV/bin/python" -c 'from importlib.metadata import version as v; print(*(f"{p} {v(p)}" for p in ("ray", "torch", "torchaudio", "deepspeed")), sep=", ")'))"
