@@ -89,7 +89,6 @@ def run_plain(corpus: Path, output: Path, overrides: list[str]) -> dict:
     from voxray.data import readers
     from voxray.data.process import Context, process_units, scan_units
     from voxray.data.store import FeatureStoreSink
-    from voxray.data.text import Vocabulary
 
     class TaskContext:  # what a Datasink sees of its Ray task
         def __init__(self, index: int) -> None:
@@ -102,10 +101,7 @@ def run_plain(corpus: Path, output: Path, overrides: list[str]) -> dict:
     batches = [pa.table({"unit": [json.dumps(u) for u in units[i:i + per_batch]]})
                for i in range(0, len(units), per_batch)]
     context = Context(config)
-    scans = [scan_units(b, context).to_pylist()[0] for b in batches]
-    context.vocabulary = Vocabulary.build({s for row in scans for s in row["symbols"]})
-    context.speakers = {n: i for i, n in enumerate(sorted({s for r in scans for s in r["speakers"]}))}
-    context.languages = {n: i for i, n in enumerate(sorted({s for r in scans for s in r["languages"]}))}
+    context.absorb([scan_units(b, context).to_pylist()[0] for b in batches])
     sink = FeatureStoreSink(str(output), config.audio.n_mels)
     kept, seconds = 0, 0.0
     for index, batch in enumerate(batches):
@@ -117,24 +113,22 @@ def run_plain(corpus: Path, output: Path, overrides: list[str]) -> dict:
 
 def run_stages(corpus: Path) -> dict:
     """Per-stage cost over the corpus (one process): where the time goes."""
-    from voxray.audio import AudioSpec
-    from voxray.config import load_config
-    from voxray.data import cleaning, features
-    from voxray.data.text import G2P, normalize_text
-
     import torch
 
-    spec, pre = AudioSpec(), load_config().preprocess
+    from voxray.config import load_config
+    from voxray.data import features
+    from voxray.data.process import clean_audio
+    from voxray.data.text import G2P, normalize_text
+
+    config = load_config()
+    spec, pre = config.audio, config.preprocess
     rows = [line.split("|") for line in (corpus / "metadata.csv").read_text().splitlines()]
     raw = [(corpus / "wavs" / f"{r[0]}.wav").read_bytes() for r in rows]
     timings = {"clean": 0.0, "mel": 0.0, "f0": 0.0, "g2p": 0.0}
     cleaned = []
     start = time.perf_counter()
     for data in raw:
-        cleaned.append(cleaning.clean(data, sample_rate=spec.sample_rate, loudness_lufs=pre.loudness_lufs,
-                                      max_peak=pre.max_peak, silence_peak_dbfs=pre.silence_peak_dbfs,
-                                      trim_top_db=pre.trim_top_db, min_seconds=pre.min_seconds,
-                                      max_seconds=pre.max_seconds).waveform)
+        cleaned.append(clean_audio(data, config).waveform)
     timings["clean"] = time.perf_counter() - start
     start = time.perf_counter()
     with torch.inference_mode():

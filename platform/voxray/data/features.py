@@ -49,11 +49,15 @@ def magnitude(waveform: torch.Tensor, spec: AudioSpec) -> torch.Tensor:
     return stft.abs()
 
 
+def mel_from_magnitude(spectrum: torch.Tensor, spec: AudioSpec) -> torch.Tensor:
+    """[..., n_freqs, frames] magnitude -> [..., n_mels, frames] natural-log mel."""
+    filters, _ = _mel_basis(spec)
+    return torch.log(torch.clamp(filters.to(spectrum.device) @ spectrum, min=spec.log_floor))
+
+
 def log_mel(waveform: torch.Tensor, spec: AudioSpec) -> torch.Tensor:
     """[..., samples] -> [..., n_mels, frames]. Shared by preprocessing and vocoder losses."""
-    filters, _ = _mel_basis(spec)
-    mel = filters.to(waveform.device) @ magnitude(waveform, spec)
-    return torch.log(torch.clamp(mel, min=spec.log_floor))
+    return mel_from_magnitude(magnitude(waveform, spec), spec)
 
 
 def f0_contour(waveform: np.ndarray, spec: AudioSpec, n_frames: int, floor: float,
@@ -76,8 +80,7 @@ def extract(waveform: np.ndarray, spec: AudioSpec, f0_floor: float = 65.0,
     with torch.inference_mode():
         signal = torch.from_numpy(cropped)
         spectrum = magnitude(signal, spec)                       # [n_freqs, n_frames]
-        filters, _ = _mel_basis(spec)
-        mel = torch.log(torch.clamp(filters @ spectrum, min=spec.log_floor)).T
+        mel = mel_from_magnitude(spectrum, spec).T
         energy = torch.linalg.vector_norm(spectrum, dim=0)
     f0 = f0_contour(cropped, spec, n_frames, f0_floor, f0_ceil)
     return Features(cropped, mel.numpy().astype(np.float32, copy=False),

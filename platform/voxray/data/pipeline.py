@@ -22,7 +22,7 @@ from voxray.config import Config, to_yaml
 from voxray.data import readers, store
 from voxray.data.process import Context, process_units, scan_units
 from voxray.data.splits import rebalance
-from voxray.data.text import G2P, Vocabulary
+from voxray.data.text import G2P
 
 log = logging.getLogger("voxray.preprocess")
 
@@ -83,10 +83,6 @@ def _prepare_output(output: str, overwrite: bool) -> None:
     uri.remove_tree(output)
 
 
-def _index(names: set[str]) -> dict[str, int]:
-    return {name: i for i, name in enumerate(sorted(names))}
-
-
 def preprocess(input_uri: str, output: str, config: Config, fmt: Optional[str] = None) -> dict[str, Any]:
     """Build the feature store at ``output``; returns the stats written to ``stats.json``."""
     phases: dict[str, float] = {}
@@ -124,9 +120,7 @@ def preprocess(input_uri: str, output: str, config: Config, fmt: Optional[str] =
         # Pass 1, text only: every symbol must be in the vocabulary before ids are assigned.
         scans = items.map_batches(scan_units, fn_kwargs={"ctx": context}, batch_size=None,
                                   batch_format="pyarrow", **remote).take_all()
-        context.vocabulary = Vocabulary.build({s for row in scans for s in row["symbols"]})
-        context.speakers = _index({s for row in scans for s in row["speakers"]})
-        context.languages = _index({s for row in scans for s in row["languages"]})
+        context.absorb(scans)
         phase("scan_pass")
 
         # Pass 2: audio and features, written as they stream.

@@ -33,6 +33,24 @@ class Context:
     def g2p(self) -> G2P:
         return G2P(self.config.preprocess.g2p)
 
+    def absorb(self, scans: list[dict]) -> None:
+        """Fix the vocabulary and the speaker/language ids from the scan pass's rows."""
+        def index(key: str) -> dict[str, int]:
+            return {name: i for i, name in enumerate(sorted({n for row in scans for n in row[key]}))}
+
+        self.vocabulary = Vocabulary.build({s for row in scans for s in row["symbols"]})
+        self.speakers = index("speakers")
+        self.languages = index("languages")
+
+
+def clean_audio(data: bytes, config: Config) -> cleaning.CleanAudio:
+    pre, spec = config.preprocess, config.audio
+    return cleaning.clean(
+        data, sample_rate=spec.sample_rate, loudness_lufs=pre.loudness_lufs,
+        max_peak=pre.max_peak, silence_peak_dbfs=pre.silence_peak_dbfs,
+        trim_top_db=pre.trim_top_db, min_seconds=pre.min_seconds, max_seconds=pre.max_seconds,
+        frame_length=spec.win_length, hop_length=spec.hop_length)
+
 
 def _labels(item: readers.RawItem, ctx: Context) -> tuple[str, str]:
     pre = ctx.config.preprocess
@@ -82,11 +100,7 @@ def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
             data = readers.audio_bytes(item)
         except FileNotFoundError:
             raise Rejected(cleaning.MISSING_FILE, f"{item.get('audio')} does not exist") from None
-        audio = cleaning.clean(
-            data, sample_rate=spec.sample_rate, loudness_lufs=pre.loudness_lufs,
-            max_peak=pre.max_peak, silence_peak_dbfs=pre.silence_peak_dbfs,
-            trim_top_db=pre.trim_top_db, min_seconds=pre.min_seconds, max_seconds=pre.max_seconds,
-            frame_length=spec.win_length, hop_length=spec.hop_length)
+        audio = clean_audio(data, ctx.config)
         feats = features.extract(audio.waveform, spec, pre.f0_floor, pre.f0_ceil)
         durations = None
         if pre.alignments:
