@@ -1,0 +1,164 @@
+"""FastSpeech2-family acoustic model: tokens -> mel.
+
+Phoneme encoder, variance adaptor (duration, token-level pitch and energy as in FastPitch),
+length regulator, mel decoder; speaker and language embeddings; rotary attention and SwiGLU
+feed-forward as options. Without store durations, an alignment encoder + MAS learn them.
+Shapes: B batch, N tokens, T mel frames, D width. Masks are True on padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from voxray.models import alignment
+from voxray.models.layers import TransformerStack, VariancePredictor, padding_mask
+
+
+@dataclass(frozen=True)
+class Preset:
+    dim: int
+    heads: int
+    encoder_layers: int
+    decoder_layers: int
+    ffn_hidden: int
+    variance_hidden: int
+
+
+PRESETS = {
+    "tiny": Preset(dim=64, heads=2, encoder_layers=2, decoder_layers=2, ffn_hidden=128, variance_hidden=64),
+    "small": Preset(dim=192, heads=2, encoder_layers=4, decoder_layers=4, ffn_hidden=768, variance_hidden=192),
+    "base": Preset(dim=256, heads=2, encoder_layers=4, decoder_layers=6, ffn_hidden=1024, variance_hidden=256),
+}
+
+
+def length_regulate(x: torch.Tensor, durations: torch.Tensor, max_frames: int) -> torch.Tensor:
+    """Repeat token vectors by their durations: x [B, N, D], durations [B, N] -> [B, max_frames, D]."""
+    ends = durations.long().cumsum(dim=1)                                        # [B, N]
+    frames = torch.arange(max_frames, device=x.device)[None, :].expand(x.shape[0], -1).contiguous()
+    token = torch.searchsorted(ends, frames, right=True).clamp(max=x.shape[1] - 1)
+    out = torch.gather(x, 1, token[..., None].expand(-1, -1, x.shape[2]))
+    return out.masked_fill((frames >= ends[:, -1:])[..., None], 0)
+
+
+def average_by_durations(values: torch.Tensor, durations: torch.Tensor,
+                         weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted mean of frame values [B, T] over each token's frames [B, N] -> [B, N].
+
+    ``weights`` [B, T] (e.g. the voiced frames for pitch) default to ones; 0 where a token has
+    no weighted frame."""
+    weights = torch.ones_like(values) if weights is None else weights.to(values.dtype)
+    zero = values.new_zeros(values.shape[0], 1)
+    value_sums = torch.cat([zero, (values * weights).cumsum(1)], dim=1)
+    weight_sums = torch.cat([zero, weights.cumsum(1)], dim=1)
+    ends = durations.long().cumsum(1).clamp(max=values.shape[1])
+    starts = (ends - durations.long()).clamp(min=0)
+    total = value_sums.gather(1, ends) - value_sums.gather(1, starts)
+    weight = weight_sums.gather(1, ends) - weight_sums.gather(1, starts)
+    return torch.where(weight > 0, total / weight.clamp(min=1e-8), torch.zeros_like(total))
+
+
+class FastSpeech2(nn.Module):
+    def __init__(self, *, vocab_size: int, n_mels: int, n_speakers: int, n_languages: int,
+                 dim: int, heads: int, encoder_layers: int, decoder_layers: int, ffn_hidden: int,
+                 variance_hidden: int, kernel_size: int = 3, dropout: float = 0.1,
+                 rotary: bool = True, swiglu: bool = True, learn_alignment: bool = True,
+                 pitch_mean: float = 0.0, pitch_std: float = 1.0,
+                 energy_mean: float = 0.0, energy_std: float = 1.0) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.speaker_embedding = nn.Embedding(max(n_speakers, 1), dim)
+        self.language_embedding = nn.Embedding(max(n_languages, 1), dim)
+        stack = dict(dim=dim, heads=heads, ffn_hidden=ffn_hidden, kernel_size=kernel_size,
+                     dropout=dropout, rotary=rotary, swiglu=swiglu)
+        self.encoder = TransformerStack(encoder_layers, **stack)
+        self.duration_predictor = VariancePredictor(dim, variance_hidden, kernel_size, dropout)
+        self.pitch_predictor = VariancePredictor(dim, variance_hidden, kernel_size, dropout)
+        self.energy_predictor = VariancePredictor(dim, variance_hidden, kernel_size, dropout)
+        self.pitch_embedding = nn.Conv1d(1, dim, kernel_size, padding=kernel_size // 2)
+        self.energy_embedding = nn.Conv1d(1, dim, kernel_size, padding=kernel_size // 2)
+        self.decoder = TransformerStack(decoder_layers, **stack)
+        self.mel_out = nn.Linear(dim, n_mels)
+        self.aligner = alignment.AlignmentEncoder(n_mels, dim) if learn_alignment else None
+        self.register_buffer("variance_stats", torch.tensor([pitch_mean, pitch_std, energy_mean, energy_std]))
+
+    def _normalise(self, pitch: torch.Tensor, energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p_mean, p_std, e_mean, e_std = self.variance_stats
+        pitch = torch.where(pitch > 0, (pitch - p_mean) / p_std, torch.zeros_like(pitch))
+        return pitch, (energy - e_mean) / e_std
+
+    def _encode(self, tokens, token_lengths, speakers, languages):
+        text_mask = padding_mask(token_lengths, tokens.shape[1])
+        embedded = self.token_embedding(tokens)
+        conditioned = embedded + (self.speaker_embedding(speakers) + self.language_embedding(languages))[:, None]
+        return embedded, self.encoder(conditioned.masked_fill(text_mask[..., None], 0), text_mask), text_mask
+
+    def _adapt(self, encoded, text_mask, token_pitch, token_energy):
+        pitch = self.pitch_embedding(token_pitch[:, None]).transpose(1, 2)
+        energy = self.energy_embedding(token_energy[:, None]).transpose(1, 2)
+        return (encoded + pitch + energy).masked_fill(text_mask[..., None], 0)
+
+    def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speakers: torch.Tensor,
+                languages: torch.Tensor, mels: torch.Tensor, mel_lengths: torch.Tensor,
+                pitch: torch.Tensor, energy: torch.Tensor,
+                durations: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass. mels [B, T, n_mels]; pitch, energy [B, T]; durations [B, N] or None."""
+        embedded, encoded, text_mask = self._encode(tokens, token_lengths, speakers, languages)
+        out: dict[str, torch.Tensor] = {}
+        if durations is None:
+            if self.aligner is None:
+                raise ValueError("the store has no durations and learn_alignment is off")
+            prior = alignment.batch_log_prior(token_lengths, mel_lengths, tokens.shape[1], mels.shape[1])
+            log_probs, soft = self.aligner(mels, embedded, text_mask, prior)
+            hard = alignment.hard_alignment(log_probs, token_lengths, mel_lengths)
+            durations = hard.sum(dim=1).long()
+            out.update(attn_log_probs=log_probs, attn_soft=soft, attn_hard=hard)
+        norm_pitch, norm_energy = self._normalise(pitch, energy)
+        token_pitch = average_by_durations(norm_pitch, durations, weights=pitch > 0)
+        token_energy = average_by_durations(norm_energy, durations)
+        adapted = self._adapt(encoded, text_mask, token_pitch, token_energy)
+        frames = length_regulate(adapted, durations, mels.shape[1])
+        mel_mask = padding_mask(mel_lengths, mels.shape[1])
+        decoded = self.decoder(frames, mel_mask)
+        out.update(
+            mel=self.mel_out(decoded).masked_fill(mel_mask[..., None], 0),
+            log_duration=self.duration_predictor(encoded, text_mask),
+            pitch=self.pitch_predictor(encoded, text_mask),
+            energy=self.energy_predictor(encoded, text_mask),
+            durations=durations, token_pitch=token_pitch, token_energy=token_energy,
+            text_mask=text_mask, mel_mask=mel_mask)
+        return out
+
+    @torch.no_grad()
+    def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speakers: torch.Tensor,
+              languages: torch.Tensor, pace: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens [B, N] -> (mel [B, T, n_mels], mel_lengths [B]) from predicted variances."""
+        _, encoded, text_mask = self._encode(tokens, token_lengths, speakers, languages)
+        log_duration = self.duration_predictor(encoded, text_mask)
+        durations = torch.clamp(torch.round((torch.exp(log_duration) - 1) / pace), min=1)
+        durations = durations.masked_fill(text_mask, 0).long()
+        pitch = self.pitch_predictor(encoded, text_mask)
+        energy = self.energy_predictor(encoded, text_mask)
+        adapted = self._adapt(encoded, text_mask, pitch, energy)
+        mel_lengths = durations.sum(dim=1)
+        frames = length_regulate(adapted, durations, int(mel_lengths.max()))
+        mel_mask = padding_mask(mel_lengths, frames.shape[1])
+        return self.mel_out(self.decoder(frames, mel_mask)).masked_fill(mel_mask[..., None], 0), mel_lengths
+
+
+def build(preset: str, *, vocab_size: int, n_mels: int, n_speakers: int, n_languages: int,
+          rotary: bool, swiglu: bool, learn_alignment: bool, dropout: float = 0.1,
+          pitch_stats: tuple[float, float] = (0.0, 1.0),
+          energy_stats: tuple[float, float] = (0.0, 1.0)) -> FastSpeech2:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r} (choose from {', '.join(PRESETS)})")
+    p = PRESETS[preset]
+    return FastSpeech2(vocab_size=vocab_size, n_mels=n_mels, n_speakers=n_speakers,
+                       n_languages=n_languages, dim=p.dim, heads=p.heads,
+                       encoder_layers=p.encoder_layers, decoder_layers=p.decoder_layers,
+                       ffn_hidden=p.ffn_hidden, variance_hidden=p.variance_hidden, dropout=dropout,
+                       rotary=rotary, swiglu=swiglu, learn_alignment=learn_alignment,
+                       pitch_mean=pitch_stats[0], pitch_std=pitch_stats[1],
+                       energy_mean=energy_stats[0], energy_std=energy_stats[1])

@@ -1,0 +1,111 @@
+import json
+
+import pyarrow as pa
+import pytest
+import torch
+
+from voxray.config import load_config
+from voxray.data import readers
+from voxray.data.batching import collate
+from voxray.data.process import Context, process_units, scan_units
+from voxray.losses.acoustic import acoustic_losses
+from voxray.models.acoustic.fastspeech2 import average_by_durations, build, length_regulate
+from tests.conftest import make_ljspeech, sample_lines
+
+WEIGHTS = dict(mel=1.0, duration=0.1, pitch=0.1, energy=0.1, alignment_weight=1.0, binarization_weight=0.1)
+
+
+@pytest.fixture(scope="module")
+def store_rows(tmp_path_factory):
+    """Four real utterances through the pipeline's own functions (in-process, no Ray)."""
+    corpus = make_ljspeech(tmp_path_factory.mktemp("corpus"), sample_lines(2) + sample_lines(2, language="ms"))
+    config = load_config(overrides=["preprocess.store_audio=false"])
+    batch = pa.table({"unit": [json.dumps(u) for u in readers.plan(str(corpus), "ljspeech")]})
+    context = Context(config)
+    context.absorb(scan_units(batch, context).to_pylist())
+    rows = [r for r in process_units(batch, context).to_pylist() if r["status"] == "kept"]
+    assert len(rows) == 4
+    return rows, context
+
+
+def model_for(context, learn_alignment=True, rotary=True, swiglu=True):
+    torch.manual_seed(0)
+    return build("tiny", vocab_size=len(context.vocabulary), n_mels=80, n_speakers=len(context.speakers),
+                 n_languages=len(context.languages), rotary=rotary, swiglu=swiglu,
+                 learn_alignment=learn_alignment, dropout=0.0, pitch_stats=(150.0, 50.0),
+                 energy_stats=(25.0, 20.0))
+
+
+def forward(model, batch):
+    return model(batch["tokens"], batch["token_lengths"], batch["speakers"], batch["languages"],
+                 batch["mels"], batch["mel_lengths"], batch["pitch"], batch["energy"], batch["durations"])
+
+
+def test_length_regulate_and_token_averages():
+    x = torch.arange(3.0).view(1, 3, 1)
+    out = length_regulate(x, torch.tensor([[2, 0, 3]]), 6)
+    assert out[0, :, 0].tolist() == [0, 0, 2, 2, 2, 0]
+    values = torch.tensor([[1.0, 3.0, 0.0, 4.0, 6.0]])
+    assert average_by_durations(values, torch.tensor([[2, 3]])).tolist()[0] == pytest.approx([2.0, 10 / 3])
+    assert average_by_durations(values, torch.tensor([[2, 3]]), weights=values > 0).tolist() == [[2.0, 5.0]]
+
+
+def test_collate(store_rows):
+    rows, _ = store_rows
+    batch = collate(rows)
+    assert batch["tokens"].shape == (4, int(batch["token_lengths"].max()))
+    assert batch["mels"].shape == (4, int(batch["mel_lengths"].max()), 80)
+    assert batch["pitch"].shape == batch["energy"].shape == batch["mels"].shape[:2]
+    assert batch["durations"] is None
+    assert (batch["tokens"][batch["token_lengths"].argmin(), batch["token_lengths"].min():] == 0).all()
+
+
+@pytest.mark.parametrize("rotary, swiglu", [(True, True), (False, False)])
+def test_forward_shapes_and_learned_durations(store_rows, rotary, swiglu):
+    rows, context = store_rows
+    batch = collate(rows)
+    out = forward(model_for(context, rotary=rotary, swiglu=swiglu), batch)
+    assert out["mel"].shape == batch["mels"].shape
+    assert torch.equal(out["durations"].sum(dim=1), batch["mel_lengths"])
+    losses = acoustic_losses(out, batch["mels"], batch["token_lengths"], batch["mel_lengths"], **WEIGHTS)
+    assert set(losses) == {"mel", "duration", "pitch", "energy", "alignment", "binarization", "total"}
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_given_durations_are_used_and_no_aligner_is_needed(store_rows):
+    rows, context = store_rows
+    batch = collate(rows)
+    durations = torch.zeros_like(batch["tokens"])
+    for i, (n, t) in enumerate(zip(batch["token_lengths"], batch["mel_lengths"])):
+        durations[i, :n] = t // n
+        durations[i, n - 1] += t - (t // n) * n
+    batch["durations"] = durations
+    out = forward(model_for(context, learn_alignment=False), batch)
+    assert torch.equal(out["durations"], durations) and "attn_log_probs" not in out
+    del batch["durations"]
+    with pytest.raises(ValueError, match="no durations"):
+        forward(model_for(context, learn_alignment=False), {**batch, "durations": None})
+
+
+def test_tiny_model_overfits_with_a_learned_alignment(store_rows):
+    rows, context = store_rows
+    batch = collate(rows)
+    model = model_for(context)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(150):
+        losses = acoustic_losses(forward(model, batch), batch["mels"], batch["token_lengths"],
+                                 batch["mel_lengths"], **WEIGHTS)
+        optimizer.zero_grad()
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+    first, last = history[0], history[-1]
+    assert last["mel"] < 0.5 * first["mel"], (first, last)
+    assert last["alignment"] < first["alignment"] and last["duration"] < first["duration"]
+    model.eval()
+    mel, lengths = model.infer(batch["tokens"], batch["token_lengths"], batch["speakers"], batch["languages"])
+    assert torch.isfinite(mel).all()
+    ratio = lengths.float() / batch["mel_lengths"].float()
+    assert ((ratio > 0.5) & (ratio < 2.0)).all(), ratio
