@@ -82,9 +82,100 @@ class PreprocessConfig(_Strict):
         return self
 
 
+class TrainConfig(_Strict):
+    max_steps: int = 2000
+    batch_size: int = 16               # per worker, per micro-step
+    grad_accum: int = 1
+    num_workers: int = 1
+    use_gpu: bool = False
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    schedule: Literal["cosine", "noam", "constant"] = "cosine"
+    grad_clip: float = 1.0
+    val_every: int = 200
+    ema_decay: float = 0.999
+    keep_best: int = 3
+    patience: int = 0                  # validations without improvement before stopping; 0 = off
+    min_delta: float = 0.0
+    max_nonfinite_steps: int = 20      # consecutive skipped steps before the run stops
+    seed: int = 1234
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        for name in ("max_steps", "batch_size", "grad_accum", "num_workers", "val_every",
+                     "keep_best", "max_nonfinite_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
+        if self.warmup_steps < 0 or self.patience < 0 or self.grad_clip < 0:
+            raise ValueError("warmup_steps, patience and grad_clip must be >= 0")
+        return self
+
+
+class DeepSpeedSection(_Strict):
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    offload_optimizer: bool = False    # ZeRO-Offload of optimizer state to CPU memory
+
+    @model_validator(mode="after")
+    def _check(self) -> "DeepSpeedSection":
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage >= 1")
+        return self
+
+
+class ModelConfig(_Strict):
+    preset: Literal["tiny", "small", "base"] = "tiny"
+    rotary: bool = True
+    swiglu: bool = True
+    dropout: float = 0.1
+
+
+class LossConfig(_Strict):
+    mel: float = 1.0
+    duration: float = 0.1
+    pitch: float = 0.1
+    energy: float = 0.1
+    alignment: float = 1.0             # forward-sum, when the model learns its own alignment
+    binarization: float = 0.1
+
+    @model_validator(mode="after")
+    def _check(self) -> "LossConfig":
+        negative = {k: v for k, v in self.model_dump().items() if v < 0}
+        if negative:
+            raise ValueError(f"loss weights must be >= 0, got {negative}")
+        return self
+
+
+class LoraConfig(_Strict):
+    rank: int = 0                      # 0 = full fine-tuning
+    alpha: float = 16.0
+    dropout: float = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> "LoraConfig":
+        if self.rank < 0:
+            raise ValueError(f"rank={self.rank} must be >= 0")
+        return self
+
+
+class FinetuneConfig(_Strict):
+    init_from: Optional[str] = None    # RUN_URI/final of a trained model
+
+
 class Config(_Strict):
     audio: AudioSpec = AudioSpec()
     preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig()
+    deepspeed: DeepSpeedSection = DeepSpeedSection()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    lora: LoraConfig = LoraConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
