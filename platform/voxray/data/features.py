@@ -31,7 +31,7 @@ class Features:
 
 
 @lru_cache(maxsize=4)
-def _mel_basis(spec: AudioSpec) -> tuple[torch.Tensor, torch.Tensor]:
+def mel_basis(spec: AudioSpec) -> tuple[torch.Tensor, torch.Tensor]:
     filters = torchaudio.functional.melscale_fbanks(
         spec.n_fft // 2 + 1, spec.fmin, spec.fmax, spec.n_mels, spec.sample_rate,
         norm="slaney", mel_scale="slaney",
@@ -41,7 +41,7 @@ def _mel_basis(spec: AudioSpec) -> tuple[torch.Tensor, torch.Tensor]:
 
 def magnitude(waveform: torch.Tensor, spec: AudioSpec) -> torch.Tensor:
     """[..., samples] -> [..., n_freqs, samples // hop] magnitude STFT (HiFi-GAN padding)."""
-    _, window = _mel_basis(spec)
+    _, window = mel_basis(spec)
     padded = torch.nn.functional.pad(waveform.unsqueeze(-2), (spec.pad, spec.pad),
                                      mode="reflect").squeeze(-2)
     stft = torch.stft(padded, spec.n_fft, spec.hop_length, spec.win_length,
@@ -51,7 +51,7 @@ def magnitude(waveform: torch.Tensor, spec: AudioSpec) -> torch.Tensor:
 
 def mel_from_magnitude(spectrum: torch.Tensor, spec: AudioSpec) -> torch.Tensor:
     """[..., n_freqs, frames] magnitude -> [..., n_mels, frames] natural-log mel."""
-    filters, _ = _mel_basis(spec)
+    filters, _ = mel_basis(spec)
     return torch.log(torch.clamp(filters.to(spectrum.device) @ spectrum, min=spec.log_floor))
 
 
