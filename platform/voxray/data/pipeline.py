@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import time
@@ -24,8 +23,6 @@ from voxray.data.process import Context, process_units, scan_units
 from voxray.data.splits import rebalance
 from voxray.data.text import G2P
 
-log = logging.getLogger("voxray.preprocess")
-
 MAX_BLOCKS = 4096
 _BACKPRESSURE_KEY = "backpressure_policies.enabled"
 
@@ -34,17 +31,17 @@ class OutputError(ValueError):
     pass
 
 
-def ensure_ray(num_cpus: Optional[int] = None) -> None:
+def ensure_ray() -> None:
     """Join ``RAY_ADDRESS`` when set (``ray job submit``), else start Ray in this process."""
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
-    ray.init(address=address or None, num_cpus=None if address else num_cpus,
-             include_dashboard=False if not address else None,
-             runtime_env={"env_vars": uri.storage_env()} if not address else None)
+    ray.init(address=address or None, include_dashboard=False if not address else None)
 
 
 def _remote_args(config: Config) -> dict[str, Any]:
+    """Per-task resources, and the storage variables of this process for every task (workers
+    of a shared cluster were started without them)."""
     args: dict[str, Any] = {"num_cpus": config.preprocess.num_cpus}
     env = uri.storage_env()
     if env:
