@@ -111,8 +111,9 @@ class TrainConfig(_Strict):
             raise ValueError(f"lr={self.lr} must be > 0")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
-        if self.warmup_steps < 0 or self.patience < 0 or self.grad_clip < 0:
-            raise ValueError("warmup_steps, patience and grad_clip must be >= 0")
+        for name in ("warmup_steps", "patience", "grad_clip", "min_delta", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         return self
 
 

@@ -43,6 +43,8 @@ def test_zero_stages_and_offload():
     ("deepspeed.precision=fp8", "deepspeed.precision = 'fp8'"),
     ("deepspeed.offload_optimizer=true", "zero_stage >= 1"),
     ("train.batch_size=0", "batch_size=0"),
+    ("train.warmup_steps=-5", "warmup_steps=-5"),
+    ("train.grad_clip=-1", "grad_clip=-1.0"),
     ("train.schedule=linear", "train.schedule = 'linear'"),
     ("loss.pitch=-1", "loss weights must be >= 0"),
     ("lora.rank=-2", "rank=-2"),
