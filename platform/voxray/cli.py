@@ -26,6 +26,23 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--format", choices=["auto", "ljspeech", "jsonl", "hf-parquet"], default=None,
                      help="input format (default: preprocess.format, which defaults to auto)")
     _add_config_args(pre)
+
+    train_families = commands.add_parser(
+        "train", help="train a model from a feature store on Ray Train + DeepSpeed").add_subparsers(
+        dest="family", required=True)
+    train = train_families.add_parser("acoustic", help="FastSpeech2-family acoustic model: phonemes -> mel")
+    train.add_argument("--data", required=True, help="feature store (path or s3://)")
+    train.add_argument("--output", required=True,
+                       help="run folder (path or s3://); re-running on it resumes from its latest checkpoint")
+    _add_config_args(train)
+
+    synth = commands.add_parser("synthesize", help="text -> waveform with an exported acoustic model")
+    synth.add_argument("--model", required=True, help="RUN_URI/final of a trained acoustic model")
+    synth.add_argument("--text", required=True)
+    synth.add_argument("--speaker", help="speaker name (default: the model's first speaker)")
+    synth.add_argument("--language", help="language (default: the model's first language)")
+    synth.add_argument("--pace", type=float, default=1.0, help=">1 speaks faster")
+    synth.add_argument("--out", required=True, help="output .wav (path or s3://)")
     return parser
 
 
@@ -54,12 +71,51 @@ def _preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from voxray.train.loop import NonFiniteError
+    from voxray.train.recipes import acoustic
+
+    config = load_config(args.config, args.overrides)
+    try:
+        summary = acoustic.train(args.data, args.output, config)
+    except (FileNotFoundError, ValueError, acoustic.TrainingError, NonFiniteError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        print(f"voxray train: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nrun: {summary['run']}")
+    print(f"  step {summary['step']}, val mel L1 {summary['val_mel']:.4f}")
+    for path, val_mel, step in summary["best"]:
+        print(f"  checkpoint step {step}: val mel L1 {val_mel:.4f}  {path}")
+    print(f"  model: {summary['final']}")
+    return 0
+
+
+def _synthesize(args: argparse.Namespace) -> int:
+    from voxray.synthesize import SynthesisError, load_voice, synthesize, write_wav
+
+    try:
+        voice = load_voice(args.model)
+        audio, mel = synthesize(voice, args.text, speaker=args.speaker, language=args.language, pace=args.pace)
+    except (FileNotFoundError, SynthesisError) as exc:
+        print(f"voxray synthesize: error: {exc}", file=sys.stderr)
+        return 2
+    rate = voice.final.audio_spec.sample_rate
+    write_wav(args.out, audio, rate)
+    print(f"{args.out}: {len(audio) / rate:.2f} s, {len(mel)} mel frames")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         match args.command:
             case "preprocess":
                 return _preprocess(args)
+            case "train":
+                return _train(args)
+            case "synthesize":
+                return _synthesize(args)
     except ConfigError as exc:
         print(f"voxray {args.command}: config error: {exc}", file=sys.stderr)
         return 2

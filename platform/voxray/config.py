@@ -88,12 +88,16 @@ class TrainConfig(_Strict):
     grad_accum: int = 1
     num_workers: int = 1
     use_gpu: bool = False
+    cpus_per_worker: float = 1.0       # CPUs Ray reserves for each training worker
+    max_failures: int = 3              # worker failures Ray Train recovers from (latest checkpoint)
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 200
     schedule: Literal["cosine", "noam", "constant"] = "cosine"
     grad_clip: float = 1.0
     val_every: int = 200
+    log_every: int = 10
+    shard_cache_mb: int = 1024         # keep a worker's shard in memory after epoch 0 when it fits
     ema_decay: float = 0.999
     keep_best: int = 3
     patience: int = 0                  # validations without improvement before stopping; 0 = off
@@ -104,14 +108,18 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         for name in ("max_steps", "batch_size", "grad_accum", "num_workers", "val_every",
-                     "keep_best", "max_nonfinite_steps"):
+                     "log_every", "keep_best", "max_nonfinite_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr} must be > 0")
+        if not self.cpus_per_worker > 0:
+            raise ValueError(f"cpus_per_worker={self.cpus_per_worker} must be > 0")
+        if self.max_failures < -1:
+            raise ValueError(f"max_failures={self.max_failures} must be >= -1 (-1 = retry forever)")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1)")
-        for name in ("warmup_steps", "patience", "grad_clip", "min_delta", "weight_decay"):
+        for name in ("shard_cache_mb", "warmup_steps", "patience", "grad_clip", "min_delta", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         return self

@@ -37,11 +37,17 @@ class EMA:
         self.decay = decay
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
 
+    def decay_at(self, step: int) -> float:
+        """The decay used at optimizer step ``step``: warmed up as (1 + step) / (10 + step), so that
+        early validations see trained weights rather than the initial ones."""
+        return min(self.decay, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        decay = self.decay if step is None else self.decay_at(step)
         for name, value in model.state_dict().items():
             if name in self.shadow:
-                self.shadow[name].lerp_(value.detach().to(self.shadow[name].dtype), 1 - self.decay)
+                self.shadow[name].lerp_(value.detach().to(self.shadow[name].dtype), 1 - decay)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"decay": torch.tensor(self.decay), **{f"shadow.{k}": v for k, v in self.shadow.items()}}

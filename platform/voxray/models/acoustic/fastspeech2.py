@@ -66,7 +66,8 @@ class FastSpeech2(nn.Module):
                  variance_hidden: int, kernel_size: int = 3, dropout: float = 0.1,
                  rotary: bool = True, swiglu: bool = True, learn_alignment: bool = True,
                  pitch_mean: float = 0.0, pitch_std: float = 1.0,
-                 energy_mean: float = 0.0, energy_std: float = 1.0) -> None:
+                 energy_mean: float = 0.0, energy_std: float = 1.0,
+                 mel_mean: list[float] | None = None, mel_std: list[float] | None = None) -> None:
         super().__init__()
         self.token_embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.speaker_embedding = nn.Embedding(max(n_speakers, 1), dim)
@@ -83,6 +84,13 @@ class FastSpeech2(nn.Module):
         self.mel_out = nn.Linear(dim, n_mels)
         self.aligner = alignment.AlignmentEncoder(n_mels, dim) if learn_alignment else None
         self.register_buffer("variance_stats", torch.tensor([pitch_mean, pitch_std, energy_mean, energy_std]))
+        # Per-channel log-mel statistics of the store: the decoder predicts normalised mels.
+        self.register_buffer("mel_stats", torch.stack([
+            torch.tensor(mel_mean if mel_mean is not None else [0.0] * n_mels),
+            torch.tensor(mel_std if mel_std is not None else [1.0] * n_mels)]).float())
+
+    def _to_mel(self, decoded: torch.Tensor) -> torch.Tensor:
+        return self.mel_out(decoded) * self.mel_stats[1] + self.mel_stats[0]
 
     def _normalise(self, pitch: torch.Tensor, energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p_mean, p_std, e_mean, e_std = self.variance_stats
@@ -111,7 +119,8 @@ class FastSpeech2(nn.Module):
             if self.aligner is None:
                 raise ValueError("the store has no durations and learn_alignment is off")
             prior = alignment.batch_log_prior(token_lengths, mel_lengths, tokens.shape[1], mels.shape[1])
-            log_probs, soft = self.aligner(mels, embedded, text_mask, prior)
+            normalised = (mels - self.mel_stats[0]) / self.mel_stats[1]
+            log_probs, soft = self.aligner(normalised, embedded, text_mask, prior)
             hard = alignment.hard_alignment(log_probs, token_lengths, mel_lengths)
             durations = hard.sum(dim=1).long()
             out.update(attn_log_probs=log_probs, attn_soft=soft, attn_hard=hard)
@@ -123,7 +132,7 @@ class FastSpeech2(nn.Module):
         mel_mask = padding_mask(mel_lengths, mels.shape[1])
         decoded = self.decoder(frames, mel_mask)
         out.update(
-            mel=self.mel_out(decoded).masked_fill(mel_mask[..., None], 0),
+            mel=self._to_mel(decoded).masked_fill(mel_mask[..., None], 0),
             log_duration=self.duration_predictor(encoded, text_mask),
             pitch=self.pitch_predictor(encoded, text_mask),
             energy=self.energy_predictor(encoded, text_mask),
@@ -145,13 +154,14 @@ class FastSpeech2(nn.Module):
         mel_lengths = durations.sum(dim=1)
         frames = length_regulate(adapted, durations, int(mel_lengths.max()))
         mel_mask = padding_mask(mel_lengths, frames.shape[1])
-        return self.mel_out(self.decoder(frames, mel_mask)).masked_fill(mel_mask[..., None], 0), mel_lengths
+        return self._to_mel(self.decoder(frames, mel_mask)).masked_fill(mel_mask[..., None], 0), mel_lengths
 
 
 def build(preset: str, *, vocab_size: int, n_mels: int, n_speakers: int, n_languages: int,
           rotary: bool, swiglu: bool, learn_alignment: bool, dropout: float = 0.1,
           pitch_stats: tuple[float, float] = (0.0, 1.0),
-          energy_stats: tuple[float, float] = (0.0, 1.0)) -> FastSpeech2:
+          energy_stats: tuple[float, float] = (0.0, 1.0),
+          mel_stats: tuple[list[float], list[float]] | None = None) -> FastSpeech2:
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r} (choose from {', '.join(PRESETS)})")
     p = PRESETS[preset]
@@ -161,4 +171,5 @@ def build(preset: str, *, vocab_size: int, n_mels: int, n_speakers: int, n_langu
                        ffn_hidden=p.ffn_hidden, variance_hidden=p.variance_hidden, dropout=dropout,
                        rotary=rotary, swiglu=swiglu, learn_alignment=learn_alignment,
                        pitch_mean=pitch_stats[0], pitch_std=pitch_stats[1],
-                       energy_mean=energy_stats[0], energy_std=energy_stats[1])
+                       energy_mean=energy_stats[0], energy_std=energy_stats[1],
+                       mel_mean=mel_stats[0] if mel_stats else None, mel_std=mel_stats[1] if mel_stats else None)

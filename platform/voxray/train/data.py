@@ -1,0 +1,219 @@
+"""Feature store -> Ray Data datasets -> each worker's stream of length-bucketed batches.
+
+Model-agnostic: a recipe says which columns it needs and how to collate a list of rows.
+The training split is streamed with ``streaming_split(equal=True)`` (every worker sees the same
+number of rows); validation with ``equal=False`` so that every validation row counts exactly once.
+Workers agree on every micro-step that all of them still have a batch (``all_have``), so shards
+that still come out uneven end the epoch together instead of hanging a collective.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import pyarrow as pa
+import ray
+import torch
+import torch.distributed as dist
+from ray.train import DataConfig
+
+from voxray import uri
+from voxray.data.batching import padding_fraction
+from voxray.data.store import split_dir
+
+
+def pyarrow_filesystem(path: str):
+    """A pyarrow filesystem for Ray (Data reads, Train storage) that goes through our fsspec
+    filesystem, so that s3:// honours the same AWS_* variables everywhere; None when local."""
+    if not uri.is_remote(path):
+        return None
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, _ = uri.filesystem(path)
+    return PyFileSystem(FSSpecHandler(fs))
+
+
+def store_datasets(store: str, columns: list[str], splits: tuple[str, ...] = ("train", "val")
+                   ) -> dict[str, ray.data.Dataset]:
+    """One lazy dataset per split, reading only ``columns`` (never the stored audio)."""
+    env = uri.storage_env()
+    remote_args = {"runtime_env": {"env_vars": env}} if env else {}
+    datasets = {}
+    for split in splits:
+        path = split_dir(store, split)
+        if not uri.isdir(path) or not uri.find(path, (".parquet",)):
+            raise FileNotFoundError(f"the feature store {store!r} has no {split!r} split ({path})")
+        fs_path = uri.filesystem(path)[1] if uri.is_remote(path) else path
+        datasets[split] = ray.data.read_parquet(
+            fs_path, columns=columns, filesystem=pyarrow_filesystem(path), ray_remote_args=remote_args,
+            file_extensions=["parquet"])
+    return datasets
+
+
+class ShardConfig(DataConfig):
+    """Train split: equal shards in a fixed order; val split: every row exactly once."""
+
+    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        output: list[dict[str, Any]] = [{} for _ in range(world_size)]
+        for name, dataset in datasets.items():
+            dataset = dataset.copy(dataset)
+            options = copy.deepcopy(self.default_ingest_options())
+            options.preserve_order = True
+            dataset.context.execution_options = options
+            splits = dataset.streaming_split(world_size, equal=(name == "train"))
+            for rank, split in enumerate(splits):
+                output[rank][name] = split
+        return output
+
+
+def arrow_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """A pyarrow table -> row dicts of numpy arrays / scalars (zero-copy where arrow allows)."""
+    columns = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            offsets = column.offsets.to_numpy()
+            values = column.values
+            if pa.types.is_fixed_size_list(values.type):
+                width = values.type.list_size
+                flat = values.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+            else:
+                flat = values.to_numpy(zero_copy_only=False)
+            columns[name] = [None if not column[i].is_valid else flat[offsets[i]: offsets[i + 1]]
+                             for i in range(len(column))]
+        else:
+            columns[name] = column.to_pylist()
+    return [{name: columns[name][i] for name in columns} for i in range(table.num_rows)]
+
+
+@dataclass
+class DataPosition:
+    """Where a worker is in its stream: the epoch and the micro-batches consumed in it."""
+
+    epoch: int = 0
+    batches: int = 0
+
+
+def bucketed(rows: list[dict[str, Any]], length_key: str, batch_size: int, rng: random.Random
+             ) -> list[list[dict[str, Any]]]:
+    """One pool of rows -> batches of neighbours in length, in a random order."""
+    rows = sorted(rows, key=lambda r: (r[length_key], r["id"]))
+    batches = [rows[i: i + batch_size] for i in range(0, len(rows), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def all_have(have: bool) -> bool:
+    """True when every worker has a batch (one tiny all-reduce; plain ``have`` when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return have
+    flag = torch.tensor([1 if have else 0], dtype=torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    return sum(v.nbytes for v in row.values() if isinstance(v, np.ndarray)) + 200
+
+
+class BatchStream:
+    """Endless micro-batches of length-bucketed rows over epochs, resumable at a ``DataPosition``.
+
+    Epoch 0 streams the worker's shard from Ray Data in pools of ``batch_size * pool`` rows,
+    each pool cut into length buckets in a seeded random order. When the shard fits in
+    ``cache_bytes`` it is kept in memory, and later epochs shuffle all of it by (seed, epoch,
+    rank) instead of re-reading the store (a small store would otherwise pay Ray Data's start-up
+    on every epoch). A run resumed in a later epoch reads the shard once to rebuild the cache,
+    then skips the ``position.batches`` batches already trained on, without compute.
+
+    With one worker a resumed stream is the same batch for batch. With several, Ray Data's
+    streaming split does not fix which rows each worker gets, so a resumed epoch has the right
+    length but may hold a different mix of rows.
+    """
+
+    def __init__(self, get_shard: Callable[[], Any], collate: Callable[[list[dict]], dict], *,
+                 batch_size: int, seed: int, rank: int, position: Optional[DataPosition] = None,
+                 cache_bytes: int = 1 << 30, pool: int = 16, length_key: str = "n_frames") -> None:
+        self.get_shard = get_shard
+        self.collate = collate
+        self.batch_size = batch_size
+        self.pool_rows = batch_size * pool
+        self.seed = seed
+        self.rank = rank
+        self.cache_bytes = cache_bytes
+        self.length_key = length_key
+        self.position = position or DataPosition()
+        self.cache: Optional[list[dict[str, Any]]] = None     # the whole shard, once it is known to fit
+        self._too_big = False
+        self._iterator: Optional[Iterator] = None
+        self.last_padding = 0.0
+
+    def _pools(self) -> Iterator[list[dict[str, Any]]]:
+        """The shard in store order, one pool at a time; fills the cache on the way if it fits."""
+        kept: Optional[list[dict[str, Any]]] = [] if not self._too_big else None
+        size = 0
+        for table in self.get_shard().iter_batches(batch_size=self.pool_rows, batch_format="pyarrow",
+                                                   prefetch_batches=1):
+            rows = arrow_rows(table)
+            if kept is not None:
+                size += sum(_row_bytes(r) for r in rows)
+                if size <= self.cache_bytes:
+                    kept.extend(rows)
+                else:
+                    kept = None
+            yield rows
+        if kept is not None:
+            self.cache = sorted(kept, key=lambda r: r["id"])
+        else:
+            self._too_big = True
+
+    def _epoch(self, epoch: int) -> Iterator[list[dict[str, Any]]]:
+        if epoch > 0 and self.cache is None and not self._too_big:
+            for _ in self._pools():                   # a resumed run rebuilds the cache first
+                pass
+        if epoch > 0 and self.cache is not None:
+            rng = random.Random(f"{self.seed}/{epoch}/{self.rank}")
+            rows = list(self.cache)
+            rng.shuffle(rows)
+            pools = (rows[i: i + self.pool_rows] for i in range(0, len(rows), self.pool_rows))
+        else:
+            rng = random.Random(f"{self.seed}/{epoch}/{self.rank}")
+            pools = self._pools()
+        for pool in pools:
+            yield from bucketed(pool, self.length_key, self.batch_size, rng)
+
+    def _open_epoch(self) -> None:
+        self._iterator = self._epoch(self.position.epoch)
+        for _ in range(self.position.batches):
+            if next(self._iterator, None) is None:
+                break
+
+    def next(self) -> dict[str, Any]:
+        """The next batch that every worker also has; rolls to the next epoch together."""
+        for _attempt in range(2):
+            if self._iterator is None:
+                self._open_epoch()
+            rows = next(self._iterator, None)
+            if all_have(rows is not None):
+                self.position.batches += 1
+                self.last_padding = padding_fraction([r[self.length_key] for r in rows])
+                return self.collate(rows)
+            if self.position.batches == 0:
+                break
+            self._iterator = None
+            self.position = DataPosition(self.position.epoch + 1, 0)
+        raise RuntimeError(
+            f"a worker got no training batch in epoch {self.position.epoch}: the store's train split "
+            "has fewer rows than train.num_workers; use fewer workers or more data")
+
+
+def iterate_all(shard, batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    """Every row of a (validation) shard once, in batches of similar length."""
+    for table in shard.iter_batches(batch_size=batch_size * 8, batch_format="pyarrow"):
+        rows = sorted(arrow_rows(table), key=lambda r: r["n_frames"])
+        yield from (rows[i: i + batch_size] for i in range(0, len(rows), batch_size))
+

@@ -1,0 +1,1 @@
+"""Training recipes, one per model family; each reads top to bottom."""
