@@ -20,17 +20,32 @@ SAMPLE = REPO / "corpus" / "sample"
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real local Ray with 2 CPUs, shared by every test that runs a pipeline."""
+    """A real local Ray, shared by every test that runs a pipeline or a training run.
+
+    4 logical CPUs on the 2-core machine: two training workers hold one each and Ray Data's read
+    tasks for their shards need the others."""
     import ray
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_store(ray_cluster, tmp_path_factory) -> str:
+    """The committed sample corpus preprocessed once per session (64 utterances, 2 speakers,
+    en-us + ms): train 50, val 5, test 9."""
+    from voxray.config import load_config
+    from voxray.data.pipeline import preprocess
+
+    store = str(tmp_path_factory.mktemp("sample") / "store")
+    preprocess(str(SAMPLE), store, load_config())
+    return store
 
 
 def sample_lines(count: int | None = None, language: str | None = None) -> list[str]:

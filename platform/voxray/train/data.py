@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import random
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -214,6 +215,48 @@ class BatchStream:
 def iterate_all(shard, batch_size: int) -> Iterator[list[dict[str, Any]]]:
     """Every row of a (validation) shard once, in batches of similar length."""
     for table in shard.iter_batches(batch_size=batch_size * 8, batch_format="pyarrow"):
-        rows = sorted(arrow_rows(table), key=lambda r: r["n_frames"])
-        yield from (rows[i: i + batch_size] for i in range(0, len(rows), batch_size))
+        yield from _length_batches(arrow_rows(table), batch_size)
+
+
+def _length_batches(rows: list[dict[str, Any]], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    rows = sorted(rows, key=lambda r: (r["n_frames"], r["id"]))
+    yield from (rows[i: i + batch_size] for i in range(0, len(rows), batch_size))
+
+
+class PrefetchedShard:
+    """A validation shard read once, in a background thread from the start of training, and kept
+    in memory when it fits in ``cache_bytes`` (else streamed again at every validation). The first
+    validation then does not wait for Ray Data to start a fresh execution."""
+
+    def __init__(self, get_shard: Callable[[], Any], cache_bytes: int) -> None:
+        self.get_shard = get_shard
+        self.cache_bytes = cache_bytes
+        self.rows: Optional[list[dict[str, Any]]] = None
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._load, name="voxray-val-prefetch", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            rows: Optional[list[dict[str, Any]]] = []
+            size = 0
+            for table in self.get_shard().iter_batches(batch_size=256, batch_format="pyarrow"):
+                if rows is None:
+                    continue                       # too big: finish the epoch, keep nothing
+                rows.extend(arrow_rows(table))
+                size += sum(_row_bytes(r) for r in rows[-table.num_rows:])
+                if size > self.cache_bytes:
+                    rows = None
+            self.rows = rows
+        except BaseException as exc:  # re-raised in the training thread by batches()
+            self.error = exc
+
+    def batches(self, batch_size: int) -> Iterator[list[dict[str, Any]]]:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        if self.rows is None:
+            yield from iterate_all(self.get_shard(), batch_size)
+        else:
+            yield from _length_batches(self.rows, batch_size)
 

@@ -29,7 +29,7 @@ from voxray.losses.acoustic import acoustic_losses
 from voxray.models.acoustic import fastspeech2
 from voxray.models.griffin_lim import mel_to_audio
 from voxray.train import checkpoint as ckpt
-from voxray.train.data import BatchStream, iterate_all, pyarrow_filesystem, store_datasets, ShardConfig
+from voxray.train.data import BatchStream, PrefetchedShard, ShardConfig, pyarrow_filesystem, store_datasets
 from voxray.train.export import FINAL_DIR, read_final, write_final
 from voxray.train.finetune import apply_lora, grow_embedding, merge_lora, union_names
 from voxray.train.loop import (NonFiniteError, all_reduce_sum, build_engine, grad_norm,
@@ -81,13 +81,21 @@ def _g2p_modes(languages: dict[str, dict]) -> dict[str, str]:
 
 
 def _differences(old: dict, new: dict, keys: tuple[str, ...]) -> list[str]:
+    """Dotted leaf keys under ``keys`` whose values differ between two config dicts."""
     changed = []
+
+    def compare(key: str, a: Any, b: Any) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for name in sorted(set(a) | set(b)):
+                compare(f"{key}.{name}", a.get(name), b.get(name))
+        elif a != b:
+            changed.append(f"{key}: {a!r} -> {b!r}")
+
     for key in keys:
         a, b = old, new
         for part in key.split("."):
-            a, b = a.get(part), b.get(part)
-        if a != b:
-            changed.append(f"{key}: {a!r} -> {b!r}")
+            a, b = (a or {}).get(part), (b or {}).get(part)
+        compare(key, a, b)
     return changed
 
 
@@ -201,15 +209,14 @@ def losses(model, batch: dict[str, Any], config: Config, device: torch.device,
 # ------------------------------------------------------------------------------- validation
 
 @torch.no_grad()
-def validate(plan: Plan, eval_model, ema: EMA, device, runlog, step: int) -> dict[str, float]:
+def validate(plan: Plan, val_shard: PrefetchedShard, eval_model, ema: EMA, device, runlog,
+             step: int) -> dict[str, float]:
     """EMA weights on every worker's share of the val split; frame-weighted means over all."""
-    import ray.train
-
     ema.copy_to(eval_model)
     eval_model.eval()
     sums = np.zeros(len(LOSS_NAMES) + 1)
     first = None
-    for rows in iterate_all(ray.train.get_dataset_shard("val"), plan.config.train.batch_size):
+    for rows in val_shard.batches(plan.config.train.batch_size):
         batch = collate(plan, rows)
         parts = losses(eval_model, batch, plan.config, device, torch.float32)
         frames = float(batch["mel_lengths"].sum())
@@ -296,6 +303,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     stream = BatchStream(lambda: ray.train.get_dataset_shard("train"), lambda rows: collate(plan, rows),
                          batch_size=train.batch_size, seed=train.seed, rank=info.rank, position=state.position,
                          cache_bytes=train.shard_cache_mb << 20)
+    val_shard = PrefetchedShard(lambda: ray.train.get_dataset_shard("val"), train.shard_cache_mb << 20)
     runlog = RunLog(plan.run, resumed_step=state.step) if info.rank == 0 else None
     if runlog is not None and restored is not None:
         runlog.event(state.step, "resumed", restarts=state.restarts, epoch=state.position.epoch)
@@ -333,7 +341,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                                             "skipped_steps": state.skipped_steps})
             interval = Interval()
         if state.step % train.val_every == 0 or state.step == train.max_steps:
-            metrics = validate(plan, eval_model, ema, info.device, runlog, state.step)
+            metrics = validate(plan, val_shard, eval_model, ema, info.device, runlog, state.step)
             if stopper.update(metrics["val_mel"]):
                 state.stop_reason = (f"early stopping: val_mel did not improve by {train.min_delta} for "
                                      f"{train.patience} validations (best {stopper.best:.4f})")

@@ -1,0 +1,198 @@
+"""The acoustic recipe end to end on a real local Ray: Ray Train workers with real DeepSpeed
+engines (CPU accelerator, gloo) training the tiny model on the committed sample corpus."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile
+import torch
+
+from voxray import cli
+from voxray.config import ConfigError, load_config
+from voxray.train.loop import NonFiniteError
+from tests.train.conftest import REPO, latest_checkpoint, metrics, train, trainer_state
+
+pytestmark = pytest.mark.integration
+
+
+def test_tiny_model_learns_and_exports(base_run):
+    val = metrics(base_run, "val")
+    assert [v["step"] for v in val] == [20, 40, 60, 80, 100, 120]
+    assert val[-1]["val_mel"] < 0.85 * val[0]["val_mel"], [v["val_mel"] for v in val]
+    train_log = metrics(base_run, "train")
+    assert train_log[-1]["mel"] < 0.8 * train_log[0]["mel"]
+    for record in train_log:
+        assert record["mel_frames_per_s"] > 0 and 0 <= record["padding_fraction"] < 0.5
+        assert np.isfinite(record["grad_norm"]) and record["lr"] > 0
+    # best-k (keep_best 3 by val mel) plus the latest, each holding the DeepSpeed state and the EMA
+    kept = sorted(os.path.basename(p) for p in glob.glob(f"{base_run}/checkpoint_*"))
+    best3 = sorted(sorted(val, key=lambda v: v["val_mel"])[:3], key=lambda v: v["step"])
+    assert set(kept) >= {f"checkpoint_{v['step']:08d}" for v in best3} and "checkpoint_00000120" in kept
+    assert len(kept) <= 4
+    assert os.path.exists(f"{base_run}/checkpoint_00000120/ds/zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    assert trainer_state(f"{base_run}/checkpoint_00000120")["step"] == 120
+    # TensorBoard holds scalars, the mel image and the audio sample
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(f"{base_run}/tensorboard", size_guidance={"images": 0, "audio": 0}).Reload()
+    assert {"train/mel", "train/lr", "train/grad_norm", "train/mel_frames_per_s",
+            "train/padding_fraction", "val/val_mel"} <= set(events.Tags()["scalars"])
+    assert "val/mel_predicted_vs_target" in events.Tags()["images"]
+    assert "val/audio_griffin_lim" in events.Tags()["audio"]
+    final = Path(base_run, "final")
+    assert {"model.safetensors", "model.json", "config.yaml", "vocab.json", "audio_spec.json",
+            "stats.json"} <= {p.name for p in final.iterdir()}
+    assert json.loads((final / "model.json").read_text())["speakers"] == ["spk_f", "spk_m"]
+
+
+def test_synthesize_writes_finite_audio(base_run, tmp_path, capsys):
+    out = tmp_path / "hello.wav"
+    text = "The quick brown fox jumps over the lazy dog."
+    assert cli.main(["synthesize", "--model", f"{base_run}/final", "--text", text,
+                     "--speaker", "spk_m", "--language", "en-us", "--out", str(out)]) == 0
+    audio, rate = soundfile.read(out)
+    assert rate == 22050 and np.isfinite(audio).all() and np.abs(audio).max() > 0.01
+    assert 0.8 < len(audio) / rate < 8.0            # nine words
+    for args, named in [(["--speaker", "nobody"], "unknown speaker 'nobody'"),
+                        (["--language", "fa"], "unknown language 'fa'"),
+                        (["--text", "Привет"], "never saw"),
+                        (["--text", "   "], "empty")]:
+        argv = ["synthesize", "--model", f"{base_run}/final", "--text", text, "--out", str(out), *args]
+        assert cli.main(argv) == 2
+        assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_workers_zero(sample_store, tmp_path, stage):
+    """Two workers, every rank's ZeRO shard in each checkpoint; val (5 rows) splits unevenly."""
+    run = str(tmp_path / "run")
+    summary = train(sample_store, run, "train.num_workers=2", f"deepspeed.zero_stage={stage}",
+                    "train.max_steps=12", "train.val_every=6", "train.batch_size=4")
+    assert summary["step"] == 12 and np.isfinite(summary["val_mel"])
+    files = os.listdir(f"{run}/checkpoint_00000012/ds")
+    for rank in (0, 1):
+        assert f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in files, files
+        if stage == 3:
+            assert f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" in files, files
+    assert sorted(os.listdir(f"{run}/checkpoint_00000012/rng")) == ["rank_0.pt", "rank_1.pt"]
+    assert os.path.exists(f"{run}/final/model.safetensors")
+
+
+def test_resume_equivalence(sample_store, tmp_path):
+    """20 steps straight == 10 steps, then the same command resumed to 20."""
+    common = ("train.schedule=constant", "train.warmup_steps=5", "train.val_every=10")
+    straight, halves = str(tmp_path / "straight"), str(tmp_path / "halves")
+    train(sample_store, straight, "train.max_steps=20", *common)
+    train(sample_store, halves, "train.max_steps=10", *common)
+    train(sample_store, halves, "train.max_steps=20", *common)
+    state = trainer_state(latest_checkpoint(halves))
+    assert state["step"] == 20 and state["restarts"] == 1
+    a, b = metrics(straight, "train"), metrics(halves, "train")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [5, 10, 15, 20]
+    for x, y in zip(a, b):
+        assert x["mel"] == pytest.approx(y["mel"], rel=1e-3), (x, y)
+        assert x["total"] == pytest.approx(y["total"], rel=1e-3), (x, y)
+    assert metrics(straight, "val")[-1]["val_mel"] == pytest.approx(metrics(halves, "val")[-1]["val_mel"], rel=1e-3)
+    assert [r["step"] for r in metrics(halves, "resumed")] == [10]
+    # A change that no longer fits the checkpoints is refused before anything runs.
+    with pytest.raises(ConfigError, match="model.preset"):
+        train(sample_store, halves, "train.max_steps=30", "model.preset=small", *common)
+
+
+def _train_worker_pids() -> list[int]:
+    import psutil
+
+    pids = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if "RayTrainWorker" in " ".join(process.info["cmdline"] or []):
+            pids.append(process.info["pid"])
+    return pids
+
+
+def test_worker_killed_mid_run_finishes_from_checkpoint(sample_store, tmp_path):
+    run = str(tmp_path / "run")
+    killed: list[int] = []
+
+    def kill_after_first_checkpoint() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not glob.glob(f"{run}/checkpoint_00000010/trainer_state.json"):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        pids = _train_worker_pids()
+        if pids:
+            os.kill(pids[-1], signal.SIGKILL)
+            killed.append(pids[-1])
+
+    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer.start()
+    summary = train(sample_store, run, "train.num_workers=2", "train.max_steps=200", "train.val_every=10",
+                    "train.batch_size=4", "train.max_failures=2")
+    killer.join(timeout=5)
+    assert killed, "no training worker was found to kill"
+    assert summary["step"] == 200
+    resumed = metrics(run, "resumed")
+    assert resumed and resumed[0]["step"] >= 10
+    assert trainer_state(latest_checkpoint(run))["restarts"] >= 1
+
+
+def _poisoned_store(store: str, folder: Path, fraction: float) -> str:
+    """A copy of ``store`` whose train rows have NaN energy (a corrupted feature store)."""
+    shutil.copytree(store, folder)
+    for path in sorted(glob.glob(f"{folder}/train/*.parquet")):
+        table = pq.read_table(path)
+        energy = table.column("energy").to_pylist()
+        for i in range(len(energy)):
+            if (i % 100) < fraction * 100:
+                energy[i] = [float("nan")] * len(energy[i])
+        index = table.schema.get_field_index("energy")
+        table = table.set_column(index, table.schema.field(index), pa.array(energy, pa.list_(pa.float32())))
+        pq.write_table(table, path)
+    return str(folder)
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_nonfinite_steps_are_skipped_and_counted(sample_store, tmp_path, stage):
+    store = _poisoned_store(sample_store, tmp_path / "store", fraction=0.1)
+    run = str(tmp_path / "run")
+    summary = train(store, run, "train.max_steps=20", "train.val_every=20", f"deepspeed.zero_stage={stage}",
+                    "train.batch_size=4")
+    state = trainer_state(latest_checkpoint(run))
+    assert summary["step"] == 20 and state["skipped_steps"] > 0, state
+    from safetensors.torch import load_file
+
+    weights = load_file(f"{run}/final/model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_many_nonfinite_steps_in_a_row_stop_the_run(sample_store, tmp_path):
+    store = _poisoned_store(sample_store, tmp_path / "store", fraction=1.0)
+    run = str(tmp_path / "run")
+    with pytest.raises(NonFiniteError, match=r"3 optimizer steps in a row .* train.max_nonfinite_steps=3"):
+        train(store, run, "train.max_steps=20", "train.max_nonfinite_steps=3")
+    assert not os.path.exists(f"{run}/final")
+    assert metrics(run, "aborted")
+
+
+def test_cli_errors(sample_store, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert cli.main(["train", "acoustic", "--data", sample_store, "--output", run, "train.bogus=1"]) == 2
+    assert "train.bogus" in capsys.readouterr().err
+    assert cli.main(["train", "acoustic", "--data", str(tmp_path / "nothing"), "--output", run]) == 2
+    assert "not a feature store" in capsys.readouterr().err
+
+
+def test_job_configs_load():
+    for path in glob.glob(str(REPO / "jobs" / "configs" / "*.yaml")):
+        load_config(path)
