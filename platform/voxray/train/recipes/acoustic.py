@@ -42,6 +42,7 @@ COLUMNS = ["id", "token_ids", "speaker_index", "language_index", "n_frames", "me
 LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and feed-forward projections
 LOSS_NAMES = ("total", "mel", "duration", "pitch", "energy", "alignment", "binarization")
 # Keys that must not change when a run resumes: they change the model, its shards or its labels.
+ABORTED_FILE = "aborted.json"        # written by rank 0 when the non-finite guard stops the run
 RESUME_FIXED = ("model", "lora", "finetune", "deepspeed.zero_stage", "train.num_workers", "audio")
 
 
@@ -160,6 +161,8 @@ def prepare(store: str, run: str, config: Config) -> Plan:
                            "language_embedding": new_languages})
     _check_resume(run, config)
     save_config(config, uri.join(run, "config.yaml"))
+    if uri.exists(uri.join(run, ABORTED_FILE)):
+        uri.remove_tree(uri.join(run, ABORTED_FILE))    # a re-run tries again from the latest checkpoint
     return Plan(config=config, build_args=build_args, **plan)
 
 
@@ -356,10 +359,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             interval = Interval()                      # validation time is not training throughput
 
     if state.stop_reason.startswith("non-finite"):
-        if runlog is not None:
+        if runlog is not None:                         # the driver raises NonFiniteError from this
             runlog.event(state.step, "aborted", reason=state.stop_reason)
             runlog.close()
-        ray.train.report({"aborted": state.stop_reason, "step": state.step})
+            uri.write_text(uri.join(plan.run, ABORTED_FILE),
+                           json.dumps({"step": state.step, "reason": state.stop_reason}))
         return
     if runlog is not None:
         runlog.event(state.step, "finished", reason=state.stop_reason or "max_steps",
@@ -414,8 +418,9 @@ def train(store: str, run: str, config: Config) -> dict[str, Any]:
         result = trainer.fit()
     except TrainingFailedError as exc:
         raise TrainingError(f"training failed after {train_config.max_failures} restarts: {exc}") from exc
-    if result.metrics and result.metrics.get("aborted"):
-        raise NonFiniteError(result.metrics["aborted"])
+    aborted = uri.join(run, ABORTED_FILE)
+    if uri.exists(aborted):
+        raise NonFiniteError(json.loads(uri.read_text(aborted))["reason"])
     best = result.best_checkpoints or []
     return {
         "run": run,
