@@ -8,15 +8,20 @@ BIN := $(VENV)/bin
 setup:
 	@scripts/setup.sh
 
-# Preprocess the committed sample corpus into a feature store with a local in-process Ray.
+# The main job on the embedded default: the committed sample corpus -> feature store -> the tiny
+# acoustic model (Ray Train + DeepSpeed on a local in-process Ray) -> a synthesized wav.
+# Re-running resumes the run in out/sample-run (already finished: it only exports again).
 demo: setup
 	$(BIN)/voxray preprocess --input corpus/sample --output out/sample-store preprocess.overwrite=true
+	$(BIN)/voxray train acoustic --data out/sample-store --output out/sample-run --config jobs/configs/acoustic-cpu.yaml
+	$(BIN)/voxray synthesize --model out/sample-run/final --text "Hello from voxray." --speaker spk_f --language en-us --out out/hello.wav
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/preprocess.py
+	$(BIN)/python benchmarks/train_acoustic.py
 
 # Regenerate the committed sample corpus (needs espeak-ng; output is byte-for-byte reproducible).
 corpus: setup

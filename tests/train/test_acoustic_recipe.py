@@ -196,3 +196,24 @@ def test_cli_errors(sample_store, tmp_path, capsys):
 def test_job_configs_load():
     for path in glob.glob(str(REPO / "jobs" / "configs" / "*.yaml")):
         load_config(path)
+
+
+def test_trains_from_and_to_s3_and_resumes(sample_store, s3_env):
+    """Store on S3 (moto server), run folder on S3: checkpoints, logs, export and resume."""
+    import s3fs
+
+    from voxray.synthesize import load_voice, synthesize
+
+    bucket = s3_env
+    fs = s3fs.S3FileSystem()
+    fs.put(sample_store, f"{bucket}/store", recursive=True)
+    store, run = f"s3://{bucket}/store", f"s3://{bucket}/runs/first"
+    assert train(store, run, "train.max_steps=6", "train.val_every=3", "train.batch_size=4")["step"] == 6
+    assert train(store, run, "train.max_steps=9", "train.val_every=3", "train.batch_size=4")["step"] == 9
+    state = json.loads(fs.cat(f"{bucket}/runs/first/checkpoint_00000009/trainer_state.json"))
+    assert state["step"] == 9 and state["restarts"] == 1
+    log = [json.loads(line) for line in fs.cat(f"{bucket}/runs/first/metrics.jsonl").decode().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "val"] == [3, 6, 9]
+    assert fs.find(f"{bucket}/runs/first/tensorboard")
+    audio, _ = synthesize(load_voice(f"{run}/final"), "Hello.")
+    assert np.isfinite(audio).all() and len(audio) > 0

@@ -10,6 +10,7 @@ that still come out uneven end the epoch together instead of hanging a collectiv
 from __future__ import annotations
 
 import copy
+import os
 import random
 import threading
 from dataclasses import dataclass
@@ -28,21 +29,38 @@ from voxray.data.store import split_dir
 
 
 def pyarrow_filesystem(path: str):
-    """A pyarrow filesystem for Ray (Data reads, Train storage) that goes through our fsspec
-    filesystem, so that s3:// honours the same AWS_* variables everywhere; None when local."""
+    """A pyarrow filesystem for Ray (Data reads, Train storage) that goes through fsspec, so that
+    s3:// honours the same AWS_* variables everywhere; None when local.
+
+    Ray Train's controller and Ray Data's planning tasks run in processes that never saw this
+    process's environment (a cluster started earlier, a job submitted to a shared one), so the
+    S3 endpoint and credentials set here as variables travel inside the filesystem object;
+    without such variables s3fs finds credentials on each node itself (instance role)."""
     if not uri.is_remote(path):
         return None
+    import fsspec
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    fs, _ = uri.filesystem(path)
-    return PyFileSystem(FSSpecHandler(fs))
+    protocol = path.split("://", 1)[0]
+    if protocol in ("s3", "s3a"):
+        env = os.environ
+        options: dict[str, Any] = {}
+        if env.get("AWS_ACCESS_KEY_ID"):
+            options.update(key=env["AWS_ACCESS_KEY_ID"], secret=env.get("AWS_SECRET_ACCESS_KEY"),
+                           token=env.get("AWS_SESSION_TOKEN"))
+        if env.get("AWS_ENDPOINT_URL"):
+            options["endpoint_url"] = env["AWS_ENDPOINT_URL"]
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if region:
+            options["client_kwargs"] = {"region_name": region}
+        return PyFileSystem(FSSpecHandler(fsspec.filesystem("s3", skip_instance_cache=True, **options)))
+    return PyFileSystem(FSSpecHandler(uri.filesystem(path)[0]))
 
 
 def store_datasets(store: str, columns: list[str], splits: tuple[str, ...] = ("train", "val")
                    ) -> dict[str, ray.data.Dataset]:
     """One lazy dataset per split, reading only ``columns`` (never the stored audio)."""
     env = uri.storage_env()
-    remote_args = {"runtime_env": {"env_vars": env}} if env else {}
     datasets = {}
     for split in splits:
         path = split_dir(store, split)
@@ -50,8 +68,8 @@ def store_datasets(store: str, columns: list[str], splits: tuple[str, ...] = ("t
             raise FileNotFoundError(f"the feature store {store!r} has no {split!r} split ({path})")
         fs_path = uri.filesystem(path)[1] if uri.is_remote(path) else path
         datasets[split] = ray.data.read_parquet(
-            fs_path, columns=columns, filesystem=pyarrow_filesystem(path), ray_remote_args=remote_args,
-            file_extensions=["parquet"])
+            fs_path, columns=columns, filesystem=pyarrow_filesystem(path), file_extensions=["parquet"],
+            runtime_env={"env_vars": env} if env else None)
     return datasets
 
 
