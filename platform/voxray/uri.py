@@ -34,6 +34,11 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def absolute(path: str) -> str:
+    """A URI as is; a local path made absolute (Ray workers run in another directory)."""
+    return path if is_remote(path) else os.path.abspath(os.fspath(path))
+
+
 def parent(path: str) -> str:
     if is_remote(path):
         protocol, _, rest = path.partition("://")

@@ -37,9 +37,15 @@ def train(store: str, run: str, *overrides: str) -> dict:
 
 @pytest.fixture(scope="session")
 def base_run(sample_store, tmp_path_factory) -> str:
-    """120 steps of the tiny model through the CLI and the CPU config from jobs/configs."""
-    run = str(tmp_path_factory.mktemp("base") / "run")
-    code = cli.main(["train", "acoustic", "--data", sample_store, "--output", run, "--config", CPU_CONFIG,
-                     "train.max_steps=120", "train.val_every=20", "train.max_failures=0"])
+    """120 steps of the tiny model through the CLI and the CPU config from jobs/configs, with a
+    relative --output as a user would type it (Ray workers run in another directory)."""
+    folder = tmp_path_factory.mktemp("base")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        code = cli.main(["train", "acoustic", "--data", sample_store, "--output", "run", "--config", CPU_CONFIG,
+                         "train.max_steps=120", "train.val_every=20", "train.max_failures=0"])
+    finally:
+        os.chdir(cwd)
     assert code == 0
-    return run
+    return str(folder / "run")

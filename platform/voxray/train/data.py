@@ -83,6 +83,7 @@ class ShardConfig(DataConfig):
             options = copy.deepcopy(self.default_ingest_options())
             options.preserve_order = True
             dataset.context.execution_options = options
+            dataset.context.enable_progress_bars = False     # the recipe logs its own progress
             splits = dataset.streaming_split(world_size, equal=(name == "train"))
             for rank, split in enumerate(splits):
                 output[rank][name] = split

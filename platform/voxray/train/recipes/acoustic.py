@@ -117,6 +117,10 @@ def _check_resume(run: str, config: Config) -> None:
 def prepare(store: str, run: str, config: Config) -> Plan:
     """Read the store's stats (and the base model when fine-tuning), fix labels and sizes, check a
     resumed run still fits its checkpoints, and save the resolved config to RUN_URI."""
+    store, run = uri.absolute(store), uri.absolute(run)      # workers run in another directory
+    if config.finetune.init_from:
+        config = config.model_copy(update={"finetune": config.finetune.model_copy(
+            update={"init_from": uri.absolute(config.finetune.init_from)})})
     stats_path = uri.join(store, "stats.json")
     if not uri.exists(stats_path):
         raise FileNotFoundError(f"{store} is not a feature store (no stats.json); run voxray preprocess first")
@@ -394,9 +398,9 @@ def train(store: str, run: str, config: Config) -> dict[str, Any]:
     from voxray.data.pipeline import ensure_ray
 
     plan = prepare(store, run, config)
-    train_config = plan.config.train
+    store, run, train_config = plan.store, plan.run, plan.config.train
     ensure_ray()
-    fs_run = uri.filesystem(run)[1] if uri.is_remote(run) else os.path.abspath(run)
+    fs_run = uri.filesystem(run)[1] if uri.is_remote(run) else run
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"plan": plan},
