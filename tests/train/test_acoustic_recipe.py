@@ -74,16 +74,18 @@ def test_synthesize_writes_finite_audio(base_run, tmp_path, capsys):
         assert named in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_two_workers_zero(sample_store, tmp_path, stage):
+@pytest.mark.parametrize("stage, precision", [(2, "fp32"), (3, "bf16")])
+def test_two_workers_zero(sample_store, tmp_path, stage, precision):
     """Two workers, every rank's ZeRO shard in each checkpoint; val (5 rows) splits unevenly."""
     run = str(tmp_path / "run")
     summary = train(sample_store, run, "train.num_workers=2", f"deepspeed.zero_stage={stage}",
-                    "train.max_steps=12", "train.val_every=6", "train.batch_size=4")
+                    f"deepspeed.precision={precision}", "train.max_steps=12", "train.val_every=6",
+                    "train.batch_size=4")
     assert summary["step"] == 12 and np.isfinite(summary["val_mel"])
     files = os.listdir(f"{run}/checkpoint_00000012/ds")
+    prefix = "bf16_" if precision == "bf16" else ""
     for rank in (0, 1):
-        assert f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in files, files
+        assert f"{prefix}zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in files, files
         if stage == 3:
             assert f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" in files, files
     assert sorted(os.listdir(f"{run}/checkpoint_00000012/rng")) == ["rank_0.pt", "rank_1.pt"]

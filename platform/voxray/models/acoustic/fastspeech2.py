@@ -94,8 +94,8 @@ class FastSpeech2(nn.Module):
 
     def _normalise(self, pitch: torch.Tensor, energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p_mean, p_std, e_mean, e_std = self.variance_stats
-        pitch = torch.where(pitch > 0, (pitch - p_mean) / p_std, torch.zeros_like(pitch))
-        return pitch, (energy - e_mean) / e_std
+        normalised = torch.where(pitch > 0, (pitch - p_mean) / p_std, torch.zeros_like(pitch))
+        return normalised.to(pitch.dtype), ((energy - e_mean) / e_std).to(energy.dtype)
 
     def _encode(self, tokens, token_lengths, speakers, languages):
         text_mask = padding_mask(token_lengths, tokens.shape[1])
@@ -119,7 +119,8 @@ class FastSpeech2(nn.Module):
             if self.aligner is None:
                 raise ValueError("the store has no durations and learn_alignment is off")
             prior = alignment.batch_log_prior(token_lengths, mel_lengths, tokens.shape[1], mels.shape[1])
-            normalised = (mels - self.mel_stats[0]) / self.mel_stats[1]
+            # Statistics buffers may stay fp32 under mixed precision: keep the input's dtype.
+            normalised = ((mels - self.mel_stats[0]) / self.mel_stats[1]).to(mels.dtype)
             log_probs, soft = self.aligner(normalised, embedded, text_mask, prior)
             hard = alignment.hard_alignment(log_probs, token_lengths, mel_lengths)
             durations = hard.sum(dim=1).long()
