@@ -266,6 +266,18 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
     return build_config(_merge(data, parse_overrides(overrides or [])))
 
 
+def with_values(config: Config, values: dict[str, Any]) -> Config:
+    """``config`` with dotted keys set to (already typed) values, validated like any config."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        node = nested
+        *sections, leaf = key.split(".")
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
+    return build_config(_merge(config.model_dump(mode="json"), nested))
+
+
 def to_yaml(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
