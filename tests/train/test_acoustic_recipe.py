@@ -114,13 +114,13 @@ def test_resume_equivalence(sample_store, tmp_path):
 
 
 def _train_worker_pids() -> list[int]:
+    """Ray Train worker processes of this test session's cluster (children of its raylet)."""
     import psutil
+    from ray._private import worker
 
-    pids = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if "RayTrainWorker" in " ".join(process.info["cmdline"] or []):
-            pids.append(process.info["pid"])
-    return pids
+    raylet = worker._global_node.all_processes["raylet"][0].process.pid
+    return [child.pid for child in psutil.Process(raylet).children(recursive=True)
+            if "RayTrainWorker" in " ".join(child.cmdline())]
 
 
 def test_worker_killed_mid_run_finishes_from_checkpoint(sample_store, tmp_path):
