@@ -36,6 +36,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="run folder (path or s3://); re-running on it resumes from its latest checkpoint")
     _add_config_args(train)
 
+    tune_families = commands.add_parser(
+        "tune", help="sweep hyperparameters with Ray Tune + Optuna (TPE) + ASHA").add_subparsers(
+        dest="family", required=True)
+    sweep = tune_families.add_parser("acoustic", help="sweep the acoustic model's training")
+    sweep.add_argument("--data", required=True, help="feature store (path or s3://)")
+    sweep.add_argument("--output", required=True,
+                       help="sweep folder (path or s3://); re-running on it resumes the sweep")
+    sweep.add_argument("--trials", type=int, required=True, help="number of trials")
+    sweep.add_argument("--search-space", help="YAML search space (default: lr and loss weights, "
+                                              "plus lora.rank when finetune.init_from is set)")
+    _add_config_args(sweep)
+
     synth = commands.add_parser("synthesize", help="text -> waveform with an exported acoustic model")
     synth.add_argument("--model", required=True, help="RUN_URI/final of a trained acoustic model")
     synth.add_argument("--text", required=True)
@@ -91,6 +103,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from voxray.tune.sweep import tune_acoustic
+
+    config = load_config(args.config, args.overrides)
+    try:
+        summary = tune_acoustic(args.data, args.output, args.trials, config, args.search_space)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        print(f"voxray tune: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nsweep: {summary['sweep']}  ({summary['space']})")
+    for row in summary["trials"]:
+        print("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    print(f"  best: {summary['best']['trial']} val mel L1 {summary['best']['best_val_mel']:.4f}")
+    print(f"  train it with: voxray train acoustic --config {summary['best_yaml']} --data ... --output ...")
+    return 0
+
+
 def _synthesize(args: argparse.Namespace) -> int:
     from voxray.synthesize import SynthesisError, load_voice, synthesize, write_wav
 
@@ -114,6 +145,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 return _preprocess(args)
             case "train":
                 return _train(args)
+            case "tune":
+                return _tune(args)
             case "synthesize":
                 return _synthesize(args)
     except ConfigError as exc:

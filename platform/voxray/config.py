@@ -176,6 +176,22 @@ class FinetuneConfig(_Strict):
     init_from: Optional[str] = None    # RUN_URI/final of a trained model
 
 
+class TuneSection(_Strict):
+    concurrent_trials: int = 1         # trials running at once (each is a multi-worker training run)
+    grace_period: int = 2              # ASHA: validations every trial gets before it may be stopped
+    reduction_factor: int = 2          # ASHA: keep 1/reduction_factor at each rung
+    seed: int = 0                      # Optuna TPE sampler seed
+
+    @model_validator(mode="after")
+    def _check(self) -> "TuneSection":
+        for name in ("concurrent_trials", "grace_period"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.reduction_factor < 2:
+            raise ValueError(f"reduction_factor={self.reduction_factor} must be >= 2")
+        return self
+
+
 class Config(_Strict):
     audio: AudioSpec = AudioSpec()
     preprocess: PreprocessConfig = PreprocessConfig()
@@ -185,6 +201,7 @@ class Config(_Strict):
     loss: LossConfig = LossConfig()
     lora: LoraConfig = LoraConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    tune: TuneSection = TuneSection()
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Iterator
 import fsspec
 from fsspec.core import url_to_fs
 
-_FORWARDED_ENV_PREFIXES = ("AWS_", "FSSPEC_")
+_FORWARDED_ENV_PREFIXES = ("AWS_", "FSSPEC_", "VOXRAY_")
 
 
 def is_remote(path: str) -> bool:

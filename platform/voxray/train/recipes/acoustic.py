@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ COLUMNS = ["id", "token_ids", "speaker_index", "language_index", "n_frames", "me
 LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and feed-forward projections
 LOSS_NAMES = ("total", "mel", "duration", "pitch", "energy", "alignment", "binarization")
 # Keys that must not change when a run resumes: they change the model, its shards or its labels.
+# Fault injection for recovery drills: "RANK:STEP" makes that rank's process die (SIGKILL) after
+# that optimizer step, on a run's first attempt only; Ray Train must then recover the run.
+KILL_ENV = "VOXRAY_FAULT_KILL_RANK_AT_STEP"
 ABORTED_FILE = "aborted.json"        # written by rank 0 when the non-finite guard stops the run
 RESUME_FIXED = ("model", "lora", "finetune", "deepspeed.zero_stage", "train.num_workers", "audio")
 
@@ -339,6 +343,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         else:
             state.consecutive_skipped = 0
             update_ema(ema, engine, state.step)
+        if os.environ.get(KILL_ENV) == f"{info.rank}:{state.step}" and state.restarts == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
         if state.step % train.log_every == 0:
             logged = interval.reduce(info.device)
             state.mel_frames += int(logged.pop("mel_frames"))
@@ -389,8 +395,9 @@ def export(plan: Plan, eval_model, ema: EMA, step: int) -> None:
 
 # -------------------------------------------------------------------------------- driver
 
-def train(store: str, run: str, config: Config) -> dict[str, Any]:
-    """Train (or resume) on Ray; returns a summary. Raises TrainingError / NonFiniteError."""
+def train(store: str, run: str, config: Config, callbacks: Optional[list] = None) -> dict[str, Any]:
+    """Train (or resume) on Ray; returns a summary. Raises TrainingError / NonFiniteError.
+    ``callbacks`` are Ray Train user callbacks (a sweep passes Tune's report callback)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.train.v2.api.exceptions import TrainingFailedError
@@ -414,7 +421,8 @@ def train(store: str, run: str, config: Config) -> dict[str, Any]:
                                                checkpoint_score_attribute="val_mel",
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=train_config.max_failures),
-            worker_runtime_env={"env_vars": plan.storage_env} if plan.storage_env else None),
+            worker_runtime_env={"env_vars": plan.storage_env} if plan.storage_env else None,
+            callbacks=callbacks),
         datasets=store_datasets(store, COLUMNS),
         dataset_config=ShardConfig(),
     )
