@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(train)
 
     tune_families = commands.add_parser(
-        "tune", help="sweep hyperparameters with Ray Tune + Optuna (TPE) + ASHA").add_subparsers(
+        "tune", help="sweep hyperparameters with Ray Tune + Optuna (TPE) + ASHA (experimental: not yet tested)").add_subparsers(
         dest="family", required=True)
     sweep = tune_families.add_parser("acoustic", help="sweep the acoustic model's training")
     sweep.add_argument("--data", required=True, help="feature store (path or s3://)")
