@@ -16,6 +16,16 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="dotted config overrides, e.g. preprocess.min_seconds=1.0")
 
 
+def _family_parser(commands, command: str, command_help: str, acoustic_help: str,
+                   output_help: str) -> argparse.ArgumentParser:
+    """``voxray COMMAND acoustic --data STORE --output URI``: commands that take a model family."""
+    families = commands.add_parser(command, help=command_help).add_subparsers(dest="family", required=True)
+    family = families.add_parser("acoustic", help=acoustic_help)
+    family.add_argument("--data", required=True, help="feature store (path or s3://)")
+    family.add_argument("--output", required=True, help=output_help)
+    return family
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxray", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -27,22 +37,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="input format (default: preprocess.format, which defaults to auto)")
     _add_config_args(pre)
 
-    train_families = commands.add_parser(
-        "train", help="train a model from a feature store on Ray Train + DeepSpeed").add_subparsers(
-        dest="family", required=True)
-    train = train_families.add_parser("acoustic", help="FastSpeech2-family acoustic model: phonemes -> mel")
-    train.add_argument("--data", required=True, help="feature store (path or s3://)")
-    train.add_argument("--output", required=True,
-                       help="run folder (path or s3://); re-running on it resumes from its latest checkpoint")
+    train = _family_parser(commands, "train", "train a model from a feature store on Ray Train + DeepSpeed",
+                           "FastSpeech2-family acoustic model: phonemes -> mel",
+                           "run folder (path or s3://); re-running on it resumes from its latest checkpoint")
     _add_config_args(train)
 
-    tune_families = commands.add_parser(
-        "tune", help="sweep hyperparameters with Ray Tune + Optuna (TPE) + ASHA (experimental: not yet tested)").add_subparsers(
-        dest="family", required=True)
-    sweep = tune_families.add_parser("acoustic", help="sweep the acoustic model's training")
-    sweep.add_argument("--data", required=True, help="feature store (path or s3://)")
-    sweep.add_argument("--output", required=True,
-                       help="sweep folder (path or s3://); re-running on it resumes the sweep")
+    sweep = _family_parser(commands, "tune", "sweep hyperparameters with Ray Tune + Optuna (TPE) + ASHA "
+                           "(experimental: not yet tested)", "sweep the acoustic model's training",
+                           "sweep folder (path or s3://); re-running on it resumes the sweep")
     sweep.add_argument("--trials", type=int, required=True, help="number of trials")
     sweep.add_argument("--search-space", help="YAML search space (default: lr and loss weights, "
                                               "plus lora.rank when finetune.init_from is set)")
