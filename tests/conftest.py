@@ -16,6 +16,7 @@ import soundfile
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "corpus" / "sample"
+CPU_CONFIG = str(REPO / "jobs" / "configs" / "acoustic-cpu.yaml")
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +29,9 @@ def ray_cluster():
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        # The dashboard serves the state API that Ray Train's placement-group cleaner polls: a
+        # sweep's trials end their trainers abruptly, and without it their worker groups leak.
+        ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False)
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -46,6 +49,24 @@ def sample_store(ray_cluster, tmp_path_factory) -> str:
     store = str(tmp_path_factory.mktemp("sample") / "store")
     preprocess(str(SAMPLE), store, load_config())
     return store
+
+
+@pytest.fixture(scope="session")
+def base_run(sample_store, tmp_path_factory) -> str:
+    """120 steps of the tiny model through the CLI and the CPU config from jobs/configs, with a
+    relative --output as a user would type it (Ray workers run in another directory)."""
+    from voxray import cli
+
+    folder = tmp_path_factory.mktemp("base")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        code = cli.main(["train", "acoustic", "--data", sample_store, "--output", "run", "--config", CPU_CONFIG,
+                         "train.max_steps=120", "train.val_every=20", "train.max_failures=0"])
+    finally:
+        os.chdir(cwd)
+    assert code == 0
+    return str(folder / "run")
 
 
 def sample_lines(count: int | None = None, language: str | None = None) -> list[str]:

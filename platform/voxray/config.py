@@ -178,13 +178,16 @@ class FinetuneConfig(_Strict):
 
 class TuneSection(_Strict):
     concurrent_trials: int = 1         # trials running at once (each is a multi-worker training run)
+    search: Literal["tpe", "random"] = "tpe"     # Optuna sampler
+    startup_trials: int = 3            # TPE: random trials before it models the space (Optuna's default is 10)
+    scheduler: Literal["asha", "fifo"] = "asha"  # asha: stop poor trials early; fifo: run every trial to the end
     grace_period: int = 2              # ASHA: validations every trial gets before it may be stopped
     reduction_factor: int = 2          # ASHA: keep 1/reduction_factor at each rung
-    seed: int = 0                      # Optuna TPE sampler seed
+    seed: int = 0                      # Optuna sampler seed
 
     @model_validator(mode="after")
     def _check(self) -> "TuneSection":
-        for name in ("concurrent_trials", "grace_period"):
+        for name in ("concurrent_trials", "grace_period", "startup_trials"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.reduction_factor < 2:

@@ -1,4 +1,4 @@
-"""Fixtures and helpers for training tests: one trained tiny base model per session."""
+"""Helpers for training tests (the trained base model fixture, ``base_run``, is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
-from voxray import cli
+from tests.conftest import CPU_CONFIG, REPO
 from voxray.config import load_config
 from voxray.train.recipes import acoustic
 
-REPO = Path(__file__).resolve().parents[2]
-CPU_CONFIG = str(REPO / "jobs" / "configs" / "acoustic-cpu.yaml")
+__all__ = ["CPU_CONFIG", "REPO", "latest_checkpoint", "metrics", "train", "trainer_state"]
 
 
 def metrics(run: str, kind: str) -> list[dict]:
@@ -33,19 +30,3 @@ def latest_checkpoint(run: str) -> str:
 def train(store: str, run: str, *overrides: str) -> dict:
     config = load_config(CPU_CONFIG, ["train.max_failures=0", "train.log_every=5", *overrides])
     return acoustic.train(store, run, config)
-
-
-@pytest.fixture(scope="session")
-def base_run(sample_store, tmp_path_factory) -> str:
-    """120 steps of the tiny model through the CLI and the CPU config from jobs/configs, with a
-    relative --output as a user would type it (Ray workers run in another directory)."""
-    folder = tmp_path_factory.mktemp("base")
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        code = cli.main(["train", "acoustic", "--data", sample_store, "--output", "run", "--config", CPU_CONFIG,
-                         "train.max_steps=120", "train.val_every=20", "train.max_failures=0"])
-    finally:
-        os.chdir(cwd)
-    assert code == 0
-    return str(folder / "run")

@@ -24,6 +24,7 @@ from voxray.tune.space import Dimension, apply, describe, optional_space, to_tun
 
 METRIC = "val_mel"
 STUDY = "voxray"
+TRIAL_DRIVER = {"CPU": 0.01}
 
 
 def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config) -> None:
@@ -34,7 +35,8 @@ def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config) -> N
     from voxray.train.recipes import acoustic
 
     config = apply(base, params)
-    run = uri.join(sweep, "trials", tune.get_context().get_trial_id())
+    name = os.path.basename(tune.get_context().get_trial_dir().rstrip("/")).removeprefix("trial_")
+    run = uri.join(sweep, "trials", name)
     acoustic.train(store, run, config, callbacks=[TuneReportCallback()])
 
 
@@ -55,7 +57,6 @@ def _study_storage(sweep: str) -> tuple[str, Any]:
 def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
                   space_path: Optional[str] = None) -> dict[str, Any]:
     """Run (or resume) the sweep; returns a summary with the best config."""
-    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -67,9 +68,17 @@ def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
         raise ValueError(f"--trials must be >= 1, got {trials}")
     dimensions = optional_space(space_path, base)        # fails here, before any trial, on a bad space
     store, sweep = uri.absolute(store), uri.absolute(sweep)
+    # Tune saves the experiment state (which trials ended) at most every 10 s by default; a driver
+    # killed in that window would re-run a finished trial on resume. The state is a small file and
+    # trials last minutes: save it every 2 s.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     ensure_ray()
     validations = max(1, -(-base.train.max_steps // base.train.val_every))
-    trainable = tune.with_parameters(_trial, store=store, sweep=sweep, base=base)
+    # The trial function only drives its TorchTrainer (whose workers take the config's CPUs/GPUs):
+    # it holds a token CPU share, so a trial's placement group never starves its own training
+    # workers or their Ray Data tasks of a whole core. tune.concurrent_trials bounds parallelism.
+    trainable = tune.with_resources(tune.with_parameters(_trial, store=store, sweep=sweep, base=base),
+                                    TRIAL_DRIVER)
     fs_sweep = uri.filesystem(sweep)[1] if uri.is_remote(sweep) else sweep
     run_config = tune.RunConfig(name=os.path.basename(fs_sweep.rstrip("/")),
                                 storage_path=os.path.dirname(fs_sweep.rstrip("/")),
@@ -80,18 +89,18 @@ def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
         tuner = tune.Tuner.restore(sweep, trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=pyarrow_filesystem(sweep))
     else:
-        search = OptunaSearch(metric=METRIC, mode="min", sampler=optuna.samplers.TPESampler(seed=base.tune.seed),
-                              storage=storage, study_name=STUDY)
+        search = OptunaSearch(metric=METRIC, mode="min", sampler=_sampler(base), storage=storage, study_name=STUDY)
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=validations,
                                   grace_period=min(base.tune.grace_period, validations),
-                                  reduction_factor=base.tune.reduction_factor)
+                                  reduction_factor=base.tune.reduction_factor) if base.tune.scheduler == "asha" else None
         tuner = tune.Tuner(
             trainable, param_space=to_tune(dimensions),
             tune_config=tune.TuneConfig(metric=METRIC, mode="min", search_alg=search, scheduler=scheduler,
-                                        num_samples=trials, max_concurrent_trials=base.tune.concurrent_trials),
+                                        num_samples=trials, max_concurrent_trials=base.tune.concurrent_trials,
+                                        trial_dirname_creator=_trial_dirname),
             run_config=run_config)
     results = tuner.fit()
-    rows = _rows(results, dimensions)
+    rows = _rows(results, dimensions, base.train.max_steps)
     finished = [r for r in rows if r["best_val_mel"] is not None]
     if not finished:
         raise RuntimeError(f"no trial of the sweep {sweep} reported a validation; see its trials")
@@ -107,21 +116,33 @@ def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
             "best_yaml": uri.join(sweep, "best.yaml")}
 
 
-def _rows(results, dimensions: list[Dimension]) -> list[dict[str, Any]]:
+def _sampler(base: Config):
+    import optuna
+
+    if base.tune.search == "random":
+        return optuna.samplers.RandomSampler(seed=base.tune.seed)
+    return optuna.samplers.TPESampler(seed=base.tune.seed, n_startup_trials=base.tune.startup_trials)
+
+
+def _trial_dirname(trial) -> str:
+    """``trial_<index>_<id>``: folders sort in the order trials started."""
+    return f"trial_{trial.experiment_tag.split('_', 1)[0]:0>3}_{trial.trial_id}"
+
+
+def _rows(results, dimensions: list[Dimension], max_steps: int) -> list[dict[str, Any]]:
+    """One row per trial: its parameters, best validation mel loss, steps run and how it ended
+    (finished: ran max_steps; stopped: ASHA stopped it early; error: it failed)."""
     rows = []
     for result in results:
         frame = result.metrics_dataframe
         values = frame[METRIC].dropna() if frame is not None and METRIC in frame else []
         steps = int(frame["step"].max()) if frame is not None and "step" in frame and len(frame) else 0
-        status = "error" if result.error else ("stopped" if steps < _max_steps(result) else "finished")
-        rows.append({"trial": os.path.basename(result.path), **{d.key: result.config.get(d.key) for d in dimensions},
+        status = "error" if result.error else ("finished" if steps >= max_steps else "stopped")
+        rows.append({"trial": os.path.basename(result.path).removeprefix("trial_"),
+                     **{d.key: result.config.get(d.key) for d in dimensions},
                      "best_val_mel": float(min(values)) if len(values) else None,
                      "steps": steps, "status": status})
-    return rows
-
-
-def _max_steps(result) -> int:
-    return int(result.config.get("train.max_steps", 0)) or 10**12
+    return sorted(rows, key=lambda row: row["trial"])
 
 
 def _csv(rows: list[dict[str, Any]], dimensions: list[Dimension]) -> str:
@@ -140,26 +161,24 @@ def _plot(results) -> bytes:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 4.5), dpi=120)
-    points = []
+    curves = []
     for result in results:
         frame = result.metrics_dataframe
-        if frame is None or METRIC not in frame or "timestamp" not in frame:
-            continue
-        frame = frame.dropna(subset=[METRIC])
-        axes.plot(frame["timestamp"], frame[METRIC], marker="o", markersize=3, linewidth=1, alpha=0.6,
-                  label=os.path.basename(result.path)[-12:])
-        points += list(zip(frame["timestamp"], frame[METRIC]))
+        if frame is not None and METRIC in frame and "timestamp" in frame:
+            frame = frame.dropna(subset=[METRIC])
+            curves.append((os.path.basename(result.path).removeprefix("trial_"),
+                           list(frame["timestamp"]), list(frame[METRIC])))
+    points = sorted((t, v) for _, times, values in curves for t, v in zip(times, values))
+    start = points[0][0] if points else 0
+    for name, times, values in sorted(curves):
+        axes.plot([t - start for t in times], values, marker="o", markersize=3, linewidth=1, alpha=0.6, label=name)
+    best, xs, ys = float("inf"), [], []
+    for time_point, value in points:
+        best = min(best, value)
+        xs.append(time_point - start)
+        ys.append(best)
     if points:
-        points.sort()
-        start = points[0][0]
-        best, xs, ys = float("inf"), [], []
-        for time_point, value in points:
-            best = min(best, value)
-            xs.append(time_point)
-            ys.append(best)
         axes.step(xs, ys, where="post", color="black", linewidth=2.5, label="best so far")
-        ticks = axes.get_xticks()
-        axes.set_xticks(ticks, [f"{t - start:.0f}" for t in ticks])
     axes.set_xlabel("seconds since the first validation")
     axes.set_ylabel("validation mel L1")
     axes.set_title("voxray sweep")

@@ -1,0 +1,180 @@
+"""Sweeps end to end on a real local Ray: Tune + Optuna TPE + ASHA, each trial a Ray Train +
+DeepSpeed run of the tiny acoustic model on the sample store.
+
+One 4-trial sweep is interrupted (its driver SIGKILLed after the first trial ended) and resumed by
+re-running the same command; the tests then check the finished sweep's outputs. A second, small
+sweep fine-tunes the session's base model and searches the LoRA rank."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CPU_CONFIG, REPO
+from voxray import cli
+from voxray.config import load_config
+
+SPACE = """\
+# a wide learning-rate range: some trials learn slowly, and ASHA should stop them
+train.lr: {loguniform: [1.0e-5, 1.0e-2]}
+loss.duration: {uniform: [0.1, 1.0]}
+"""
+MAX_STEPS = 20
+OVERRIDES = [f"train.max_steps={MAX_STEPS}", "train.val_every=5", "train.log_every=5", "train.batch_size=4",
+             "train.max_failures=0", "tune.grace_period=1", "tune.reduction_factor=2"]
+
+
+def _command(store: str, sweep: Path, space: Path, trials: int = 4) -> list[str]:
+    return ["tune", "acoustic", "--data", store, "--output", str(sweep), "--trials", str(trials),
+            "--config", CPU_CONFIG, "--search-space", str(space), *OVERRIDES]
+
+
+def _ended_trials(sweep: Path) -> list[str]:
+    """Trial ids that Tune's saved experiment state records as ended (what a resume trusts)."""
+    ended = []
+    for path in glob.glob(str(sweep / "experiment_state-*.json")):
+        try:
+            state = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError):       # being rewritten right now
+            continue
+        for trial_json, _ in state["trial_data"]:
+            trial = json.loads(trial_json)
+            if trial["status"] == "TERMINATED":
+                ended.append(trial["trial_id"])
+    return ended
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_cluster, sample_store, tmp_path_factory) -> dict:
+    """Start the sweep as a separate driver on the session's cluster, SIGKILL it once a trial has
+    ended, then re-run the same command to resume it."""
+    folder = tmp_path_factory.mktemp("sweep")
+    space = folder / "space.yaml"
+    space.write_text(SPACE)
+    out = folder / "sweep"
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
+    driver = subprocess.Popen([sys.executable, "-m", "voxray.cli", *_command(sample_store, out, space)],
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    deadline = time.time() + 420
+    try:
+        while not _ended_trials(out):
+            assert driver.poll() is None, f"the sweep ended before it was killed: {driver.stderr.read()[-3000:]}"
+            assert time.time() < deadline, "no trial ended within 7 minutes"
+            time.sleep(1)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    ended_before = _ended_trials(out)
+    first = sorted(glob.glob(str(out / "trials" / "*")))[0]
+    first_metrics = Path(first, "metrics.jsonl").read_text()
+    assert not (out / "trials.csv").exists()
+
+    code = cli.main(_command(sample_store, out, space))        # the same command, again
+    assert code == 0
+    return {"out": out, "ended_before": ended_before, "first": first, "first_metrics": first_metrics}
+
+
+def test_resume_after_driver_kill_repeats_no_finished_trial(sweep):
+    import optuna
+
+    out = sweep["out"]
+    rows = _read_csv(out / "trials.csv")
+    assert len(rows) == 4 and len({row["trial"] for row in rows}) == 4
+    assert len(glob.glob(str(out / "trials" / "*"))) == 4
+    for trial_id in sweep["ended_before"]:
+        assert [row for row in rows if row["trial"].endswith(trial_id)], trial_id
+    # the trial that had ended before the kill did not train again
+    assert Path(sweep["first"], "metrics.jsonl").read_text() == sweep["first_metrics"]
+    # the Optuna study (what optuna-dashboard opens) holds 4 told trials, none still running
+    study = optuna.load_study(study_name="voxray", storage=f"sqlite:///{out}/optuna.db")
+    assert len(study.trials) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials), [t.state for t in study.trials]
+    assert study.best_value == pytest.approx(min(float(row["best_val_mel"]) for row in rows))
+
+
+def test_asha_stops_a_trial_early_and_the_table_says_so(sweep):
+    rows = _read_csv(sweep["out"] / "trials.csv")
+    assert list(rows[0]) == ["trial", "train.lr", "loss.duration", "best_val_mel", "steps", "status"]
+    stopped = [row for row in rows if row["status"] == "stopped"]
+    finished = [row for row in rows if row["status"] == "finished"]
+    assert stopped, rows
+    assert all(int(row["steps"]) < MAX_STEPS for row in stopped)
+    assert finished and all(int(row["steps"]) == MAX_STEPS for row in finished)
+    for row in rows:
+        assert 1e-5 <= float(row["train.lr"]) <= 1e-2 and 0.1 <= float(row["loss.duration"]) <= 1.0
+        assert 0 < float(row["best_val_mel"]) < 10
+    # the sampled values reached the training runs
+    for row in rows:
+        run = glob.glob(str(sweep["out"] / "trials" / f"*{row['trial'][-8:]}"))[0]
+        config = load_config(os.path.join(run, "config.yaml"))
+        assert config.train.lr == pytest.approx(float(row["train.lr"]))
+        assert config.loss.duration == pytest.approx(float(row["loss.duration"]))
+
+
+def test_sweep_picture(sweep):
+    import matplotlib.image
+
+    image = matplotlib.image.imread(sweep["out"] / "sweep.png")
+    assert image.shape[0] > 300 and image.shape[1] > 600
+
+
+def test_best_yaml_is_the_best_trial_and_trains(sweep, sample_store, tmp_path):
+    rows = _read_csv(sweep["out"] / "trials.csv")
+    best = min(rows, key=lambda row: float(row["best_val_mel"]))
+    config = load_config(str(sweep["out"] / "best.yaml"))
+    assert config.train.lr == pytest.approx(float(best["train.lr"]))
+    assert config.loss.duration == pytest.approx(float(best["loss.duration"]))
+    assert config.train.max_steps == MAX_STEPS and config.model.preset == "tiny"
+    code = cli.main(["train", "acoustic", "--data", sample_store, "--output", str(tmp_path / "run"),
+                     "--config", str(sweep["out"] / "best.yaml"), "train.max_steps=5", "train.val_every=5"])
+    assert code == 0
+    assert (tmp_path / "run" / "final" / "model.safetensors").exists()
+
+
+def test_fine_tuning_sweep_searches_the_lora_rank(ray_cluster, sample_store, base_run, tmp_path):
+    out = tmp_path / "lora-sweep"
+    code = cli.main(["tune", "acoustic", "--data", sample_store, "--output", str(out), "--trials", "2",
+                     "--config", CPU_CONFIG, f"finetune.init_from={base_run}/final", "train.max_steps=5",
+                     "train.val_every=5", "train.batch_size=4", "train.max_failures=0"])
+    assert code == 0
+    rows = _read_csv(out / "trials.csv")
+    assert list(rows[0])[1:7] == ["train.lr", "loss.mel", "loss.duration", "loss.pitch", "loss.energy", "lora.rank"]
+    for row in rows:
+        assert int(row["lora.rank"]) in (4, 8, 16, 32, 64)
+        run = glob.glob(str(out / "trials" / f"*{row['trial'][-8:]}"))[0]
+        assert load_config(os.path.join(run, "config.yaml")).lora.rank == int(row["lora.rank"])
+    assert load_config(str(out / "best.yaml")).finetune.init_from == f"{base_run}/final"
+
+
+@pytest.mark.parametrize("space, message", [
+    ("train.lrr: {loguniform: [1.0e-4, 1.0e-3]}\n", "train.lrr"),
+    ("train.lr: {loguniform: [1.0e-3, 1.0e-4]}\n", "train.lr"),
+    ("loss.mel: {uniform: [1.0]}\n", "loss.mel"),
+    ("train.batch_size: {int: [0, 4]}\n", "train.batch_size"),
+    ("train.lr: {normal: [0, 1]}\n", "train.lr"),
+])
+def test_bad_search_space_fails_before_any_trial(space, message, tmp_path, capsys):
+    path = tmp_path / "space.yaml"
+    path.write_text(space)
+    out = tmp_path / "sweep"
+    code = cli.main(["tune", "acoustic", "--data", str(tmp_path / "no-store"), "--output", str(out),
+                     "--trials", "2", "--search-space", str(path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voxray tune:") and "error" in err and message in err
+    assert not out.exists()
