@@ -105,7 +105,7 @@ def tone(seconds: float, rate: int = 16000, freq: float = 220.0, level: float = 
     return (level * signal / np.max(np.abs(signal))).astype(np.float32)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -114,7 +114,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto in server mode) on localhost, as s3fs's tests use."""
-    port = _free_port()
+    port = free_port()
     server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
     proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

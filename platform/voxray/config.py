@@ -89,6 +89,9 @@ class TrainConfig(_Strict):
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0       # CPUs Ray reserves for each training worker
+    # Further Ray resources each training worker asks for, to pin workers to a node type: a custom
+    # resource the node type declares ({train_node: 1}) or an accelerator ({"accelerator_type:H100": 0.001}).
+    worker_resources: dict[str, float] = {}
     max_failures: int = 3              # worker failures Ray Train recovers from (latest checkpoint)
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -115,6 +118,11 @@ class TrainConfig(_Strict):
             raise ValueError(f"lr={self.lr} must be > 0")
         if not self.cpus_per_worker > 0:
             raise ValueError(f"cpus_per_worker={self.cpus_per_worker} must be > 0")
+        for name, amount in self.worker_resources.items():
+            if name in ("CPU", "GPU"):
+                raise ValueError(f"worker_resources: set {name} with cpus_per_worker / use_gpu")
+            if not amount > 0:
+                raise ValueError(f"worker_resources[{name!r}]={amount} must be > 0")
         if self.max_failures < -1:
             raise ValueError(f"max_failures={self.max_failures} must be >= -1 (-1 = retry forever)")
         if not 0 <= self.ema_decay < 1:

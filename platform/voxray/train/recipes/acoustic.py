@@ -413,7 +413,8 @@ def train(store: str, run: str, config: Config, callbacks: Optional[list] = None
         train_loop_config={"plan": plan},
         scaling_config=ScalingConfig(num_workers=train_config.num_workers, use_gpu=train_config.use_gpu,
                                      resources_per_worker={"CPU": train_config.cpus_per_worker,
-                                                           **({"GPU": 1} if train_config.use_gpu else {})}),
+                                                           **({"GPU": 1} if train_config.use_gpu else {}),
+                                                           **train_config.worker_resources}),
         run_config=RunConfig(
             name=os.path.basename(fs_run.rstrip("/")), storage_path=os.path.dirname(fs_run.rstrip("/")),
             storage_filesystem=pyarrow_filesystem(run),
