@@ -73,9 +73,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    import ray
+    from voxray.cluster import start_local
 
-    ray.init(num_cpus=4, log_to_driver=False)
+    start_local(num_cpus=4, log_to_driver=False)
     scratch = tempfile.mkdtemp(prefix="voxray-bench-tune-")
     store = ensure_store(args.store, scratch)
     common = [f"train.max_steps={args.steps}", f"train.val_every={args.val_every}", "train.log_every=5",

@@ -29,9 +29,10 @@ def ray_cluster():
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     if not ray.is_initialized():
-        # The dashboard serves the state API that Ray Train's placement-group cleaner polls: a
-        # sweep's trials end their trainers abruptly, and without it their worker groups leak.
-        ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False)
+        # with the dashboard: a sweep's stopped trials need Ray Train's placement-group cleaner
+        from voxray.cluster import start_local
+
+        start_local(num_cpus=4, log_to_driver=False)
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -23,6 +23,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_resources(field: str, resources: dict[str, float], instead: str) -> None:
+    for name, amount in resources.items():
+        if name in ("CPU", "GPU"):
+            raise ValueError(f"{field}: set {name} with {instead}")
+        if not amount > 0:
+            raise ValueError(f"{field}[{name!r}]={amount} must be > 0")
+
+
 class SplitConfig(_Strict):
     train: float = 0.8
     val: float = 0.1
@@ -61,6 +69,9 @@ class PreprocessConfig(_Strict):
     split: SplitConfig = SplitConfig()
     rows_per_task: int = 128            # target rows per Ray task (fewer on small corpora)
     num_cpus: float = 1.0               # CPUs reserved by each Ray Data task
+    # Further Ray resources each task asks for, to keep preprocessing on one node type: a custom
+    # resource only that type declares (cluster.yaml's CPU nodes declare cpu_node).
+    task_resources: dict[str, float] = {}
     overwrite: bool = False
 
     @model_validator(mode="after")
@@ -77,6 +88,7 @@ class PreprocessConfig(_Strict):
             raise ValueError(f"rows_per_task={self.rows_per_task} must be >= 1")
         if self.num_cpus <= 0:
             raise ValueError(f"num_cpus={self.num_cpus} must be > 0")
+        _check_resources("task_resources", self.task_resources, "num_cpus")
         if self.trim_top_db <= 0:
             raise ValueError(f"trim_top_db={self.trim_top_db} must be > 0")
         return self
@@ -118,11 +130,7 @@ class TrainConfig(_Strict):
             raise ValueError(f"lr={self.lr} must be > 0")
         if not self.cpus_per_worker > 0:
             raise ValueError(f"cpus_per_worker={self.cpus_per_worker} must be > 0")
-        for name, amount in self.worker_resources.items():
-            if name in ("CPU", "GPU"):
-                raise ValueError(f"worker_resources: set {name} with cpus_per_worker / use_gpu")
-            if not amount > 0:
-                raise ValueError(f"worker_resources[{name!r}]={amount} must be > 0")
+        _check_resources("worker_resources", self.worker_resources, "cpus_per_worker / use_gpu")
         if self.max_failures < -1:
             raise ValueError(f"max_failures={self.max_failures} must be >= -1 (-1 = retry forever)")
         if not 0 <= self.ema_decay < 1:

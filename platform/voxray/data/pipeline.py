@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
@@ -17,6 +16,7 @@ from typing import Any, Iterator, Optional
 import ray
 
 from voxray import uri
+from voxray.cluster import ensure_ray
 from voxray.config import Config, to_yaml
 from voxray.data import readers, store
 from voxray.data.process import Context, process_units, scan_units
@@ -31,18 +31,12 @@ class OutputError(ValueError):
     pass
 
 
-def ensure_ray() -> None:
-    """Join ``RAY_ADDRESS`` when set (``ray job submit``), else start Ray in this process."""
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    ray.init(address=address or None, include_dashboard=False if not address else None)
-
-
 def _remote_args(config: Config) -> dict[str, Any]:
     """Per-task resources, and the storage variables of this process for every task (workers
     of a shared cluster were started without them)."""
     args: dict[str, Any] = {"num_cpus": config.preprocess.num_cpus}
+    if config.preprocess.task_resources:
+        args["resources"] = dict(config.preprocess.task_resources)
     env = uri.storage_env()
     if env:
         args["runtime_env"] = {"env_vars": env}

@@ -61,7 +61,7 @@ def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from voxray.data.pipeline import ensure_ray
+    from voxray.cluster import ensure_ray
     from voxray.train.data import pyarrow_filesystem
 
     if trials < 1:

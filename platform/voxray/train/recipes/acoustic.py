@@ -402,7 +402,7 @@ def train(store: str, run: str, config: Config, callbacks: Optional[list] = None
     from ray.train.torch import TorchTrainer
     from ray.train.v2.api.exceptions import TrainingFailedError
 
-    from voxray.data.pipeline import ensure_ray
+    from voxray.cluster import ensure_ray
 
     plan = prepare(store, run, config)
     store, run, train_config = plan.store, plan.run, plan.config.train
