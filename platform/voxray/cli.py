@@ -42,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                            "run folder (path or s3://); re-running on it resumes from its latest checkpoint")
     _add_config_args(train)
 
-    sweep = _family_parser(commands, "tune", "sweep hyperparameters with Ray Tune + Optuna (TPE) + ASHA "
-                           "(experimental: not yet tested)", "sweep the acoustic model's training",
+    sweep = _family_parser(commands, "tune", "sweep hyperparameters with Ray Tune + Optuna (TPE) + ASHA",
+                           "sweep the acoustic model's training",
                            "sweep folder (path or s3://); re-running on it resumes the sweep")
     sweep.add_argument("--trials", type=int, required=True, help="number of trials")
     sweep.add_argument("--search-space", help="YAML search space (default: lr and loss weights, "
