@@ -22,7 +22,7 @@ def run(command: str, argv: list[str]) -> int:
     import voxray
     from voxray import cli
 
-    if command in ("train", "tune") and (not argv or argv[0] not in FAMILIES + ("-h", "--help")):
+    if command in ("train", "tune") and (not argv or argv[0] not in FAMILIES):
         argv = ["acoustic", *argv]           # the model family defaults to the acoustic model
     print(f"voxray job: {command} {' '.join(argv)}  (voxray from {os.path.dirname(voxray.__file__)})", flush=True)
     return cli.main([command, *argv])

@@ -116,3 +116,11 @@ def test_the_job_server_refuses_a_wrong_token(cluster):
                   check=False)
     assert result.returncode != 0
     assert "token" in (result.stdout + result.stderr).lower()
+
+
+@pytest.mark.parametrize("script, usage", [("preprocess", "--input"), ("train", "--data"), ("tune", "--trials")])
+def test_entrypoints_are_the_cli_commands(script, usage):
+    result = subprocess.run([sys.executable, f"jobs/{script}.py", "--help"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert usage in result.stdout and f"voxray {script}" in result.stdout
