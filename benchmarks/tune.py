@@ -1,7 +1,7 @@
 """Sweep efficiency: Optuna TPE + ASHA against random search without early stopping, side by side.
 
     .venv/bin/python benchmarks/tune.py [--store STORE] [--trials 8] [--steps 60] [--val-every 10]
-                                        [--seed 0]
+                                        [--seed 0] [--grace-period 1] [--reduction-factor 2]
 
 Both arms run `voxray tune acoustic` on the same feature store (default: the committed sample
 corpus, preprocessed first) with the tiny model, the default acoustic search space (learning
@@ -9,7 +9,7 @@ rate and four loss weights), the same number of trials, the same steps per trial
 sampler seed:
 
   tpe+asha   TPE sampler (3 random start-up trials), ASHA on the validation mel loss
-             (grace period 1 validation, reduction factor 2)
+             (grace period and reduction factor from the arguments; rungs count validations)
   random     Optuna's random sampler, every trial runs all its steps (FIFO)
 
 It prints, for each arm, the best validation mel L1 reached and the trial-steps spent (training
@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--val-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grace-period", type=int, default=1, help="ASHA: validations before a stop")
+    parser.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1 in this many per rung")
     args = parser.parse_args()
 
     from voxray.cluster import start_local
@@ -81,8 +83,8 @@ def main() -> None:
     common = [f"train.max_steps={args.steps}", f"train.val_every={args.val_every}", "train.log_every=5",
               "train.max_failures=0", f"tune.seed={args.seed}"]
     arms = {
-        "tpe+asha": common + ["tune.search=tpe", "tune.scheduler=asha", "tune.grace_period=1",
-                              "tune.reduction_factor=2"],
+        "tpe+asha": common + ["tune.search=tpe", "tune.scheduler=asha", f"tune.grace_period={args.grace_period}",
+                              f"tune.reduction_factor={args.reduction_factor}"],
         "random": common + ["tune.search=random", "tune.scheduler=fifo"],
     }
     results = {}
@@ -94,7 +96,7 @@ def main() -> None:
         results[name] = {"curves": curves, "best": best, "spent": sum(steps for _, steps, _ in curves)}
 
     print(f"\n{args.trials} trials x {args.steps} steps each, validation every {args.val_every} steps, "
-          f"seed {args.seed}, store {store}")
+          f"seed {args.seed}, ASHA grace {args.grace_period} reduction {args.reduction_factor}, store {store}")
     for name, result in results.items():
         print(f"{name:>9}: best val mel L1 {result['best']:.4f}, trial-steps spent {result['spent']}")
         for trial, steps, points in result["curves"]:

@@ -44,7 +44,7 @@ LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and fee
 LOSS_NAMES = ("total", "mel", "duration", "pitch", "energy", "alignment", "binarization")
 # Keys that must not change when a run resumes: they change the model, its shards or its labels.
 # Fault injection for recovery drills: "RANK:STEP" makes that rank's process die (SIGKILL) after
-# that optimizer step, on a run's first attempt only; Ray Train must then recover the run.
+# that optimizer step, once per run folder; Ray Train must then recover the run.
 KILL_ENV = "VOXRAY_FAULT_KILL_RANK_AT_STEP"
 ABORTED_FILE = "aborted.json"        # written by rank 0 when the non-finite guard stops the run
 RESUME_FIXED = ("model", "lora", "finetune", "deepspeed.zero_stage", "train.num_workers", "audio")
@@ -52,6 +52,18 @@ RESUME_FIXED = ("model", "lora", "finetune", "deepspeed.zero_stage", "train.num_
 
 class TrainingError(RuntimeError):
     """The run failed; the message says why and where to look."""
+
+
+def _inject_fault(run: str) -> None:
+    """KILL_ENV's drill, once per run folder (a marker file there): wait until the controller has
+    surely taken the last checkpoint's reports (Ray Train collects them asynchronously; a worker
+    that dies right after reporting can take its checkpoint with it), then die like a lost node."""
+    marker = uri.join(run, "fault-injected")
+    if uri.exists(marker):
+        return
+    uri.write_text(marker, "")
+    time.sleep(5)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------------------- plan
@@ -343,8 +355,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         else:
             state.consecutive_skipped = 0
             update_ema(ema, engine, state.step)
-        if os.environ.get(KILL_ENV) == f"{info.rank}:{state.step}" and state.restarts == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ.get(KILL_ENV) == f"{info.rank}:{state.step}":
+            _inject_fault(plan.run)
         if state.step % train.log_every == 0:
             logged = interval.reduce(info.device)
             state.mel_frames += int(logged.pop("mel_frames"))
