@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from voxray.cluster import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "corpus" / "sample"
 CPU_CONFIG = str(REPO / "jobs" / "configs" / "acoustic-cpu.yaml")
@@ -104,12 +106,6 @@ def tone(seconds: float, rate: int = 16000, freq: float = 220.0, level: float = 
     # A few harmonics so pitch trackers see a voiced, speech-like signal.
     signal = sum(np.sin(2 * np.pi * freq * k * t) / k for k in range(1, 6))
     return (level * signal / np.max(np.abs(signal))).astype(np.float32)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

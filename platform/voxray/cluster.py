@@ -10,7 +10,8 @@ from typing import Any
 import ray
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -25,7 +26,7 @@ def start_local(**init_kwargs: Any) -> None:
     cluster, a test's `ray start --head`), and the worker group leaks. Setting
     RAY_API_SERVER_ADDRESS before Ray starts reaches every process of this cluster: Ray's daemons
     inherit this process's environment and pass it on to the workers they start."""
-    port = _free_port()
+    port = free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, **init_kwargs)
 

@@ -21,7 +21,7 @@ import time
 import ray
 from ray.cluster_utils import Cluster
 
-from voxray.cluster import _free_port
+from voxray.cluster import free_port
 from voxray.config import load_config
 
 
@@ -32,7 +32,7 @@ def main(folder: str) -> None:
     from voxray.data.pipeline import preprocess
     from voxray.train.recipes import acoustic
 
-    port = _free_port()
+    port = free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port})
