@@ -31,12 +31,16 @@ def start_local(**init_kwargs: Any) -> None:
     ray.init(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port, **init_kwargs)
 
 
-def ensure_ray() -> None:
-    """Join ``RAY_ADDRESS`` when set (``ray job submit``), else start Ray in this process."""
+def ensure_ray(extra_cpus: int = 0) -> None:
+    """Join ``RAY_ADDRESS`` when set (``ray job submit``), else start Ray in this process, with
+    ``extra_cpus`` logical CPUs more than the machine has (a sweep's trial drivers hold token CPU
+    shares that would otherwise leave Ray Data less than one whole CPU on a small machine)."""
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
+    elif extra_cpus:
+        start_local(num_cpus=(os.cpu_count() or 1) + extra_cpus)
     else:
         start_local()

@@ -29,7 +29,7 @@ train.lr: {loguniform: [1.0e-5, 1.0e-2]}
 loss.duration: {uniform: [0.1, 1.0]}
 """
 MAX_STEPS = 20
-OVERRIDES = [f"train.max_steps={MAX_STEPS}", "train.val_every=5", "train.log_every=5", "train.batch_size=4",
+OVERRIDES = [f"train.max_steps={MAX_STEPS}", "train.val_every=5", "train.log_every=1", "train.batch_size=4",
              "train.max_failures=0", "tune.grace_period=1", "tune.reduction_factor=2"]
 
 

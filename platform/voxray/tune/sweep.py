@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from voxray import uri
 from voxray.config import Config, to_yaml
+from voxray.tune.gate import DecisionCallback, SchedulerGate, gate_name, open_decisions
 from voxray.tune.space import Dimension, apply, describe, optional_space, to_tune
 
 METRIC = "val_mel"
@@ -27,17 +28,20 @@ STUDY = "voxray"
 TRIAL_DRIVER = {"CPU": 0.01}
 
 
-def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config) -> None:
-    """One trial: the training recipe with the sampled keys, reporting to Tune."""
+def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config, gated: bool) -> None:
+    """One trial: the training recipe with the sampled keys, reporting to Tune (and, when the
+    scheduler can stop trials early, waiting for its decision at each validation)."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from voxray.train.recipes import acoustic
 
     config = apply(base, params)
-    name = os.path.basename(tune.get_context().get_trial_dir().rstrip("/")).removeprefix("trial_")
+    context = tune.get_context()
+    name = os.path.basename(context.get_trial_dir().rstrip("/")).removeprefix("trial_")
     run = uri.join(sweep, "trials", name)
-    acoustic.train(store, run, config, callbacks=[TuneReportCallback()])
+    gate = SchedulerGate(gate_name(sweep), context.get_trial_id()) if gated else None
+    acoustic.train(store, run, config, callbacks=[TuneReportCallback()], gate=gate)
 
 
 def _study_storage(sweep: str) -> tuple[str, Any]:
@@ -72,17 +76,24 @@ def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
     # killed in that window would re-run a finished trial on resume. The state is a small file and
     # trials last minutes: save it every 2 s.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    ensure_ray()
+    # Embedded Ray: one logical CPU more than the machine, for the trial drivers' token shares
+    # (below); without it a 1-worker trial on a 2-core machine leaves Ray Data 0.99 CPU and stalls.
+    ensure_ray(extra_cpus=1)
     validations = max(1, -(-base.train.max_steps // base.train.val_every))
     # The trial function only drives its TorchTrainer (whose workers take the config's CPUs/GPUs):
     # it holds a token CPU share, so a trial's placement group never starves its own training
     # workers or their Ray Data tasks of a whole core. tune.concurrent_trials bounds parallelism.
-    trainable = tune.with_resources(tune.with_parameters(_trial, store=store, sweep=sweep, base=base),
-                                    TRIAL_DRIVER)
+    # ASHA stops trials at its rungs: their workers wait at each validation for Tune's decision
+    # (voxray.tune.gate), recorded by a callback in an actor this driver owns.
+    gated = base.tune.scheduler == "asha"
+    decisions = open_decisions(sweep) if gated else None    # a named actor lives while a handle does
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, store=store, sweep=sweep, base=base, gated=gated), TRIAL_DRIVER)
     fs_sweep = uri.filesystem(sweep)[1] if uri.is_remote(sweep) else sweep
     run_config = tune.RunConfig(name=os.path.basename(fs_sweep.rstrip("/")),
                                 storage_path=os.path.dirname(fs_sweep.rstrip("/")),
-                                storage_filesystem=pyarrow_filesystem(sweep))
+                                storage_filesystem=pyarrow_filesystem(sweep),
+                                callbacks=[DecisionCallback(gate_name(sweep))] if gated else None)
     db_path, storage = _study_storage(sweep)
     experiment = uri.join(sweep, "tuner.pkl")
     if uri.exists(experiment):
@@ -100,6 +111,7 @@ def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
                                         trial_dirname_creator=_trial_dirname),
             run_config=run_config)
     results = tuner.fit()
+    del decisions
     rows = _rows(results, dimensions, base.train.max_steps)
     finished = [r for r in rows if r["best_val_mel"] is not None]
     if not finished:

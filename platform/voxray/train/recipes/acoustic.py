@@ -47,6 +47,7 @@ LOSS_NAMES = ("total", "mel", "duration", "pitch", "energy", "alignment", "binar
 # that optimizer step, once per run folder; Ray Train must then recover the run.
 KILL_ENV = "VOXRAY_FAULT_KILL_RANK_AT_STEP"
 ABORTED_FILE = "aborted.json"        # written by rank 0 when the non-finite guard stops the run
+SCHEDULER_STOP = "stopped by the sweep's scheduler"
 RESUME_FIXED = ("model", "lora", "finetune", "deepspeed.zero_stage", "train.num_workers", "audio")
 
 
@@ -300,6 +301,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     from voxray.train.metrics import RunLog
 
     plan: Plan = loop_config["plan"]
+    gate = loop_config.get("gate")                     # a sweep's SchedulerGate, else None
     config, train = plan.config, plan.config.train
     os.environ.update(plan.storage_env)
     init_deepspeed_distributed()
@@ -378,6 +380,12 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             save_and_report({**metrics, "step": state.step, "epoch": state.position.epoch,
                              "skipped_steps": state.skipped_steps, "restarts": state.restarts},
                             state, engine, ema, info.rank, trainable_only)
+            if gate is not None and state.step < train.max_steps and not state.stop_reason:
+                # In a sweep, wait for the scheduler's decision on this validation: a trial it
+                # stops halts here, at the rung, instead of training on until the stop lands.
+                stop = gate.should_stop(state.step) if info.rank == 0 else False
+                if all_reduce_sum([float(stop)], info.device)[0] > 0:
+                    state.stop_reason = f"{SCHEDULER_STOP} at step {state.step}"
             interval = Interval()                      # validation time is not training throughput
 
     if state.stop_reason.startswith("non-finite"):
@@ -386,6 +394,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             runlog.close()
             uri.write_text(uri.join(plan.run, ABORTED_FILE),
                            json.dumps({"step": state.step, "reason": state.stop_reason}))
+        return
+    if state.stop_reason.startswith(SCHEDULER_STOP):
+        if runlog is not None:                         # no export: the sweep keeps the trial's checkpoint
+            runlog.event(state.step, "stopped", reason=state.stop_reason)
+            runlog.close()
         return
     if runlog is not None:
         runlog.event(state.step, "finished", reason=state.stop_reason or "max_steps",
@@ -407,9 +420,11 @@ def export(plan: Plan, eval_model, ema: EMA, step: int) -> None:
 
 # -------------------------------------------------------------------------------- driver
 
-def train(store: str, run: str, config: Config, callbacks: Optional[list] = None) -> dict[str, Any]:
+def train(store: str, run: str, config: Config, callbacks: Optional[list] = None,
+          gate: Any = None) -> dict[str, Any]:
     """Train (or resume) on Ray; returns a summary. Raises TrainingError / NonFiniteError.
-    ``callbacks`` are Ray Train user callbacks (a sweep passes Tune's report callback)."""
+    ``callbacks`` are Ray Train user callbacks and ``gate`` a ``voxray.tune.gate.SchedulerGate``
+    (a sweep passes Tune's report callback and its trial's gate)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.train.v2.api.exceptions import TrainingFailedError
@@ -422,7 +437,7 @@ def train(store: str, run: str, config: Config, callbacks: Optional[list] = None
     fs_run = uri.filesystem(run)[1] if uri.is_remote(run) else run
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"plan": plan},
+        train_loop_config={"plan": plan, "gate": gate},
         scaling_config=ScalingConfig(num_workers=train_config.num_workers, use_gpu=train_config.use_gpu,
                                      resources_per_worker={"CPU": train_config.cpus_per_worker,
                                                            **({"GPU": 1} if train_config.use_gpu else {}),
