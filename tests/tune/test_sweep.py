@@ -118,6 +118,16 @@ def test_asha_stops_a_trial_early_and_the_table_says_so(sweep):
     assert stopped, rows
     assert all(int(row["steps"]) < MAX_STEPS for row in stopped)
     assert finished and all(int(row["steps"]) == MAX_STEPS for row in finished)
+    # a stopped trial halted at its rung: its workers waited for Tune's decision there, and no
+    # training step (logged every step) came after the validation ASHA stopped it at
+    events = []
+    for row in stopped:
+        run = glob.glob(str(sweep["out"] / "trials" / f"*{row['trial'][-8:]}"))[0]
+        records = [json.loads(line) for line in Path(run, "metrics.jsonl").read_text().splitlines()]
+        assert max(r["step"] for r in records if r["kind"] == "train") == int(row["steps"]), row
+        assert int(row["steps"]) % 5 == 0
+        events += [r for r in records if r["kind"] == "stopped"]
+    assert events and all("stopped by the sweep's scheduler" in e["reason"] for e in events), events
     for row in rows:
         assert 1e-5 <= float(row["train.lr"]) <= 1e-2 and 0.1 <= float(row["loss.duration"]) <= 1.0
         assert 0 < float(row["best_val_mel"]) < 10
@@ -181,3 +191,17 @@ def test_bad_search_space_fails_before_any_trial(space, message, tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("voxray tune:") and "error" in err and message in err
     assert not out.exists()
+
+
+def test_sweep_on_the_embedded_ray_of_this_machine(sample_store, tmp_path):
+    """No RAY_ADDRESS: the command starts its own Ray, sized to this machine (2 cores in CI), and a
+    trial's Ray Data tasks still get a whole CPU next to the trial driver's token share."""
+    out = tmp_path / "sweep"
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "voxray.cli", "tune", "acoustic", "--data", sample_store,
+                           "--output", str(out), "--trials", "1", "--config", CPU_CONFIG, "train.max_steps=5",
+                           "train.val_every=5", "train.batch_size=4", "train.max_failures=0"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = _read_csv(out / "trials.csv")
+    assert [row["status"] for row in rows] == ["finished"] and rows[0]["steps"] == "5"
