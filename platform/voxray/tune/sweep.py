@@ -6,8 +6,9 @@ from inside the trial, per Ray's Train + Tune integration; Ray Train's reports r
 
 SWEEP_URI holds the Tune experiment (re-running the same command resumes it without repeating
 finished trials), one run folder per trial under ``trials/``, the Optuna study (``optuna.db``,
-SQLite: ``optuna-dashboard sqlite:///SWEEP/optuna.db``), and at the end ``best.yaml``,
-``trials.csv`` and ``sweep.png``.
+SQLite: ``optuna-dashboard sqlite:///SWEEP/optuna.db``; for an ``s3://`` sweep a copy kept in step
+with the experiment state, ``voxray.tune.study``), and at the end ``best.yaml``, ``trials.csv``
+and ``sweep.png``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from typing import Any, Optional
 
 from voxray import uri
@@ -24,11 +24,11 @@ from voxray.tune.gate import DecisionCallback, SchedulerGate, gate_name, open_de
 from voxray.tune.space import Dimension, apply, describe, optional_space, to_tune
 
 METRIC = "val_mel"
-STUDY = "voxray"
 TRIAL_DRIVER = {"CPU": 0.01}
 
 
-def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config, gated: bool) -> None:
+def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config, gated: bool,
+           storage_env: dict[str, str]) -> None:
     """One trial: the training recipe with the sampled keys, reporting to Tune (and, when the
     scheduler can stop trials early, waiting for its decision at each validation)."""
     from ray import tune
@@ -36,6 +36,10 @@ def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config, gate
 
     from voxray.train.recipes import acoustic
 
+    # The trial runs in an actor of the cluster, which has the cluster's environment, not the
+    # sweep driver's: the driver's storage variables (an S3 endpoint, keys) reach it here, and
+    # through the recipe its training workers and Ray Data tasks.
+    os.environ.update(storage_env)
     config = apply(base, params)
     context = tune.get_context()
     name = os.path.basename(context.get_trial_dir().rstrip("/")).removeprefix("trial_")
@@ -44,29 +48,15 @@ def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config, gate
     acoustic.train(store, run, config, callbacks=[TuneReportCallback()], gate=gate)
 
 
-def _study_storage(sweep: str) -> tuple[str, Any]:
-    """The Optuna study's SQLite file: inside SWEEP_URI when local, else a local copy that is
-    uploaded at the end."""
-    import optuna
-
-    path = os.path.join(sweep, "optuna.db") if not uri.is_remote(sweep) else os.path.join(
-        tempfile.mkdtemp(prefix="voxray-optuna-"), "optuna.db")
-    if uri.is_remote(sweep) and uri.exists(uri.join(sweep, "optuna.db")):
-        with open(path, "wb") as handle:
-            handle.write(uri.read_bytes(uri.join(sweep, "optuna.db")))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return path, optuna.storages.RDBStorage(f"sqlite:///{path}")
-
-
 def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
                   space_path: Optional[str] = None) -> dict[str, Any]:
     """Run (or resume) the sweep; returns a summary with the best config."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from voxray.cluster import ensure_ray
     from voxray.train.data import pyarrow_filesystem
+    from voxray.tune.study import StudySearch, open_study_file
 
     if trials < 1:
         raise ValueError(f"--trials must be >= 1, got {trials}")
@@ -88,19 +78,21 @@ def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
     gated = base.tune.scheduler == "asha"
     decisions = open_decisions(sweep) if gated else None    # a named actor lives while a handle does
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, store=store, sweep=sweep, base=base, gated=gated), TRIAL_DRIVER)
+        tune.with_parameters(_trial, store=store, sweep=sweep, base=base, gated=gated,
+                             storage_env=uri.storage_env()), TRIAL_DRIVER)
     fs_sweep = uri.filesystem(sweep)[1] if uri.is_remote(sweep) else sweep
     run_config = tune.RunConfig(name=os.path.basename(fs_sweep.rstrip("/")),
                                 storage_path=os.path.dirname(fs_sweep.rstrip("/")),
                                 storage_filesystem=pyarrow_filesystem(sweep),
                                 callbacks=[DecisionCallback(gate_name(sweep))] if gated else None)
-    db_path, storage = _study_storage(sweep)
-    experiment = uri.join(sweep, "tuner.pkl")
-    if uri.exists(experiment):
-        tuner = tune.Tuner.restore(sweep, trainable, resume_unfinished=True, resume_errored=True,
+    resuming = uri.exists(uri.join(sweep, "tuner.pkl"))
+    study_path = open_study_file(sweep, resuming)           # before a restore unpickles the searcher
+    if resuming:
+        tuner = tune.Tuner.restore(fs_sweep, trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=pyarrow_filesystem(sweep))
     else:
-        search = OptunaSearch(metric=METRIC, mode="min", sampler=_sampler(base), storage=storage, study_name=STUDY)
+        search = StudySearch(path=study_path, copy_to_checkpoints=uri.is_remote(sweep),
+                             metric=METRIC, mode="min", sampler=_sampler(base))
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=validations,
                                   grace_period=min(base.tune.grace_period, validations),
                                   reduction_factor=base.tune.reduction_factor) if base.tune.scheduler == "asha" else None
@@ -121,9 +113,6 @@ def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
     uri.write_text(uri.join(sweep, "best.yaml"), to_yaml(best_config))
     uri.write_text(uri.join(sweep, "trials.csv"), _csv(rows, dimensions))
     uri.write_bytes(uri.join(sweep, "sweep.png"), _plot(results))
-    if uri.is_remote(sweep):
-        with open(db_path, "rb") as handle:
-            uri.write_bytes(uri.join(sweep, "optuna.db"), handle.read())
     return {"sweep": sweep, "space": describe(dimensions), "trials": rows, "best": best,
             "best_yaml": uri.join(sweep, "best.yaml")}
 
