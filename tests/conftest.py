@@ -8,7 +8,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -131,18 +133,26 @@ def s3_server():
     proc.wait(timeout=10)
 
 
-@pytest.fixture
-def s3_env(s3_server, monkeypatch):
-    """Standard AWS variables pointing at the local server; a fresh bucket per test."""
+@contextmanager
+def s3_bucket(endpoint: str) -> Iterator[str]:
+    """The standard AWS variables pointing at the local server, and a fresh bucket, for a while."""
     import boto3
     import s3fs
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ENDPOINT_URL", endpoint)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        s3fs.S3FileSystem.clear_instance_cache()
+        bucket = f"voxray-{time.time_ns() % 10**12}"
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        yield bucket
     s3fs.S3FileSystem.clear_instance_cache()
-    bucket = f"voxray-{int(time.time() * 1000) % 10**9}"
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
-    yield bucket
-    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def s3_env(s3_server):
+    """The AWS variables and a fresh bucket for one test."""
+    with s3_bucket(s3_server) as bucket:
+        yield bucket

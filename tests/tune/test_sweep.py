@@ -1,9 +1,10 @@
 """Sweeps end to end on a real local Ray: Tune + Optuna TPE + ASHA, each trial a Ray Train +
 DeepSpeed run of the tiny acoustic model on the sample store.
 
-One 4-trial sweep is interrupted (its driver SIGKILLed after the first trial ended) and resumed by
-re-running the same command; the tests then check the finished sweep's outputs. A second, small
-sweep fine-tunes the session's base model and searches the LoRA rank."""
+One 4-trial sweep writes to S3 (the moto server): it is interrupted (its driver SIGKILLed after the
+first trial ended) and resumed by re-running the same command; the tests then check the finished
+sweep's outputs. A second, small sweep fine-tunes the session's base model and searches the LoRA
+rank, into a local folder."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CPU_CONFIG, REPO
+from tests.conftest import CPU_CONFIG, REPO, s3_bucket
 from voxray import cli
 from voxray.config import load_config
+from voxray.tune.study import study_file
 
 SPACE = """\
 # a wide learning-rate range: some trials learn slowly, and ASHA should stop them
@@ -33,17 +35,18 @@ OVERRIDES = [f"train.max_steps={MAX_STEPS}", "train.val_every=5", "train.log_eve
              "train.max_failures=0", "tune.grace_period=1", "tune.reduction_factor=2"]
 
 
-def _command(store: str, sweep: Path, space: Path, trials: int = 4) -> list[str]:
+def _command(store: str, sweep: str, space: Path, trials: int = 4) -> list[str]:
     return ["tune", "acoustic", "--data", store, "--output", str(sweep), "--trials", str(trials),
             "--config", CPU_CONFIG, "--search-space", str(space), *OVERRIDES]
 
 
-def _ended_trials(sweep: Path) -> list[str]:
+def _ended_trials(fs, sweep: str) -> list[str]:
     """Trial ids that Tune's saved experiment state records as ended (what a resume trusts)."""
     ended = []
-    for path in glob.glob(str(sweep / "experiment_state-*.json")):
+    fs.invalidate_cache()                             # s3fs caches listings; the sweep writes on
+    for path in fs.glob(f"{sweep}/experiment_state-*.json"):
         try:
-            state = json.loads(Path(path).read_text())
+            state = json.loads(fs.cat(path))
         except (OSError, json.JSONDecodeError):       # being rewritten right now
             continue
         for trial_json, _ in state["trial_data"]:
@@ -58,35 +61,63 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def _complete_trials(path: Path) -> int:
+    import optuna
+
+    study = optuna.load_study(study_name="voxray", storage=f"sqlite:///{path}")
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
 @pytest.fixture(scope="module")
-def sweep(ray_cluster, sample_store, tmp_path_factory) -> dict:
+def bucket(s3_server):
+    with s3_bucket(s3_server) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_cluster, sample_store, bucket, tmp_path_factory) -> dict:
     """Start the sweep as a separate driver on the session's cluster, SIGKILL it once a trial has
-    ended, then re-run the same command to resume it."""
+    ended, then re-run the same command to resume it. The output is on S3; the session's Ray
+    cluster was started before the AWS variables were set, so its trials get them only from the
+    sweep driver. Before the resume the driver's local copy of the Optuna study is removed, as when
+    the driver comes back on another machine. The finished sweep is then downloaded to read."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
     folder = tmp_path_factory.mktemp("sweep")
     space = folder / "space.yaml"
     space.write_text(SPACE)
-    out = folder / "sweep"
+    key = f"{bucket}/sweeps/first"
+    uri = f"s3://{key}"
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
-    driver = subprocess.Popen([sys.executable, "-m", "voxray.cli", *_command(sample_store, out, space)],
+    driver = subprocess.Popen([sys.executable, "-m", "voxray.cli", *_command(sample_store, uri, space)],
                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               start_new_session=True)
     deadline = time.time() + 420
     try:
-        while not _ended_trials(out):
+        while not _ended_trials(fs, key):
             assert driver.poll() is None, f"the sweep ended before it was killed: {driver.stderr.read()[-3000:]}"
             assert time.time() < deadline, "no trial ended within 7 minutes"
             time.sleep(1)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    ended_before = _ended_trials(out)
-    first = sorted(glob.glob(str(out / "trials" / "*")))[0]
-    first_metrics = Path(first, "metrics.jsonl").read_text()
-    assert not (out / "trials.csv").exists()
+    ended_before = _ended_trials(fs, key)
+    first = sorted(fs.ls(f"{key}/trials"))[0]
+    first_metrics = fs.cat(f"{first}/metrics.jsonl").decode()
+    assert not fs.exists(f"{key}/trials.csv")
+    # the study is under SWEEP_URI while the sweep runs, with the trial that ended
+    fs.get(f"{key}/optuna.db", str(folder / "during.db"))
+    complete_during = _complete_trials(folder / "during.db")
+    os.remove(study_file(uri))
 
-    code = cli.main(_command(sample_store, out, space))        # the same command, again
+    code = cli.main(_command(sample_store, uri, space))        # the same command, again
     assert code == 0
-    return {"out": out, "ended_before": ended_before, "first": first, "first_metrics": first_metrics}
+    out = folder / "sweep"
+    fs.invalidate_cache()
+    fs.get(key, str(out), recursive=True)
+    return {"out": out, "uri": uri, "ended_before": ended_before, "complete_during": complete_during,
+            "first": out / "trials" / os.path.basename(first), "first_metrics": first_metrics}
 
 
 def test_resume_after_driver_kill_repeats_no_finished_trial(sweep):
@@ -96,6 +127,7 @@ def test_resume_after_driver_kill_repeats_no_finished_trial(sweep):
     rows = _read_csv(out / "trials.csv")
     assert len(rows) == 4 and len({row["trial"] for row in rows}) == 4
     assert len(glob.glob(str(out / "trials" / "*"))) == 4
+    assert sweep["ended_before"] and sweep["complete_during"] >= len(sweep["ended_before"])
     for trial_id in sweep["ended_before"]:
         assert [row for row in rows if row["trial"].endswith(trial_id)], trial_id
     # the trial that had ended before the kill did not train again
@@ -149,12 +181,12 @@ def test_sweep_picture(sweep):
 def test_best_yaml_is_the_best_trial_and_trains(sweep, sample_store, tmp_path):
     rows = _read_csv(sweep["out"] / "trials.csv")
     best = min(rows, key=lambda row: float(row["best_val_mel"]))
-    config = load_config(str(sweep["out"] / "best.yaml"))
+    config = load_config(f"{sweep['uri']}/best.yaml")     # as the sweep's closing line prints it
     assert config.train.lr == pytest.approx(float(best["train.lr"]))
     assert config.loss.duration == pytest.approx(float(best["loss.duration"]))
     assert config.train.max_steps == MAX_STEPS and config.model.preset == "tiny"
     code = cli.main(["train", "acoustic", "--data", sample_store, "--output", str(tmp_path / "run"),
-                     "--config", str(sweep["out"] / "best.yaml"), "train.max_steps=5", "train.val_every=5"])
+                     "--config", f"{sweep['uri']}/best.yaml", "train.max_steps=5", "train.val_every=5"])
     assert code == 0
     assert (tmp_path / "run" / "final" / "model.safetensors").exists()
 
