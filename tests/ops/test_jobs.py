@@ -103,6 +103,20 @@ def test_preprocess_then_train_jobs(cluster, tmp_path):
     assert list(run.glob("checkpoint_*"))
 
 
+def test_tune_job(cluster, sample_store, tmp_path):
+    """jobs/tune.py as the README submits it: the code Tune runs and unpickles on the cluster (the
+    trial function, the searcher, the gate's callback) comes with the job too."""
+    sweep = tmp_path / "sweep"
+    _submit(cluster, "voxray-tune", "jobs/tune.py", "--data", sample_store, "--output", str(sweep), "--trials", "1",
+            "--config", "jobs/configs/acoustic-cpu.yaml", "train.max_steps=5", "train.val_every=5",
+            "train.batch_size=4", "train.max_failures=0")
+    status, logs = _wait(cluster, "voxray-tune")
+    assert status == "SUCCEEDED", logs[-4000:]
+    rows = (sweep / "trials.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].endswith(",5,finished"), rows
+    assert (sweep / "best.yaml").exists() and (sweep / "optuna.db").exists()
+
+
 def test_a_failing_job_is_reported_failed_with_the_cli_error(cluster, tmp_path):
     _submit(cluster, "voxray-bad", "jobs/train.py", "--data", str(tmp_path / "no-store"), "--output",
             str(tmp_path / "run"), "--config", "jobs/configs/acoustic-cpu.yaml", "train.no_such_key=1")
