@@ -2,11 +2,11 @@
 
     .venv/bin/python benchmarks/tune.py [--store STORE] [--trials 8] [--steps 120] [--val-every 20]
                                         [--seeds 0 [1 ...]] [--grace-period 1] [--reduction-factor 3]
-                                        [--startup-trials 3]
+                                        [--startup-trials 3] [--search-space FILE]
 
 Both arms run `voxray tune acoustic` on the same feature store (default: the committed sample
 corpus, preprocessed first) with the tiny model, the default acoustic search space (learning
-rate and four loss weights), the same number of trials, the same steps per trial and the same
+rate and four loss weights; or --search-space FILE), the same number of trials, the same steps per trial and the same
 sampler seed, for each seed given:
 
   tpe+asha   TPE sampler (random start-up trials first), ASHA on the validation mel loss
@@ -40,11 +40,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from train_acoustic import ensure_store  # noqa: E402
 
 
-def run_arm(store: str, sweep: str, trials: int, overrides: list[str]) -> None:
+def run_arm(store: str, sweep: str, trials: int, space: str | None, overrides: list[str]) -> None:
     from voxray import cli
 
     code = cli.main(["tune", "acoustic", "--data", store, "--output", sweep, "--trials", str(trials),
-                     "--config", str(REPO / "jobs" / "configs" / "acoustic-cpu.yaml"), *overrides])
+                     "--config", str(REPO / "jobs" / "configs" / "acoustic-cpu.yaml"),
+                     *(["--search-space", space] if space else []), *overrides])
     if code != 0:
         raise SystemExit(f"sweep {sweep} failed ({code})")
 
@@ -84,7 +85,7 @@ def run_seed(store: str, scratch: str, args, seed: int) -> dict:
     for name, overrides in arms.items():
         sweep = os.path.join(scratch, f"seed{seed}-{name}")
         started = time.perf_counter()
-        run_arm(store, sweep, args.trials, overrides)
+        run_arm(store, sweep, args.trials, args.search_space, overrides)
         curves = trial_curves(sweep)
         best = min(value for _, _, points in curves for _, value in points)
         results[name] = {"curves": curves, "best": best, "spent": sum(steps for _, steps, _ in curves),
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--grace-period", type=int, default=1, help="ASHA: validations before a stop")
     parser.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1 in this many per rung")
     parser.add_argument("--startup-trials", type=int, default=3, help="TPE: random trials before it models")
+    parser.add_argument("--search-space", help="a YAML search space instead of the acoustic default")
     args = parser.parse_args()
 
     from voxray.cluster import start_local
@@ -138,7 +140,7 @@ def main() -> None:
 
     print(f"\n{args.trials} trials x {args.steps} steps each, validation every {args.val_every} steps, "
           f"ASHA grace {args.grace_period} reduction {args.reduction_factor}, TPE start-up "
-          f"{args.startup_trials}, store {store}")
+          f"{args.startup_trials}, space {args.search_space or 'default'}, store {store}")
     print("ratio per seed: " + ", ".join(f"{seed}: {ratio:.3f}" for seed, ratio in ratios.items()))
     print(f"median ratio tpe+asha / random budget: {statistics.median(ratios.values()):.3f}  (target <= 0.5)")
 
