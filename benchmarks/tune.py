@@ -6,8 +6,8 @@
 
 Both arms run `voxray tune acoustic` on the same feature store (default: the committed sample
 corpus, preprocessed first) with the tiny model, the default acoustic search space (learning
-rate and four loss weights; or --search-space FILE), the same number of trials, the same steps per trial and the same
-sampler seed, for each seed given:
+rate and four loss weights; or --search-space FILE), the same number of trials, the same steps
+per trial and the same sampler seed, for each seed given:
 
   tpe+asha   TPE sampler (random start-up trials first), ASHA on the validation mel loss
              (grace period and reduction factor from the arguments; rungs count validations)
