@@ -37,7 +37,8 @@ def main() -> None:
     from voxray.config import load_config
     from voxray.models.acoustic import fastspeech2
     from voxray.train.data import arrow_rows, bucketed
-    from voxray.train.loop import build_engine
+    from voxray.train.deepspeed_config import deepspeed_config
+    from voxray.train.engine import OptimizerSettings, build_engine
     from voxray.train.recipes.acoustic import COLUMNS, collate, losses, prepare
 
     store = args.store
@@ -72,7 +73,8 @@ def main() -> None:
     def engine_step(stage: int) -> float:
         config = load_config(overrides=[*overrides, f"deepspeed.zero_stage={stage}"])
         torch.manual_seed(0)
-        engine, _ = build_engine(fastspeech2.build(**plan.build_args), config, 1)
+        engine, _ = build_engine(fastspeech2.build(**plan.build_args), OptimizerSettings.of(config.train),
+                                 deepspeed_config(config.train, config.deepspeed, 1))
         started = time.perf_counter()
         for step in range(args.steps):
             parts = losses(engine, batches[step % len(batches)], config, cpu, torch.float32)

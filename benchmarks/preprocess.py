@@ -116,9 +116,9 @@ def run_stages(corpus: Path) -> dict:
     import torch
 
     from voxray.config import load_config
-    from voxray.data import features
+    from voxray import dsp
     from voxray.data.process import clean_audio
-    from voxray.data.text import G2P, normalize_text
+    from voxray.text import G2P, normalize_text
 
     config = load_config()
     spec, pre = config.audio, config.preprocess
@@ -133,12 +133,12 @@ def run_stages(corpus: Path) -> dict:
     start = time.perf_counter()
     with torch.inference_mode():
         for wave in cleaned:
-            features.log_mel(torch.from_numpy(wave), spec)
+            dsp.log_mel(torch.from_numpy(wave), spec)
     timings["mel"] = time.perf_counter() - start
     start = time.perf_counter()
     for wave in cleaned:
         n = spec.frames_for(wave.shape[0])
-        features.f0_contour(wave[: n * spec.hop_length], spec, n, pre.f0_floor, pre.f0_ceil)
+        dsp.f0_contour(wave[: n * spec.hop_length], spec, n, pre.f0_floor, pre.f0_ceil)
     timings["f0"] = time.perf_counter() - start
     g2p = G2P("espeak")
     start = time.perf_counter()

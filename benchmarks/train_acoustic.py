@@ -57,7 +57,8 @@ def bare_loop(store: str, steps: int, preset: str, batch_size: int, device: str)
     from voxray.config import load_config
     from voxray.train.data import arrow_rows, bucketed
     from voxray.train.recipes.acoustic import COLUMNS, collate, losses, prepare
-    from voxray.train.schedules import EMA, scheduler
+    from voxray.train.ema import EMA
+    from voxray.train.schedules import scheduler
 
     torch.set_num_threads(1)
     config = load_config(overrides=[f"model.preset={preset}", f"train.batch_size={batch_size}",
@@ -109,7 +110,7 @@ def optimizer_bytes(run: str, stage: int, workers: int) -> list[int]:
     """Bytes of optimizer state (fp32 master weights + Adam moments) held by each rank."""
     import torch
 
-    folder = sorted(glob.glob(os.path.join(run, "checkpoint_0*")))[-1] + "/ds"
+    folder = sorted(glob.glob(os.path.join(run, "checkpoint_0*")))[-1] + "/ds/model"
 
     def tensor_bytes(obj) -> int:
         if torch.is_tensor(obj):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import sys
 
-FAMILIES = ("acoustic",)
-
 
 def run(command: str, argv: list[str]) -> int:
     try:
@@ -21,6 +19,7 @@ def run(command: str, argv: list[str]) -> int:
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "platform"))
     import voxray
     from voxray import cli
+    from voxray.config import FAMILIES
 
     if command in ("train", "tune") and (not argv or argv[0] not in FAMILIES):
         argv = ["acoustic", *argv]           # the model family defaults to the acoustic model

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from voxray.cli import main
-from tests.conftest import make_ljspeech, sample_lines
+from tests.conftest import SAMPLE, make_ljspeech, sample_lines
 
 VOXRAY = [sys.executable, "-m", "voxray.cli"]
 
@@ -41,3 +41,39 @@ def test_preprocess_command(ray_cluster, tmp_path, capsys):
     assert "min_seconds: 0.6" in (out / "config.yaml").read_text()
     assert main(["preprocess", "--input", str(corpus), "--output", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_two_commands_at_once_each_start_their_own_ray(ray_cluster, tmp_path):
+    """Without RAY_ADDRESS a command starts its own Ray, even with others running on the machine
+    (the test session's, and here a first command's): a second command once joined the first
+    one's Ray and died with it (OwnerDiedError) when the first finished."""
+    import os
+
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    small = make_ljspeech(tmp_path / "small", sample_lines(4))
+    first = subprocess.Popen(VOXRAY + ["preprocess", "--input", str(small), "--output", str(tmp_path / "a")],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = ""
+    while "started a local Ray" not in started and first.poll() is None:
+        started += first.stdout.readline()            # until its Ray is up: then start the second
+    second = subprocess.Popen(VOXRAY + ["preprocess", "--input", str(SAMPLE), "--output", str(tmp_path / "b")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out_first = started + first.communicate(timeout=300)[0]
+    out_second = second.communicate(timeout=300)[0]
+    assert first.returncode == 0 and second.returncode == 0, (out_first[-2000:], out_second[-2000:])
+    for out in (out_first, out_second):
+        assert "voxray: started a local Ray for this command" in out and "Connecting to existing" not in out
+    assert json.loads((tmp_path / "a" / "stats.json").read_text())["kept"] == 4
+    assert json.loads((tmp_path / "b" / "stats.json").read_text())["kept"] == 64
+
+
+def test_help_config_lists_every_key_with_default_and_meaning(capsys):
+    from voxray.config import AcousticConfig, leaf_keys
+
+    assert main(["train", "acoustic", "--help-config"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert {line.split(" = ")[0] for line in lines} == leaf_keys(AcousticConfig)
+    assert "train.betas = [0.9, 0.98]  # AdamW betas" in lines
+    assert "train.max_steps = 2000  # optimizer steps [>= 1]" in lines
+    assert all("  # " in line for line in lines)

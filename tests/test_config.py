@@ -84,4 +84,4 @@ def test_resolved_config_round_trips(tmp_path):
 
 def test_configs_are_frozen():
     with pytest.raises(Exception):
-        Config().audio.sample_rate = 16000  # type: ignore[misc]
+        load_config().audio.sample_rate = 16000  # type: ignore[misc]

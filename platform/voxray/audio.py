@@ -7,20 +7,20 @@ exactly ``n * hop_length`` waveform samples and a vocoder trained on this store 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class AudioSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sample_rate: int = 22050
-    n_fft: int = 1024
-    hop_length: int = 256
-    win_length: int = 1024
-    n_mels: int = 80
-    fmin: float = 0.0
-    fmax: float = 8000.0
-    log_floor: float = 1e-5
+    sample_rate: int = Field(22050, description="samples per second of the store's audio")
+    n_fft: int = Field(1024, description="STFT size")
+    hop_length: int = Field(256, description="samples per mel frame")
+    win_length: int = Field(1024, description="STFT window, <= n_fft")
+    n_mels: int = Field(80, description="mel channels")
+    fmin: float = Field(0.0, description="lowest mel filter edge, Hz")
+    fmax: float = Field(8000.0, description="highest mel filter edge, Hz (<= sample_rate / 2)")
+    log_floor: float = Field(1e-5, description="mel values are clamped to this before the log")
 
     @model_validator(mode="after")
     def _check(self) -> "AudioSpec":

@@ -7,23 +7,31 @@ import json
 import sys
 from typing import Optional
 
-from voxray.config import ConfigError, load_config
+from voxray.config import FAMILIES, ConfigError, config_class, describe, load_config
+
+FAMILY_HELP = {"acoustic": "FastSpeech2-family acoustic model: phonemes -> mel"}
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (local path or s3:// URI)")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own logs (INFO and up) too")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted config overrides, e.g. preprocess.min_seconds=1.0")
 
 
-def _family_parser(commands, command: str, command_help: str, acoustic_help: str,
-                   output_help: str) -> argparse.ArgumentParser:
-    """``voxray COMMAND acoustic --data STORE --output URI``: commands that take a model family."""
+def _family_parsers(commands, command: str, command_help: str, output_help: str) -> list[argparse.ArgumentParser]:
+    """``voxray COMMAND FAMILY --data STORE --output URI``: one sub-command per model family."""
     families = commands.add_parser(command, help=command_help).add_subparsers(dest="family", required=True)
-    family = families.add_parser("acoustic", help=acoustic_help)
-    family.add_argument("--data", required=True, help="feature store (path or s3://)")
-    family.add_argument("--output", required=True, help=output_help)
-    return family
+    parsers = []
+    for family in FAMILIES:
+        parser = families.add_parser(family, help=FAMILY_HELP.get(family, family))
+        parser.add_argument("--data", help="feature store (path or s3://)")
+        parser.add_argument("--output", help=output_help)
+        parser.add_argument("--help-config", action="store_true",
+                            help=f"print every config key of the {family} family with its default and meaning")
+        _add_config_args(parser)
+        parsers.append(parser)
+    return parsers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,18 +45,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="input format (default: preprocess.format, which defaults to auto)")
     _add_config_args(pre)
 
-    train = _family_parser(commands, "train", "train a model from a feature store on Ray Train + DeepSpeed",
-                           "FastSpeech2-family acoustic model: phonemes -> mel",
-                           "run folder (path or s3://); re-running on it resumes from its latest checkpoint")
-    _add_config_args(train)
-
-    sweep = _family_parser(commands, "tune", "sweep hyperparameters with Ray Tune + Optuna (TPE) + ASHA",
-                           "sweep the acoustic model's training",
-                           "sweep folder (path or s3://); re-running on it resumes the sweep")
-    sweep.add_argument("--trials", type=int, required=True, help="number of trials")
-    sweep.add_argument("--search-space", help="YAML search space (default: lr and loss weights, "
-                                              "plus lora.rank when finetune.init_from is set)")
-    _add_config_args(sweep)
+    _family_parsers(commands, "train", "train a model from a feature store on Ray Train + DeepSpeed",
+                    "run folder (path or s3://); re-running on it resumes from its latest checkpoint")
+    for sweep in _family_parsers(commands, "tune", "sweep hyperparameters with Ray Tune + Optuna (TPE) + ASHA",
+                                 "sweep folder (path or s3://); re-running on it resumes the sweep"):
+        sweep.add_argument("--trials", type=int, help="number of trials")
+        sweep.add_argument("--search-space", help="YAML search space (default: the family's own, e.g. lr and "
+                                                  "loss weights, plus lora.rank when finetune.init_from is set)")
 
     synth = commands.add_parser("synthesize", help="text -> waveform with an exported acoustic model")
     synth.add_argument("--model", required=True, help="RUN_URI/final of a trained acoustic model")
@@ -58,6 +61,17 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--pace", type=float, default=1.0, help=">1 speaks faster")
     synth.add_argument("--out", required=True, help="output .wav (path or s3://)")
     return parser
+
+
+def _require(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is None]
+    if missing:
+        raise UsageError(f"voxray {args.command} {args.family}: the following arguments are required: "
+                         f"{', '.join(missing)}")
+
+
+class UsageError(Exception):
+    """A required argument is missing (argparse's own exit code, 2)."""
 
 
 def _preprocess(args: argparse.Namespace) -> int:
@@ -86,41 +100,47 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from voxray.train.loop import NonFiniteError
-    from voxray.train.recipes import acoustic
+    from voxray.cluster import ClusterFitError
+    from voxray.train.engine import NonFiniteError
+    from voxray.train.launch import TrainingError
+    from voxray.train.recipes import recipe
 
-    config = load_config(args.config, args.overrides)
+    _require(args, "data", "output")
+    config = load_config(args.config, args.overrides, family=args.family)
     try:
-        summary = acoustic.train(args.data, args.output, config)
-    except (FileNotFoundError, ValueError, acoustic.TrainingError, NonFiniteError) as exc:
+        summary = recipe(args.family).train(args.data, args.output, config)
+    except (FileNotFoundError, ValueError, TrainingError, NonFiniteError, ClusterFitError) as exc:
         if isinstance(exc, ConfigError):
             raise
         print(f"voxray train: error: {exc}", file=sys.stderr)
         return 2
+    metric, label = summary["metric"], summary["metric_label"]
     print(f"\nrun: {summary['run']}")
-    print(f"  step {summary['step']}, val mel L1 {summary['val_mel']:.4f}")
-    for path, val_mel, step in summary["best"]:
-        print(f"  checkpoint step {step}: val mel L1 {val_mel:.4f}  {path}")
+    print(f"  step {summary['step']}, {label} {summary[metric]:.4f}")
+    for path, value, step in summary["best"]:
+        print(f"  checkpoint step {step}: {label} {value:.4f}  {path}")
     print(f"  model: {summary['final']}")
     return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from voxray.tune.sweep import tune_acoustic
+    from voxray.tune.sweep import tune
 
-    config = load_config(args.config, args.overrides)
+    _require(args, "data", "output", "trials")
+    config = load_config(args.config, args.overrides, family=args.family)
     try:
-        summary = tune_acoustic(args.data, args.output, args.trials, config, args.search_space)
+        summary = tune(args.data, args.output, args.trials, config, args.search_space)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         if isinstance(exc, ConfigError):
             raise
         print(f"voxray tune: error: {exc}", file=sys.stderr)
         return 2
+    metric, label = summary["metric"], summary["metric_label"]
     print(f"\nsweep: {summary['sweep']}  ({summary['space']})")
     for row in summary["trials"]:
         print("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
-    print(f"  best: {summary['best']['trial']} val mel L1 {summary['best']['best_val_mel']:.4f}")
-    print(f"  train it with: voxray train acoustic --config {summary['best_yaml']} --data ... --output ...")
+    print(f"  best: {summary['best']['trial']} {label} {summary['best'][f'best_{metric}']:.4f}")
+    print(f"  train it with: voxray train {args.family} --config {summary['best_yaml']} --data ... --output ...")
     return 0
 
 
@@ -140,7 +160,14 @@ def _synthesize(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "help_config", False):
+        print("\n".join(describe(config_class(args.family))))
+        return 0
+    from voxray.cluster import set_verbose
+
+    set_verbose(getattr(args, "verbose", False))
     try:
         match args.command:
             case "preprocess":
@@ -153,6 +180,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 return _synthesize(args)
     except ConfigError as exc:
         print(f"voxray {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{exc}", file=sys.stderr)
         return 2
     return 1
 

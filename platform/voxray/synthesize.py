@@ -15,10 +15,10 @@ import soundfile
 import torch
 
 from voxray import uri
-from voxray.data.text import G2P, normalize_text
+from voxray.dsp import griffin_lim
+from voxray.export import FinalModel, read_final
 from voxray.models.acoustic import fastspeech2
-from voxray.models.griffin_lim import mel_to_audio
-from voxray.train.export import FinalModel, read_final
+from voxray.text import G2P, normalize_text
 
 
 class SynthesisError(ValueError):
@@ -78,7 +78,7 @@ def synthesize(voice: Voice, text: str, speaker: Optional[str] = None, language:
     mel, lengths = voice.model.infer(tokens, torch.tensor([len(ids)]), torch.tensor([speaker_index]),
                                      torch.tensor([language_index]), pace=pace)
     log_mel = mel[0, : int(lengths[0])]
-    audio = mel_to_audio(log_mel, voice.final.audio_spec, iterations=griffin_lim_iterations)
+    audio = griffin_lim(log_mel, voice.final.audio_spec, iterations=griffin_lim_iterations)
     return audio.numpy().astype(np.float32), log_mel
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from typing import Iterator
+from typing import Any, Iterator
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -129,3 +129,38 @@ def iter_lines(path: str) -> Iterator[str]:
 def storage_env() -> dict[str, str]:
     """The storage variables of this process, to hand to Ray tasks (runtime_env env_vars)."""
     return {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}
+
+
+def pyarrow_filesystem(path: str):
+    """A pyarrow filesystem for Ray (Data reads, Train storage) that goes through fsspec, so that
+    s3:// honours the same AWS_* variables everywhere; None when local.
+
+    Ray Train's controller and Ray Data's planning tasks run in processes that never saw this
+    process's environment (a cluster started earlier, a job submitted to a shared one), so the
+    S3 endpoint and credentials set here as variables travel inside the filesystem object;
+    without such variables s3fs finds credentials on each node itself (instance role)."""
+    if not is_remote(path):
+        return None
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    protocol = path.split("://", 1)[0]
+    if protocol in ("s3", "s3a"):
+        env = os.environ
+        options: dict[str, Any] = {}
+        if env.get("AWS_ACCESS_KEY_ID"):
+            options.update(key=env["AWS_ACCESS_KEY_ID"], secret=env.get("AWS_SECRET_ACCESS_KEY"),
+                           token=env.get("AWS_SESSION_TOKEN"))
+        if env.get("AWS_ENDPOINT_URL"):
+            options["endpoint_url"] = env["AWS_ENDPOINT_URL"]
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if region:
+            options["client_kwargs"] = {"region_name": region}
+        return PyFileSystem(FSSpecHandler(fsspec.filesystem("s3", skip_instance_cache=True, **options)))
+    return PyFileSystem(FSSpecHandler(filesystem(path)[0]))
+
+
+def ray_storage(path: str) -> tuple[str, str, object]:
+    """(storage_path, name, storage_filesystem) for Ray Train's and Tune's ``RunConfig``: the
+    folder ``path`` is ``storage_path/name`` on that filesystem."""
+    inner = (filesystem(path)[1] if is_remote(path) else path).rstrip("/")
+    return os.path.dirname(inner), os.path.basename(inner), pyarrow_filesystem(path)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from voxray.audio import AudioSpec
-from voxray.data.features import extract, log_mel
+from voxray.data.features import extract
+from voxray.dsp import log_mel
 from tests.conftest import tone
 
 

@@ -13,7 +13,7 @@ from voxray.config import load_config
 from voxray.data import cleaning, store
 from voxray.data.pipeline import OutputError, preprocess
 from voxray.data.splits import SPLITS, split_of
-from voxray.data.text import Vocabulary
+from voxray.text import Vocabulary
 from tests.conftest import SAMPLE, make_ljspeech, sample_lines, tone, wav_bytes
 
 pytestmark = pytest.mark.integration

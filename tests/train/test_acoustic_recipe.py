@@ -21,7 +21,8 @@ import torch
 
 from voxray import cli
 from voxray.config import ConfigError, load_config
-from voxray.train.loop import NonFiniteError
+from voxray.train.engine import NonFiniteError
+from voxray.train.worker import KILL_ENV
 from voxray.train.recipes import acoustic
 from tests.train.conftest import REPO, latest_checkpoint, metrics, train, trainer_state
 
@@ -42,7 +43,7 @@ def test_tiny_model_learns_and_exports(base_run):
     best3 = sorted(sorted(val, key=lambda v: v["val_mel"])[:3], key=lambda v: v["step"])
     assert set(kept) >= {f"checkpoint_{v['step']:08d}" for v in best3} and "checkpoint_00000120" in kept
     assert len(kept) <= 4
-    assert os.path.exists(f"{base_run}/checkpoint_00000120/ds/zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    assert os.path.exists(f"{base_run}/checkpoint_00000120/ds/model/zero_pp_rank_0_mp_rank_00_optim_states.pt")
     assert trainer_state(f"{base_run}/checkpoint_00000120")["step"] == 120
     # TensorBoard holds scalars, the mel image and the audio sample
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -83,7 +84,7 @@ def test_two_workers_zero(sample_store, tmp_path, stage, precision):
                     f"deepspeed.precision={precision}", "train.max_steps=12", "train.val_every=6",
                     "train.batch_size=4")
     assert summary["step"] == 12 and np.isfinite(summary["val_mel"])
-    files = os.listdir(f"{run}/checkpoint_00000012/ds")
+    files = os.listdir(f"{run}/checkpoint_00000012/ds/model")
     prefix = "bf16_" if precision == "bf16" else ""
     for rank in (0, 1):
         assert f"{prefix}zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in files, files
@@ -118,7 +119,7 @@ def test_worker_killed_mid_run_finishes_from_checkpoint(sample_store, tmp_path, 
     """Rank 1's process dies (SIGKILL, through the recipe's fault-injection variable) after step 25,
     between the checkpoints at 20 and 40; Ray Train restarts the workers from step 20."""
     run = str(tmp_path / "run")
-    monkeypatch.setenv(acoustic.KILL_ENV, "1:25")
+    monkeypatch.setenv(KILL_ENV, "1:25")
     summary = train(sample_store, run, "train.num_workers=2", "train.max_steps=40", "train.val_every=20",
                     "train.batch_size=4", "train.max_failures=2")
     assert summary["step"] == 40

@@ -46,7 +46,7 @@ def test_zero_stages_and_offload():
     ("train.warmup_steps=-5", "warmup_steps=-5"),
     ("train.grad_clip=-1", "grad_clip=-1.0"),
     ("train.schedule=linear", "train.schedule = 'linear'"),
-    ("loss.pitch=-1", "loss weights must be >= 0"),
+    ("loss.pitch=-1", "loss.pitch=-1.0 must be >= 0"),
     ("lora.rank=-2", "rank=-2"),
     ("model.preset=huge", "model.preset = 'huge'"),
 ])

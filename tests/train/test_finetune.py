@@ -18,7 +18,7 @@ from voxray.data.pipeline import preprocess
 from voxray.models.acoustic import fastspeech2
 from voxray.synthesize import load_voice, synthesize
 from voxray.train.recipes import acoustic
-from voxray.train.schedules import EMA
+from voxray.train.ema import EMA
 
 pytestmark = pytest.mark.integration
 TARGETED = re.compile(acoustic.LORA_TARGETS[:-1] + r"\.weight$")
@@ -78,7 +78,7 @@ def test_merged_export_matches_the_adapter_model(hausa_store, lora_run):
     plan = acoustic.prepare(hausa_store, run, load_config(CPU_CONFIG, ["train.max_steps=20", *overrides]))
     adapter_model = acoustic.build_model(plan)
     ema = EMA(adapter_model, 0.999)
-    ema.load_state_dict(load_file(f"{latest_checkpoint(run)}/ema.safetensors"))
+    ema.load_state_dict(load_file(f"{latest_checkpoint(run)}/ema/model.safetensors"))
     ema.copy_to(adapter_model)
     adapter_model.eval()
     manifest = json.loads(open(f"{run}/final/model.json").read())

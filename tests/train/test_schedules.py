@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from voxray.train.schedules import EMA, lr_multiplier, scheduler
+from voxray.train.schedules import lr_multiplier, scheduler
 
 
 def test_warmup_then_cosine_to_the_floor():
@@ -29,19 +29,3 @@ def test_scheduler_state_round_trips():
     resumed = scheduler(optimizer, schedule="cosine", warmup_steps=5, max_steps=50)
     resumed.load_state_dict(sched.state_dict())
     assert resumed.last_epoch == 7 and resumed.get_last_lr() == sched.get_last_lr()
-
-
-def test_ema_tracks_and_restores():
-    model = torch.nn.Linear(2, 1)
-    ema = EMA(model, decay=0.9)
-    start = model.weight.detach().clone()
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    ema.update(model)
-    assert torch.allclose(ema.shadow["weight"], start + 0.1)
-    copy = EMA(model, decay=0.5)
-    copy.load_state_dict(ema.state_dict())
-    assert copy.decay == pytest.approx(0.9) and torch.equal(copy.shadow["weight"], ema.shadow["weight"])
-    target = torch.nn.Linear(2, 1)
-    ema.copy_to(target)
-    assert torch.equal(target.weight, ema.shadow["weight"])

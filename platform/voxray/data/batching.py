@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from voxray.data.text import PAD_ID
+from voxray.text import PAD_ID
 
 
 def _pad(arrays: Sequence[np.ndarray], length: int, fill: float = 0) -> np.ndarray:

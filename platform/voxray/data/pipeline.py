@@ -21,7 +21,7 @@ from voxray.config import Config, to_yaml
 from voxray.data import readers, store
 from voxray.data.process import Context, process_units, scan_units
 from voxray.data.splits import rebalance
-from voxray.data.text import G2P
+from voxray.text import G2P
 
 MAX_BLOCKS = 4096
 _BACKPRESSURE_KEY = "backpressure_policies.enabled"

@@ -19,7 +19,7 @@ from voxray.config import Config
 from voxray.data import alignments, cleaning, features, readers, store
 from voxray.data.cleaning import Rejected
 from voxray.data.splits import split_of
-from voxray.data.text import G2P, Vocabulary, normalize_text
+from voxray.text import G2P, Vocabulary, normalize_text
 
 
 @dataclass

@@ -1,11 +1,15 @@
 """Checkpoints under Ray Train: every rank writes its own piece, Ray merges them into one folder.
 
 A checkpoint folder holds
-  ds/                     DeepSpeed's engine checkpoint: model states, every rank's ZeRO optimizer
-                          shard (and ZeRO-3 parameter shard), the LR scheduler
-  rng/rank_<r>.pt         each rank's Python, NumPy and torch RNG states (dropout resumes exactly)
+  ds/<engine>/            DeepSpeed's checkpoint of each named engine (``model``; ``generator`` and
+                          ``discriminator`` for a GAN): model states, every rank's ZeRO optimizer
+                          shard (and ZeRO-3 parameter shard), its LR scheduler. One folder per
+                          engine: DeepSpeed's file names would collide otherwise.
+  rng/rank_<r>.pt         each rank's Python, NumPy, torch (and CUDA) RNG states and its data
+                          stream's collate generator (crops and masks resume exactly)
   trainer_state.json      step, data position, early stopping, skipped-step counters (rank 0)
-  ema.safetensors         the EMA weights (rank 0; every rank holds the same full copy)
+  ema/<engine>.safetensors  EMA weights of the engines that keep one (rank 0; every rank holds the
+                          same full copy)
 
 Every rank reports its folder to ``ray.train.report``; Ray Train copies them all into the same
 storage folder, so no rank's shard is lost (saving only rank 0's folder loses the others' ZeRO
@@ -18,15 +22,17 @@ import json
 import os
 import random
 from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from voxray.train.data import DataPosition
-from voxray.train.schedules import EMA
+from voxray.train.ema import EMA
 
-DS_TAG = "ds"
+DS_DIR = "ds"
+EMA_DIR = "ema"
 
 
 @dataclass
@@ -54,9 +60,9 @@ class TrainerState:
     early_stopping: dict = field(default_factory=dict)
     skipped_steps: int = 0              # non-finite steps skipped, in total
     consecutive_skipped: int = 0
-    mel_frames: int = 0                 # mel frames trained on, all workers
+    units: float = 0                    # what the family counts as throughput (mel frames, tokens), all workers
     restarts: int = 0                   # times this run resumed from a checkpoint
-    stop_reason: str = ""               # set when early stopping or the non-finite guard ended the run
+    stop_reason: str = ""               # set when early stopping, the guard or a sweep ended the run
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -68,36 +74,54 @@ class TrainerState:
         return cls(**data)
 
 
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
-def save(folder: str, *, engine, rank: int, state: TrainerState, ema: EMA, trainable_only: bool) -> None:
+def save(folder: str, *, engines: dict[str, Any], rank: int, state: TrainerState, emas: dict[str, EMA],
+         collate_rng: Optional[dict[str, Any]], trainable_only: bool) -> None:
     """Write this rank's part of a checkpoint into the local ``folder``."""
     os.makedirs(os.path.join(folder, "rng"), exist_ok=True)
-    engine.save_checkpoint(folder, tag=DS_TAG, save_latest=False, exclude_frozen_parameters=trainable_only)
-    torch.save(_rng_state(), os.path.join(folder, "rng", f"rank_{rank}.pt"))
+    for name, engine in engines.items():
+        engine.save_checkpoint(os.path.join(folder, DS_DIR), tag=name, save_latest=False,
+                               exclude_frozen_parameters=trainable_only)
+    torch.save({**_rng_state(), "collate": collate_rng}, os.path.join(folder, "rng", f"rank_{rank}.pt"))
     if rank == 0:
         with open(os.path.join(folder, "trainer_state.json"), "w") as handle:
             handle.write(state.to_json())
-        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, os.path.join(folder, "ema.safetensors"))
+        os.makedirs(os.path.join(folder, EMA_DIR), exist_ok=True)
+        for name, ema in emas.items():
+            save_file({k: v.contiguous() for k, v in ema.state_dict().items()},
+                      os.path.join(folder, EMA_DIR, f"{name}.safetensors"))
 
 
-def load(folder: str, *, engine, rank: int, ema: EMA, trainable_only: bool) -> TrainerState:
-    """Restore engine, optimizer, scheduler, EMA and RNG from a merged checkpoint folder."""
-    path, _ = engine.load_checkpoint(folder, tag=DS_TAG, load_optimizer_states=True,
-                                     load_lr_scheduler_states=True, load_module_strict=not trainable_only)
-    if path is None:
-        raise RuntimeError(f"DeepSpeed found no checkpoint under {folder}/{DS_TAG}")
-    ema.load_state_dict(load_file(os.path.join(folder, "ema.safetensors")))
+def load(folder: str, *, engines: dict[str, Any], rank: int, emas: dict[str, EMA],
+         trainable_only: bool) -> tuple[TrainerState, Optional[dict[str, Any]]]:
+    """Restore engines (optimizers, schedulers), EMAs and RNG from a merged checkpoint folder;
+    returns the trainer state and the collate generator's state (None if absent)."""
+    for name, engine in engines.items():
+        path, _ = engine.load_checkpoint(os.path.join(folder, DS_DIR), tag=name, load_optimizer_states=True,
+                                         load_lr_scheduler_states=True, load_module_strict=not trainable_only)
+        if path is None:
+            raise RuntimeError(f"DeepSpeed found no checkpoint of the engine {name!r} under {folder}/{DS_DIR}/{name}")
+    for name, ema in emas.items():
+        ema.load_state_dict(load_file(os.path.join(folder, EMA_DIR, f"{name}.safetensors")))
+    collate_rng = None
     rng_file = os.path.join(folder, "rng", f"rank_{rank}.pt")
     if os.path.exists(rng_file):          # absent when resuming with more workers than before
-        _set_rng_state(torch.load(rng_file, weights_only=False))
+        states = torch.load(rng_file, weights_only=False)
+        _set_rng_state(states)
+        collate_rng = states.get("collate")
     with open(os.path.join(folder, "trainer_state.json")) as handle:
-        return TrainerState.from_json(handle.read())
+        return TrainerState.from_json(handle.read()), collate_rng

@@ -9,8 +9,6 @@ that still come out uneven end the epoch together instead of hanging a collectiv
 
 from __future__ import annotations
 
-import copy
-import os
 import random
 import threading
 from dataclasses import dataclass
@@ -20,41 +18,11 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
-import torch.distributed as dist
-from ray.train import DataConfig
 
 from voxray import uri
 from voxray.data.batching import padding_fraction
 from voxray.data.store import split_dir
-
-
-def pyarrow_filesystem(path: str):
-    """A pyarrow filesystem for Ray (Data reads, Train storage) that goes through fsspec, so that
-    s3:// honours the same AWS_* variables everywhere; None when local.
-
-    Ray Train's controller and Ray Data's planning tasks run in processes that never saw this
-    process's environment (a cluster started earlier, a job submitted to a shared one), so the
-    S3 endpoint and credentials set here as variables travel inside the filesystem object;
-    without such variables s3fs finds credentials on each node itself (instance role)."""
-    if not uri.is_remote(path):
-        return None
-    import fsspec
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    protocol = path.split("://", 1)[0]
-    if protocol in ("s3", "s3a"):
-        env = os.environ
-        options: dict[str, Any] = {}
-        if env.get("AWS_ACCESS_KEY_ID"):
-            options.update(key=env["AWS_ACCESS_KEY_ID"], secret=env.get("AWS_SECRET_ACCESS_KEY"),
-                           token=env.get("AWS_SESSION_TOKEN"))
-        if env.get("AWS_ENDPOINT_URL"):
-            options["endpoint_url"] = env["AWS_ENDPOINT_URL"]
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-        if region:
-            options["client_kwargs"] = {"region_name": region}
-        return PyFileSystem(FSSpecHandler(fsspec.filesystem("s3", skip_instance_cache=True, **options)))
-    return PyFileSystem(FSSpecHandler(uri.filesystem(path)[0]))
+from voxray.train.distributed import all_have
 
 
 def store_datasets(store: str, columns: list[str], splits: tuple[str, ...] = ("train", "val")
@@ -68,26 +36,9 @@ def store_datasets(store: str, columns: list[str], splits: tuple[str, ...] = ("t
             raise FileNotFoundError(f"the feature store {store!r} has no {split!r} split ({path})")
         fs_path = uri.filesystem(path)[1] if uri.is_remote(path) else path
         datasets[split] = ray.data.read_parquet(
-            fs_path, columns=columns, filesystem=pyarrow_filesystem(path), file_extensions=["parquet"],
+            fs_path, columns=columns, filesystem=uri.pyarrow_filesystem(path), file_extensions=["parquet"],
             runtime_env={"env_vars": env} if env else None)
     return datasets
-
-
-class ShardConfig(DataConfig):
-    """Train split: equal shards in a fixed order; val split: every row exactly once."""
-
-    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
-        output: list[dict[str, Any]] = [{} for _ in range(world_size)]
-        for name, dataset in datasets.items():
-            dataset = dataset.copy(dataset)
-            options = copy.deepcopy(self.default_ingest_options())
-            options.preserve_order = True
-            dataset.context.execution_options = options
-            dataset.context.enable_progress_bars = False     # the recipe logs its own progress
-            splits = dataset.streaming_split(world_size, equal=(name == "train"))
-            for rank, split in enumerate(splits):
-                output[rank][name] = split
-        return output
 
 
 def arrow_rows(table: pa.Table) -> list[dict[str, Any]]:
@@ -127,15 +78,6 @@ def bucketed(rows: list[dict[str, Any]], length_key: str, batch_size: int, rng: 
     return batches
 
 
-def all_have(have: bool) -> bool:
-    """True when every worker has a batch (one tiny all-reduce; plain ``have`` when not distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return have
-    flag = torch.tensor([1 if have else 0], dtype=torch.int32)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
 def _row_bytes(row: dict[str, Any]) -> int:
     return sum(v.nbytes for v in row.values() if isinstance(v, np.ndarray)) + 200
 
@@ -153,13 +95,20 @@ class BatchStream:
     With one worker a resumed stream is the same batch for batch. With several, Ray Data's
     streaming split does not fix which rows each worker gets, so a resumed epoch has the right
     length but may hold a different mix of rows.
+
+    ``collate(rows, rng)`` gets the stream's own random generator (``rng``, seeded by seed and
+    rank) for whatever it draws (segment crops, masks); its state is part of a checkpoint
+    (``rng_state``), so a resumed run draws what the uninterrupted one would have.
     """
 
-    def __init__(self, get_shard: Callable[[], Any], collate: Callable[[list[dict]], dict], *,
-                 batch_size: int, seed: int, rank: int, position: Optional[DataPosition] = None,
-                 cache_bytes: int = 1 << 30, pool: int = 16, length_key: str = "n_frames") -> None:
+    def __init__(self, get_shard: Callable[[], Any], collate: Callable[[list[dict], np.random.Generator], dict],
+                 *, batch_size: int, seed: int, rank: int, device: torch.device,
+                 position: Optional[DataPosition] = None, cache_bytes: int = 1 << 30, pool: int = 16,
+                 length_key: str = "n_frames") -> None:
         self.get_shard = get_shard
         self.collate = collate
+        self.rng = np.random.default_rng([seed, rank])
+        self.device = device
         self.batch_size = batch_size
         self.pool_rows = batch_size * pool
         self.seed = seed
@@ -212,16 +161,22 @@ class BatchStream:
             if next(self._iterator, None) is None:
                 break
 
+    def rng_state(self) -> dict[str, Any]:
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state
+
     def next(self) -> dict[str, Any]:
         """The next batch that every worker also has; rolls to the next epoch together."""
         for _attempt in range(2):
             if self._iterator is None:
                 self._open_epoch()
             rows = next(self._iterator, None)
-            if all_have(rows is not None):
+            if all_have(rows is not None, self.device):
                 self.position.batches += 1
                 self.last_padding = padding_fraction([r[self.length_key] for r in rows])
-                return self.collate(rows)
+                return self.collate(rows, self.rng)
             if self.position.batches == 0:
                 break
             self._iterator = None

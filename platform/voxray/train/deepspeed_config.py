@@ -41,7 +41,7 @@ def deepspeed_config(train: TrainConfig, section: DeepSpeedSection, world_size: 
         "fp16": {"enabled": section.precision == "fp16", "loss_scale": 0,
                  "initial_scale_power": 16, "loss_scale_window": 500, "hysteresis": 2},
         "bf16": {"enabled": section.precision == "bf16"},
-        # Our optimizer is an AdamW subclass that skips non-finite steps (train/loop.py).
+        # Our optimizer is an AdamW subclass that skips non-finite steps (train/engine.py).
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,          # we log ourselves
         "wall_clock_breakdown": False,

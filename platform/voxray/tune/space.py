@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import yaml
-from pydantic import BaseModel
 
 from voxray import uri
-from voxray.config import Config, ConfigError, with_values
+from voxray.config import Config, ConfigError, leaf_keys, with_values
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 
@@ -32,17 +31,6 @@ class Dimension:
     def extremes(self) -> list[Any]:
         """Values that bound what this dimension can sample (all of them for a choice)."""
         return list(self.values)
-
-
-def _leaf_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
-    keys = set()
-    for name, field in model.model_fields.items():
-        sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, BaseModel):
-            keys |= _leaf_keys(sub, f"{prefix}{name}.")
-        else:
-            keys.add(f"{prefix}{name}")
-    return keys
 
 
 def _dimension(key: str, spec: Any) -> Dimension:
@@ -72,11 +60,11 @@ def parse_space(data: Any, base: Config) -> list[Dimension]:
     """A mapping {dotted key: {distribution: values}} -> dimensions, checked against ``base``."""
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"a search space must be a non-empty mapping of config keys, got {data!r}")
-    known = _leaf_keys(Config)
+    known = leaf_keys(type(base))
     dimensions = []
     for key, spec in data.items():
         if key not in known:
-            raise ConfigError(f"search space: unknown config key {key!r}")
+            raise ConfigError(f"search space: unknown config key {key!r} (of the {base.family} family)")
         dimension = _dimension(key, spec)
         for value in dimension.extremes():
             try:
@@ -98,17 +86,10 @@ def load_space(path: str, base: Config) -> list[Dimension]:
 
 
 def default_space(base: Config) -> list[Dimension]:
-    """The acoustic model's default: learning rate and loss weights; LoRA rank when fine-tuning."""
-    data: dict[str, Any] = {
-        "train.lr": {"loguniform": [1.0e-4, 3.0e-3]},
-        "loss.mel": {"uniform": [0.5, 2.0]},
-        "loss.duration": {"loguniform": [0.01, 1.0]},
-        "loss.pitch": {"loguniform": [0.01, 1.0]},
-        "loss.energy": {"loguniform": [0.01, 1.0]},
-    }
-    if base.finetune.init_from:
-        data["lora.rank"] = {"choice": [4, 8, 16, 32, 64]}
-    return parse_space(data, base)
+    """The family's default space, as its recipe declares it (``search_space``)."""
+    from voxray.train.recipes import recipe
+
+    return parse_space(recipe(base.family).search_space(base), base)
 
 
 def apply(base: Config, values: dict[str, Any]) -> Config:

@@ -1,8 +1,9 @@
-"""``voxray tune acoustic``: Ray Tune + Optuna (TPE) + ASHA around the acoustic training recipe.
+"""``voxray tune FAMILY``: Ray Tune + Optuna (TPE) + ASHA around a family's training recipe.
 
-Each trial is one ``voxray train acoustic`` run (a TorchTrainer with DeepSpeed workers) started
+Each trial is one ``voxray train FAMILY`` run (a TorchTrainer with DeepSpeed workers) started
 from inside the trial, per Ray's Train + Tune integration; Ray Train's reports reach Tune through
-``TuneReportCallback``, so ASHA sees the validation mel loss at every validation.
+``TuneReportCallback``, so ASHA sees the recipe's metric (``METRIC``: val_mel for the acoustic
+model) at every validation; the default search space is the recipe's too.
 
 SWEEP_URI holds the Tune experiment (re-running the same command resumes it without repeating
 finished trials), one run folder per trial under ``trials/``, the Optuna study (``optuna.db``,
@@ -19,11 +20,12 @@ import os
 from typing import Any, Optional
 
 from voxray import uri
+from voxray.cluster import verbose
 from voxray.config import Config, to_yaml
 from voxray.tune.gate import DecisionCallback, SchedulerGate, gate_name, open_decisions
+from voxray.tune.progress import ProgressLines
 from voxray.tune.space import Dimension, apply, describe, optional_space, to_tune
 
-METRIC = "val_mel"
 TRIAL_DRIVER = {"CPU": 0.01}
 
 
@@ -34,7 +36,7 @@ def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config, gate
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from voxray.train.recipes import acoustic
+    from voxray.train.recipes import recipe
 
     # The trial runs in an actor of the cluster, which has the cluster's environment, not the
     # sweep driver's: the driver's storage variables (an S3 endpoint, keys) reach it here, and
@@ -45,18 +47,19 @@ def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config, gate
     name = os.path.basename(context.get_trial_dir().rstrip("/")).removeprefix("trial_")
     run = uri.join(sweep, "trials", name)
     gate = SchedulerGate(gate_name(sweep), context.get_trial_id()) if gated else None
-    acoustic.train(store, run, config, callbacks=[TuneReportCallback()], gate=gate)
+    recipe(config.family).train(store, run, config, callbacks=[TuneReportCallback()], gate=gate, console=False)
 
 
-def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
-                  space_path: Optional[str] = None) -> dict[str, Any]:
-    """Run (or resume) the sweep; returns a summary with the best config."""
+def tune(store: str, sweep: str, trials: int, base: Config, space_path: Optional[str] = None) -> dict[str, Any]:
+    """Run (or resume) a sweep of ``base.family``'s recipe; returns a summary with the best config."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     from voxray.cluster import ensure_ray
-    from voxray.train.data import pyarrow_filesystem
+    from voxray.train.recipes import recipe
     from voxray.tune.study import StudySearch, open_study_file
+
+    metric, label = recipe(base.family).METRIC, recipe(base.family).METRIC_LABEL
 
     if trials < 1:
         raise ValueError(f"--trials must be >= 1, got {trials}")
@@ -66,9 +69,12 @@ def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
     # killed in that window would re-run a finished trial on resume. The state is a small file and
     # trials last minutes: save it every 2 s.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    # Embedded Ray: one logical CPU more than the machine, for the trial drivers' token shares
-    # (below); without it a 1-worker trial on a 2-core machine leaves Ray Data 0.99 CPU and stalls.
-    ensure_ray(extra_cpus=1)
+    # Embedded Ray: CPUs for the concurrent trials' workers and their token driver shares (below),
+    # plus the data path's; without the shares' extra CPU a 1-worker trial on a 2-core machine
+    # leaves Ray Data 0.99 CPU and stalls.
+    train = base.train
+    ensure_ray(cpus=base.tune.concurrent_trials * (train.num_workers * train.cpus_per_worker
+                                                   + TRIAL_DRIVER["CPU"]) + max(train.data_cpus, 1.0))
     validations = max(1, -(-base.train.max_steps // base.train.val_every))
     # The trial function only drives its TorchTrainer (whose workers take the config's CPUs/GPUs):
     # it holds a token CPU share, so a trial's placement group never starves its own training
@@ -80,41 +86,40 @@ def tune_acoustic(store: str, sweep: str, trials: int, base: Config,
     trainable = tune.with_resources(
         tune.with_parameters(_trial, store=store, sweep=sweep, base=base, gated=gated,
                              storage_env=uri.storage_env()), TRIAL_DRIVER)
-    fs_sweep = uri.filesystem(sweep)[1] if uri.is_remote(sweep) else sweep
-    run_config = tune.RunConfig(name=os.path.basename(fs_sweep.rstrip("/")),
-                                storage_path=os.path.dirname(fs_sweep.rstrip("/")),
-                                storage_filesystem=pyarrow_filesystem(sweep),
-                                callbacks=[DecisionCallback(gate_name(sweep))] if gated else None)
+    storage_path, name, filesystem = uri.ray_storage(sweep)
+    callbacks = [ProgressLines(metric)] + ([DecisionCallback(gate_name(sweep))] if gated else [])
+    run_config = tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
+                                callbacks=callbacks, verbose=None if verbose() else 0)
     resuming = uri.exists(uri.join(sweep, "tuner.pkl"))
     study_path = open_study_file(sweep, resuming)           # before a restore unpickles the searcher
     if resuming:
-        tuner = tune.Tuner.restore(fs_sweep, trainable, resume_unfinished=True, resume_errored=True,
-                                   storage_filesystem=pyarrow_filesystem(sweep))
+        tuner = tune.Tuner.restore(f"{storage_path}/{name}", trainable, resume_unfinished=True,
+                                   resume_errored=True, storage_filesystem=filesystem)
     else:
         search = StudySearch(path=study_path, copy_to_checkpoints=uri.is_remote(sweep),
-                             metric=METRIC, mode="min", sampler=_sampler(base))
+                             metric=metric, mode="min", sampler=_sampler(base))
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=validations,
                                   grace_period=min(base.tune.grace_period, validations),
                                   reduction_factor=base.tune.reduction_factor) if base.tune.scheduler == "asha" else None
         tuner = tune.Tuner(
             trainable, param_space=to_tune(dimensions),
-            tune_config=tune.TuneConfig(metric=METRIC, mode="min", search_alg=search, scheduler=scheduler,
+            tune_config=tune.TuneConfig(metric=metric, mode="min", search_alg=search, scheduler=scheduler,
                                         num_samples=trials, max_concurrent_trials=base.tune.concurrent_trials,
                                         trial_dirname_creator=_trial_dirname),
             run_config=run_config)
     results = tuner.fit()
     del decisions
-    rows = _rows(results, dimensions, base.train.max_steps)
-    finished = [r for r in rows if r["best_val_mel"] is not None]
+    rows = _rows(results, dimensions, base.train.max_steps, metric)
+    finished = [r for r in rows if r[f"best_{metric}"] is not None]
     if not finished:
         raise RuntimeError(f"no trial of the sweep {sweep} reported a validation; see its trials")
-    best = min(finished, key=lambda r: r["best_val_mel"])
+    best = min(finished, key=lambda r: r[f"best_{metric}"])
     best_config = apply(base, {d.key: best[d.key] for d in dimensions})
     uri.write_text(uri.join(sweep, "best.yaml"), to_yaml(best_config))
-    uri.write_text(uri.join(sweep, "trials.csv"), _csv(rows, dimensions))
-    uri.write_bytes(uri.join(sweep, "sweep.png"), _plot(results))
-    return {"sweep": sweep, "space": describe(dimensions), "trials": rows, "best": best,
-            "best_yaml": uri.join(sweep, "best.yaml")}
+    uri.write_text(uri.join(sweep, "trials.csv"), _csv(rows, dimensions, metric))
+    uri.write_bytes(uri.join(sweep, "sweep.png"), _plot(results, metric))
+    return {"sweep": sweep, "space": describe(dimensions), "trials": rows, "best": best, "metric": metric,
+            "metric_label": label, "best_yaml": uri.join(sweep, "best.yaml")}
 
 
 def _sampler(base: Config):
@@ -130,32 +135,33 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.experiment_tag.split('_', 1)[0]:0>3}_{trial.trial_id}"
 
 
-def _rows(results, dimensions: list[Dimension], max_steps: int) -> list[dict[str, Any]]:
-    """One row per trial: its parameters, best validation mel loss, steps run and how it ended
+def _rows(results, dimensions: list[Dimension], max_steps: int, metric: str) -> list[dict[str, Any]]:
+    """One row per trial: its parameters, best value of the metric, steps run and how it ended
     (finished: ran max_steps; stopped: ASHA stopped it early; error: it failed)."""
     rows = []
     for result in results:
         frame = result.metrics_dataframe
-        values = frame[METRIC].dropna() if frame is not None and METRIC in frame else []
+        values = frame[metric].dropna() if frame is not None and metric in frame else []
         steps = int(frame["step"].max()) if frame is not None and "step" in frame and len(frame) else 0
         status = "error" if result.error else ("finished" if steps >= max_steps else "stopped")
         rows.append({"trial": os.path.basename(result.path).removeprefix("trial_"),
                      **{d.key: result.config.get(d.key) for d in dimensions},
-                     "best_val_mel": float(min(values)) if len(values) else None,
+                     f"best_{metric}": float(min(values)) if len(values) else None,
                      "steps": steps, "status": status})
     return sorted(rows, key=lambda row: row["trial"])
 
 
-def _csv(rows: list[dict[str, Any]], dimensions: list[Dimension]) -> str:
+def _csv(rows: list[dict[str, Any]], dimensions: list[Dimension], metric: str) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["trial", *[d.key for d in dimensions], "best_val_mel", "steps", "status"])
+    writer = csv.DictWriter(buffer, fieldnames=["trial", *[d.key for d in dimensions], f"best_{metric}", "steps",
+                                                "status"])
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
 
 
-def _plot(results) -> bytes:
-    """Validation mel loss of every trial over wall time, best so far highlighted."""
+def _plot(results, metric: str) -> bytes:
+    """The metric of every trial over wall time, best so far highlighted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,10 +171,10 @@ def _plot(results) -> bytes:
     curves = []
     for result in results:
         frame = result.metrics_dataframe
-        if frame is not None and METRIC in frame and "timestamp" in frame:
-            frame = frame.dropna(subset=[METRIC])
+        if frame is not None and metric in frame and "timestamp" in frame:
+            frame = frame.dropna(subset=[metric])
             curves.append((os.path.basename(result.path).removeprefix("trial_"),
-                           list(frame["timestamp"]), list(frame[METRIC])))
+                           list(frame["timestamp"]), list(frame[metric])))
     points = sorted((t, v) for _, times, values in curves for t, v in zip(times, values))
     start = points[0][0] if points else 0
     for name, times, values in sorted(curves):
@@ -181,7 +187,7 @@ def _plot(results) -> bytes:
     if points:
         axes.step(xs, ys, where="post", color="black", linewidth=2.5, label="best so far")
     axes.set_xlabel("seconds since the first validation")
-    axes.set_ylabel("validation mel L1")
+    axes.set_ylabel(metric)
     axes.set_title("voxray sweep")
     axes.legend(fontsize=7, ncol=2)
     buffer = io.BytesIO()

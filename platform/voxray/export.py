@@ -21,7 +21,7 @@ from safetensors.torch import load, save
 from voxray import uri
 from voxray.audio import AudioSpec
 from voxray.config import Config, build_config, to_yaml
-from voxray.data.text import Vocabulary
+from voxray.text import Vocabulary
 
 FINAL_DIR = "final"
 FILES = ("model.safetensors", "model.json", "config.yaml", "vocab.json", "audio_spec.json", "stats.json")

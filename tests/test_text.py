@@ -1,6 +1,6 @@
 import pytest
 
-from voxray.data.text import (PAD_ID, SPECIAL_TOKENS, UNK_ID, WORD_BOUNDARY, G2P, Vocabulary,
+from voxray.text import (PAD_ID, SPECIAL_TOKENS, UNK_ID, WORD_BOUNDARY, G2P, Vocabulary,
                               char_tokens, espeak, normalize_text, segments)
 
 needs_espeak = pytest.mark.skipif(espeak() is None, reason="libespeak-ng is not installed")

@@ -1,0 +1,21 @@
+"""Typed configs: frozen pydantic models, one schema per model family sharing common sections,
+loaded from YAML files and dotted ``key=value`` overrides.
+
+    sections.py   audio, preprocess, train, deepspeed, lora, finetune, tune
+    root.py       Config: the shared sections and the family's name
+    acoustic.py   the acoustic family's model and loss sections
+    loading.py    files, overrides, key checks, the family -> config type table, --help-config
+"""
+
+from voxray.audio import AudioSpec
+from voxray.config.acoustic import AcousticConfig
+from voxray.config.loading import (FAMILIES, ConfigError, build_config, config_class, describe, leaf_keys,
+                                   load_config, parse_overrides, save_config, to_yaml, with_values)
+from voxray.config.root import Config
+from voxray.config.sections import (DeepSpeedSection, FinetuneConfig, LoraConfig, PreprocessConfig, SplitConfig,
+                                    TrainConfig, TuneSection)
+
+__all__ = ["AcousticConfig", "AudioSpec", "Config", "ConfigError", "DeepSpeedSection", "FAMILIES", "FinetuneConfig",
+           "LoraConfig", "PreprocessConfig", "SplitConfig", "TrainConfig", "TuneSection", "build_config",
+           "config_class", "describe", "leaf_keys", "load_config", "parse_overrides", "save_config", "to_yaml",
+           "with_values"]

@@ -1,0 +1,32 @@
+"""The acoustic family's config: FastSpeech2-family model and its loss weights."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from voxray.config.sections import Strict
+from voxray.config.root import Config
+
+
+class AcousticModel(Strict):
+    preset: Literal["tiny", "small", "base"] = Field("tiny", description="size: tiny (CPU, tests), small, base")
+    rotary: bool = Field(True, description="rotary position embeddings in attention")
+    swiglu: bool = Field(True, description="SwiGLU feed-forward (else ReLU)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in encoder, decoder and predictors")
+
+
+class AcousticLoss(Strict):
+    mel: float = Field(1.0, ge=0, description="mel L1 weight")
+    duration: float = Field(0.1, ge=0, description="log-duration MSE weight")
+    pitch: float = Field(0.1, ge=0, description="token pitch MSE weight")
+    energy: float = Field(0.1, ge=0, description="token energy MSE weight")
+    alignment: float = Field(1.0, ge=0, description="forward-sum weight, when the model learns its alignment")
+    binarization: float = Field(0.1, ge=0, description="hard/soft alignment KL weight")
+
+
+class AcousticConfig(Config):
+    family: Literal["acoustic"] = Field("acoustic", description="model family: acoustic")
+    model: AcousticModel = AcousticModel()
+    loss: AcousticLoss = AcousticLoss()

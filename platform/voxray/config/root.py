@@ -1,0 +1,21 @@
+"""The root every family's config extends: the shared sections, and the family's name (saved
+with every config so that a run, an export or ``best.yaml`` rebuilds the right type)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from voxray.audio import AudioSpec
+from voxray.config.sections import (DeepSpeedSection, FinetuneConfig, LoraConfig, PreprocessConfig, Strict,
+                                    TrainConfig, TuneSection)
+
+
+class Config(Strict):
+    family: str = Field(description="model family")
+    audio: AudioSpec = AudioSpec()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig()
+    deepspeed: DeepSpeedSection = DeepSpeedSection()
+    lora: LoraConfig = LoraConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    tune: TuneSection = TuneSection()

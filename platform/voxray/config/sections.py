@@ -1,0 +1,148 @@
+"""The config sections every model family shares: audio (the AudioSpec), preprocess, train,
+deepspeed, lora, finetune, tune. Each field carries its default, its bounds and a one-line
+meaning (``voxray train FAMILY --help-config`` prints them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Frozen, and an unknown key is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_resources(field: str, resources: dict[str, float], instead: str) -> None:
+    for name, amount in resources.items():
+        if name in ("CPU", "GPU"):
+            raise ValueError(f"{field}: set {name} with {instead}")
+        if not amount > 0:
+            raise ValueError(f"{field}[{name!r}]={amount} must be > 0")
+
+
+class SplitConfig(Strict):
+    train: float = Field(0.8, ge=0, le=1, description="share of utterances in the train split")
+    val: float = Field(0.1, ge=0, le=1, description="share in the validation split")
+    test: float = Field(0.1, ge=0, le=1, description="share in the test split")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SplitConfig":
+        fractions = {"train": self.train, "val": self.val, "test": self.test}
+        if abs(sum(fractions.values()) - 1) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {fractions}")
+        return self
+
+
+class PreprocessConfig(Strict):
+    format: Literal["auto", "ljspeech", "jsonl", "hf-parquet"] = Field("auto", description="input layout")
+    # Cleaning.
+    loudness_lufs: float = Field(-23.0, description="BS.1770 integrated loudness target (EBU R128)")
+    max_peak: float = Field(0.99, gt=0, le=1, description="after the loudness gain, scale down to this peak")
+    silence_peak_dbfs: float = Field(-50.0, description="a file whose peak is below this is rejected as silent")
+    trim_top_db: float = Field(40.0, gt=0, description="trim edges quieter than peak - top_db")
+    min_seconds: float = Field(0.5, description="shortest utterance kept, after trimming")
+    max_seconds: float = Field(20.0, description="longest utterance kept, after trimming")
+    # Features.
+    f0_floor: float = Field(65.0, description="lowest F0 searched, Hz")
+    f0_ceil: float = Field(800.0, description="highest F0 searched, Hz")
+    store_audio: bool = Field(True, description="keep the processed waveform (vocoder/codec training)")
+    # Text and labels.
+    g2p: Literal["espeak", "char"] = Field("espeak", description="phonemes from espeak-ng, or characters")
+    default_speaker: str = Field("speaker0", description="speaker of rows that name none")
+    default_language: str = Field("en-us", description="language of rows that name none")
+    alignments: Optional[str] = Field(None, description="folder (or s3:// prefix) of MFA TextGrids")
+    # Output and execution.
+    split: SplitConfig = SplitConfig()
+    rows_per_task: int = Field(128, ge=1, description="target rows per Ray task (fewer on small corpora)")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each Ray Data task")
+    task_resources: dict[str, float] = Field(
+        {}, description="further Ray resources each task asks for, e.g. {cpu_node: 0.001} to keep "
+                        "preprocessing on CPU nodes")
+    overwrite: bool = Field(False, description="replace an output folder that is not empty")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PreprocessConfig":
+        if not 0 < self.min_seconds < self.max_seconds:
+            raise ValueError(
+                f"need 0 < min_seconds ({self.min_seconds}) < max_seconds ({self.max_seconds})"
+            )
+        if not 0 < self.f0_floor < self.f0_ceil:
+            raise ValueError(f"need 0 < f0_floor ({self.f0_floor}) < f0_ceil ({self.f0_ceil})")
+        _check_resources("task_resources", self.task_resources, "num_cpus")
+        return self
+
+
+class TrainConfig(Strict):
+    max_steps: int = Field(2000, ge=1, description="optimizer steps")
+    batch_size: int = Field(16, ge=1, description="utterances per worker per micro-step")
+    grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks)")
+    use_gpu: bool = Field(False, description="one GPU per worker")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each training worker")
+    data_cpus: float = Field(
+        1.0, ge=0, description="CPUs kept free for Ray Data's reads of the store; a cluster without them "
+                               "is refused before training")
+    worker_resources: dict[str, float] = Field(
+        {}, description="further Ray resources per worker, to pin workers to a node type: "
+                        "{train_node: 1} or {\"accelerator_type:H100\": 0.001}")
+    max_failures: int = Field(3, ge=-1, description="worker failures Ray Train recovers from (-1: forever)")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (peak, after warm-up)")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas")
+    eps: float = Field(1e-9, gt=0, description="AdamW epsilon")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(200, ge=0, description="linear warm-up steps")
+    schedule: Literal["cosine", "noam", "constant"] = Field("cosine", description="LR after the warm-up")
+    grad_clip: float = Field(1.0, ge=0, description="gradient norm clip (0: off)")
+    val_every: int = Field(200, ge=1, description="steps between validations (and checkpoints)")
+    log_every: int = Field(10, ge=1, description="steps between logged scalars and console lines")
+    shard_cache_mb: int = Field(1024, ge=0, description="keep a worker's shard in memory after epoch 0 when it fits")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of the weights (warmed up)")
+    keep_best: int = Field(3, ge=1, description="best checkpoints kept (by the family's metric), plus the latest")
+    patience: int = Field(0, ge=0, description="validations without improvement before stopping (0: off)")
+    min_delta: float = Field(0.0, ge=0, description="smallest improvement that counts, for patience")
+    max_nonfinite_steps: int = Field(20, ge=1, description="consecutive non-finite steps before the run stops")
+    stall_seconds: float = Field(300.0, gt=0, description="no step for this long: say on the console what the run waits for")
+    seed: int = Field(1234, description="initial weights, dropout, data order")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        _check_resources("worker_resources", self.worker_resources, "cpus_per_worker / use_gpu")
+        if not all(0 <= beta < 1 for beta in self.betas):
+            raise ValueError(f"betas={list(self.betas)} must lie in [0, 1)")
+        return self
+
+
+class DeepSpeedSection(Strict):
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage")
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="training precision")
+    offload_optimizer: bool = Field(False, description="ZeRO-Offload of optimizer state to CPU memory")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DeepSpeedSection":
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage >= 1")
+        return self
+
+
+class LoraConfig(Strict):
+    rank: int = Field(0, ge=0, description="LoRA rank (0: full fine-tuning)")
+    alpha: float = Field(16.0, description="LoRA scaling numerator")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+
+
+class FinetuneConfig(Strict):
+    init_from: Optional[str] = Field(None, description="RUN_URI/final of a trained model to start from")
+
+
+class TuneSection(Strict):
+    concurrent_trials: int = Field(1, ge=1, description="trials at once (each a multi-worker training run)")
+    search: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler")
+    startup_trials: int = Field(3, ge=1, description="TPE: random trials before it models the space")
+    scheduler: Literal["asha", "fifo"] = Field("asha", description="asha: stop poor trials early; fifo: run all")
+    grace_period: int = Field(2, ge=1, description="ASHA: validations every trial gets before it may be stopped")
+    reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1 in reduction_factor at each rung")
+    seed: int = Field(0, description="sampler seed")

@@ -1,0 +1,108 @@
+"""What a person sees while a run trains: rank 0 sends small records to a queue the driver owns,
+and the driver prints one line per record (start, progress, validation, end). When no record
+arrives for ``train.stall_seconds``, the driver says what the run waits for.
+
+Records are plain dicts: ``{"kind": "start" | "train" | "val" | "event" | "beat" | "warning", ...}``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from voxray.cluster import say
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def format_record(record: dict[str, Any]) -> Optional[str]:
+    """One console line for a record (None for heartbeats)."""
+    match record["kind"]:
+        case "start":
+            workers = record["workers"]
+            device = "GPU" if record["use_gpu"] else "CPU"
+            models = ", ".join(f"{name} {total:,} parameters ({trainable:,} trainable)"
+                               for name, (total, trainable) in record["parameters"].items())
+            resumed = f"; resuming at step {record['step']}" if record["step"] else ""
+            return (f"train {record['family']}: {workers} worker{'s' if workers > 1 else ''} ({device}), "
+                    f"ZeRO-{record['zero_stage']}, {record['precision']}; {models}; "
+                    f"{record['max_steps']} steps; run {record['run']}{resumed}")
+        case "train":
+            eta = ""
+            if record.get("steps_per_s"):
+                seconds = (record["max_steps"] - record["step"]) / record["steps_per_s"]
+                eta = f"  ETA {datetime.timedelta(seconds=round(seconds))}"
+            values = "  ".join(f"{name} {_number(value)}" for name, value in record["values"].items())
+            unit = record["unit"].replace("_", " ")
+            return (f"step {record['step']}/{record['max_steps']}  {values}  lr {record['lr']:.2e}  "
+                    f"{record['rate']:,.0f} {unit}/s{eta}")
+        case "val":
+            values = "  ".join(f"{name} {_number(value)}" for name, value in record["values"].items())
+            best = " (best)" if record.get("best") else ""
+            return f"validation at step {record['step']}: {values}{best}"
+        case "event":
+            detail = f": {record['reason']}" if record.get("reason") else ""
+            return f"{record['event']} at step {record['step']}{detail}"
+        case "warning":
+            return f"warning: {record['text']}"
+    return None
+
+
+class Console:
+    """Driver side: a thread that prints the queue's records and watches for a stalled run."""
+
+    def __init__(self, queue, stall_seconds: float, describe_waiting: Callable[[], str],
+                 write: Callable[[str], None] = say) -> None:
+        self.queue = queue
+        self.stall_seconds = stall_seconds
+        self.describe_waiting = describe_waiting
+        self.write = write
+        self.last_step: Optional[int] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="voxray-console", daemon=True)
+
+    def start(self) -> "Console":
+        self._last_record = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Print what is left in the queue, then end the thread."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        from ray.util.queue import Empty
+
+        while True:
+            try:
+                record = self.queue.get(block=True, timeout=1.0)
+            except Empty:
+                if self._stop.is_set():
+                    return
+                self._check_stall()
+                continue
+            except Exception:           # the queue's actor is gone (Ray shut down)
+                return
+            self._last_record = time.monotonic()
+            self.last_step = record.get("step", self.last_step)
+            line = format_record(record)
+            if line:
+                self.write(line)
+
+    def _check_stall(self) -> None:
+        quiet = time.monotonic() - self._last_record
+        if quiet < self.stall_seconds:
+            return
+        where = "before the first step" if self.last_step is None else f"after step {self.last_step}"
+        try:
+            waiting = self.describe_waiting()
+        except Exception as exc:
+            waiting = f"(could not ask Ray: {exc})"
+        self.write(f"no training step for {quiet:.0f} s {where} (train.stall_seconds={self.stall_seconds:g}); "
+                   f"waiting for: {waiting}")
+        self._last_record = time.monotonic()       # say it again after another stall_seconds

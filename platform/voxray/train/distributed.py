@@ -1,0 +1,41 @@
+"""torch.distributed as every worker uses it: DeepSpeed adopting the process group Ray Train
+set up, and the reductions the loop needs (sums, "every worker still has a batch")."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_deepspeed_distributed(rank: int, local_rank: int, world_size: int) -> None:
+    """Ray Train already set up torch.distributed; DeepSpeed adopts that process group."""
+    import deepspeed
+
+    os.environ["LOCAL_RANK"] = str(local_rank)
+    os.environ["RANK"] = str(rank)
+    os.environ["WORLD_SIZE"] = str(world_size)
+    deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum across workers (identity when not distributed)."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if is_distributed():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def all_have(have: bool, device: torch.device) -> bool:
+    """True when every worker has a batch (one tiny all-reduce; plain ``have`` when not distributed).
+    The flag lives on the worker's device: NCCL reduces only GPU tensors."""
+    if not is_distributed():
+        return have
+    flag = torch.tensor([1 if have else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())

@@ -1,0 +1,47 @@
+"""EMA weights: an exponential moving average of a model's parameters and buffers, updated
+after every applied optimizer step (gathered first under ZeRO-3), used for validation and export."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from voxray.train.engine import gathered
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    def decay_at(self, step: int) -> float:
+        """The decay used at optimizer step ``step``: warmed up as (1 + step) / (10 + step), so that
+        early validations see trained weights rather than the initial ones."""
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        decay = self.decay if step is None else self.decay_at(step)
+        for name, value in model.state_dict().items():
+            if name in self.shadow:
+                self.shadow[name].lerp_(value.detach().to(self.shadow[name].dtype), 1 - decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"decay": torch.tensor(self.decay), **{f"shadow.{k}": v for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.decay = float(state["decay"])
+        self.shadow = {k[len("shadow."):]: v.clone() for k, v in state.items() if k.startswith("shadow.")}
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged weights into ``model`` (for validation and export)."""
+        model.load_state_dict({**model.state_dict(), **self.shadow})
+
+
+def update_ema(ema: EMA, engine, step: int) -> None:
+    """Average the engine's current weights in (full weights on every rank at ZeRO-3)."""
+    with gathered(engine):
+        ema.update(engine.module, step)

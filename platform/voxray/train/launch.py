@@ -1,0 +1,155 @@
+"""The driver side of every training run: open the run folder, check that a resume still fits
+its checkpoints and that the run fits the cluster, start and ``fit`` Ray Train's TorchTrainer,
+print the run's console lines, and turn Ray's failures into ours.
+
+Only this module and ``worker.py`` (the worker side) call Ray Train.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Callable, Optional
+
+import yaml
+from ray.train import DataConfig
+
+from voxray import uri
+from voxray.cluster import Demand, check_fit, describe_waiting, ensure_ray, say
+from voxray.config import Config, ConfigError, save_config
+from voxray.export import FINAL_DIR
+from voxray.train.data import store_datasets
+from voxray.train.engine import NonFiniteError
+from voxray.train.worker import ABORTED_FILE
+
+# Keys that must not change when a run resumes: they change the model, its shards or its labels.
+RESUME_FIXED = ("family", "model", "lora", "finetune", "deepspeed.zero_stage", "train.num_workers", "audio")
+
+
+class TrainingError(RuntimeError):
+    """The run failed; the message says why and where to look."""
+
+
+class ShardConfig(DataConfig):
+    """Train split: equal shards in a fixed order; val split: every row exactly once."""
+
+    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        output: list[dict[str, Any]] = [{} for _ in range(world_size)]
+        for name, dataset in datasets.items():
+            dataset = dataset.copy(dataset)
+            options = copy.deepcopy(self.default_ingest_options())
+            options.preserve_order = True
+            dataset.context.execution_options = options
+            dataset.context.enable_progress_bars = False     # the recipe logs its own progress
+            splits = dataset.streaming_split(world_size, equal=(name == "train"))
+            for rank, split in enumerate(splits):
+                output[rank][name] = split
+        return output
+
+
+# ------------------------------------------------------------------------------------ run folder
+
+def _differences(old: dict, new: dict, keys: tuple[str, ...]) -> list[str]:
+    """Dotted leaf keys under ``keys`` whose values differ between two config dicts."""
+    changed = []
+
+    def compare(key: str, a: Any, b: Any) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for name in sorted(set(a) | set(b)):
+                compare(f"{key}.{name}", a.get(name), b.get(name))
+        elif a != b:
+            changed.append(f"{key}: {a!r} -> {b!r}")
+
+    for key in keys:
+        a, b = old, new
+        for part in key.split("."):
+            a, b = (a or {}).get(part), (b or {}).get(part)
+        compare(key, a, b)
+    return changed
+
+
+def _has_checkpoints(run: str) -> bool:
+    fs, inner = uri.filesystem(run)
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(inner, detail=False)] if fs.isdir(inner) else []
+    return any(name.startswith("checkpoint_") for name in names)
+
+
+def open_run(run: str, config: Config, fixed: tuple[str, ...] = RESUME_FIXED) -> None:
+    """Refuse a resume whose ``fixed`` keys changed (naming them), save the resolved config to
+    RUN_URI/config.yaml, and clear an earlier abort so that a re-run tries again."""
+    saved = uri.join(run, "config.yaml")
+    if _has_checkpoints(run) and uri.exists(saved):
+        old = yaml.safe_load(uri.read_text(saved))
+        old.setdefault("family", config.family)          # configs saved before families existed
+        changed = _differences(old, config.model_dump(mode="json"), fixed)
+        if changed:
+            raise ConfigError(f"{run} holds checkpoints of a run with a different setup; resuming would "
+                              f"not fit them ({'; '.join(changed)}). Use a new --output.")
+    save_config(config, saved)
+    if uri.exists(uri.join(run, ABORTED_FILE)):
+        uri.remove_tree(uri.join(run, ABORTED_FILE))
+
+
+# ---------------------------------------------------------------------------------------- fit
+
+def demand(config: Config) -> Demand:
+    train = config.train
+    per_worker = {"CPU": train.cpus_per_worker, **({"GPU": 1.0} if train.use_gpu else {}), **train.worker_resources}
+    return Demand(workers=train.num_workers, per_worker=per_worker, data_cpus=train.data_cpus)
+
+
+def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, Any], run: str, config: Config,
+        store: str, columns: list[str], metric: str, callbacks: Optional[list] = None,
+        console: bool = True) -> dict[str, Any]:
+    """Train (or resume) ``train_loop`` on Ray Train workers over the store's train/val splits;
+    best-k checkpoints by ``metric`` (lower is better). Returns a summary; raises TrainingError,
+    NonFiniteError, ClusterFitError. ``callbacks`` are Ray Train callbacks (a sweep's reporter);
+    ``console`` prints the run's progress lines here (a sweep's trials do not)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train.torch import TorchTrainer
+    from ray.util.queue import Queue
+
+    train = config.train
+    needs = demand(config)
+    ensure_ray(cpus=needs.total()["CPU"])
+    warning = check_fit(needs)
+    if warning and console:
+        say(f"warning: {warning}")
+    printer = None
+    if console:
+        from voxray.train.console import Console
+
+        queue = Queue(actor_options={"num_cpus": 0})       # never waits for a CPU the run needs
+        loop_config = {**loop_config, "console": queue}
+        printer = Console(queue, train.stall_seconds, describe_waiting).start()
+    storage_path, name, filesystem = uri.ray_storage(run)
+    env = uri.storage_env()
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={**loop_config, "metric": metric, "storage_env": env},
+        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
+                                     resources_per_worker=needs.per_worker),
+        run_config=RunConfig(
+            name=name, storage_path=storage_path, storage_filesystem=filesystem,
+            checkpoint_config=CheckpointConfig(num_to_keep=train.keep_best, checkpoint_score_attribute=metric,
+                                               checkpoint_score_order="min"),
+            failure_config=FailureConfig(max_failures=train.max_failures),
+            worker_runtime_env={"env_vars": env} if env else None,
+            callbacks=callbacks),
+        datasets=store_datasets(store, columns),
+        dataset_config=ShardConfig(),
+    )
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:
+        raise TrainingError(f"training failed after {train.max_failures} restarts: {exc}") from exc
+    finally:
+        if printer is not None:
+            printer.stop()
+    aborted = uri.join(run, ABORTED_FILE)
+    if uri.exists(aborted):
+        raise NonFiniteError(json.loads(uri.read_text(aborted))["reason"])
+    metrics = result.metrics or {}
+    return {"run": run, "final": uri.join(run, FINAL_DIR), "step": metrics.get("step"), "metric": metric,
+            metric: metrics.get(metric), "metrics": metrics,
+            "best": [(c.path, m.get(metric), m.get("step")) for c, m in (result.best_checkpoints or [])]}

@@ -1,0 +1,280 @@
+"""The worker side of every training run: what a recipe's loop needs from Ray Train, in one place.
+
+    worker = start(loop_config)                     # distributed set-up, device, seeds
+    worker.restore(engines, emas)                   # latest checkpoint, if Ray Train has one
+    stream = worker.train_stream(collate, ...)      # this rank's shard, resumed where it was
+    while worker.training():
+        ... forward, backward, engine.step() ...
+        if worker.count_step(skipped=...): update_ema(...)
+        if worker.due(train.log_every): worker.log(meter.reduce(worker.device), lr=...)
+        if worker.validation_due(): worker.checkpoint(metrics, engines, emas, stream)
+    worker.finish(export)
+
+``checkpoint`` writes this rank's part, reports it (Ray Train merges the parts), updates early
+stopping on the recipe's metric and, in a sweep, waits for the scheduler's decision. Only this
+module and ``launch.py`` (the driver side) call Ray Train.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from voxray import uri
+from voxray.config import Config
+from voxray.train import checkpoint as ckpt
+from voxray.train.data import BatchStream, PrefetchedShard
+from voxray.train.distributed import all_reduce_sum, init_deepspeed_distributed
+from voxray.train.ema import EMA
+from voxray.train.runlog import RunLog
+
+# Fault injection for recovery drills: "RANK:STEP" makes that rank's process die (SIGKILL) after
+# that optimizer step, once per run folder; Ray Train must then recover the run.
+KILL_ENV = "VOXRAY_FAULT_KILL_RANK_AT_STEP"
+ABORTED_FILE = "aborted.json"        # written by rank 0 when the non-finite guard stops the run
+SCHEDULER_STOP = "stopped by the sweep's scheduler"
+HEARTBEAT_S = 10.0                   # rank 0 tells the driver it is alive at least this often
+
+
+@dataclass
+class Worker:
+    """One rank's view of the run: who it is, the trainer state, and the run's outputs."""
+
+    run: str
+    config: Config
+    metric: str                              # what early stopping and best-k rank by (lower is better)
+    family: str
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    gate: Any = None                         # a sweep's SchedulerGate
+    console: Any = None                      # the driver's queue of console records
+    state: ckpt.TrainerState = field(default_factory=ckpt.TrainerState)
+    runlog: Optional[RunLog] = None
+    restored: bool = False
+    _collate_rng: Optional[dict] = None
+    _stopper: Optional[ckpt.EarlyStopping] = None
+    _last_log: tuple[int, float] = (0, 0.0)
+    _last_beat: float = 0.0
+    _progress: tuple[str, ...] = ()
+
+    @property
+    def train(self):
+        return self.config.train
+
+    # ------------------------------------------------------------------------------ start
+
+    def restore(self, engines: dict[str, Any], emas: Optional[dict[str, EMA]] = None,
+                trainable_only: bool = False) -> None:
+        """Load the latest checkpoint when Ray Train has one (a resumed or restarted run), else
+        seed this rank's RNGs (different dropout masks per rank); open the run log on rank 0."""
+        import ray.train
+
+        restored = ray.train.get_checkpoint()
+        if restored is not None:
+            with restored.as_directory() as folder:
+                self.state, self._collate_rng = ckpt.load(folder, engines=engines, rank=self.rank,
+                                                          emas=emas or {}, trainable_only=trainable_only)
+            self.state.restarts += 1
+            self.restored = True
+        else:
+            seed = self.train.seed + self.rank
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+        self._stopper = ckpt.EarlyStopping(self.train.patience, self.train.min_delta, **self.state.early_stopping)
+        if self.rank == 0:
+            self.runlog = RunLog(self.run, resumed_step=self.state.step)
+            if self.restored:
+                self.runlog.event(self.state.step, "resumed", restarts=self.state.restarts,
+                                  epoch=self.state.position.epoch)
+        self._last_log = (self.state.step, time.perf_counter())
+
+    def train_stream(self, collate: Callable, *, batch_size: int, length_key: str = "n_frames") -> BatchStream:
+        """This rank's endless stream of training batches, at the restored position."""
+        import ray.train
+
+        stream = BatchStream(lambda: ray.train.get_dataset_shard("train"), collate, batch_size=batch_size,
+                             seed=self.train.seed, rank=self.rank, device=self.device,
+                             position=self.state.position, cache_bytes=self.train.shard_cache_mb << 20,
+                             length_key=length_key)
+        if self._collate_rng is not None:
+            stream.set_rng_state(self._collate_rng)
+        return stream
+
+    def val_shard(self) -> PrefetchedShard:
+        """This rank's share of the validation split (every row counted once over all ranks)."""
+        import ray.train
+
+        return PrefetchedShard(lambda: ray.train.get_dataset_shard("val"), self.train.shard_cache_mb << 20)
+
+    def started(self, parameters: dict[str, tuple[int, int]], progress: tuple[str, ...]) -> None:
+        """The console's start line: ``parameters`` {module: (total, trainable)}; ``progress`` the
+        logged values the progress lines show."""
+        self._progress = progress
+        self._send({"kind": "start", "family": self.family, "workers": self.world_size,
+                    "use_gpu": self.train.use_gpu, "zero_stage": self.config.deepspeed.zero_stage,
+                    "precision": self.config.deepspeed.precision, "parameters": parameters,
+                    "max_steps": self.train.max_steps, "run": self.run, "step": self.state.step})
+
+    # ------------------------------------------------------------------------------- loop
+
+    def training(self) -> bool:
+        return self.state.step < self.train.max_steps and not self.state.stop_reason
+
+    def count_step(self, skipped: bool) -> bool:
+        """Count one optimizer step; True when it was applied (update the EMA), False when the
+        engine skipped it (non-finite); too many skipped in a row stop the run."""
+        state = self.state
+        state.step += 1
+        if skipped:
+            state.skipped_steps += 1
+            state.consecutive_skipped += 1
+            if state.consecutive_skipped >= self.train.max_nonfinite_steps:
+                state.stop_reason = (f"non-finite: {state.consecutive_skipped} optimizer steps in a row had a "
+                                     f"non-finite loss or gradient (last at step {state.step}; "
+                                     f"train.max_nonfinite_steps={self.train.max_nonfinite_steps})")
+        else:
+            state.consecutive_skipped = 0
+        if os.environ.get(KILL_ENV) == f"{self.rank}:{state.step}":
+            _inject_fault(self.run)
+        if self.rank == 0 and time.monotonic() - self._last_beat > HEARTBEAT_S:
+            self._send({"kind": "beat", "step": state.step})
+        return not skipped
+
+    def due(self, every: int) -> bool:
+        return self.state.step % every == 0
+
+    def validation_due(self) -> bool:
+        """Every ``train.val_every`` steps and at the last one (not after the guard stopped the run)."""
+        return not self.state.stop_reason and (self.due(self.train.val_every)
+                                               or self.state.step == self.train.max_steps)
+
+    def log(self, values: dict[str, float], **scalars: float) -> None:
+        """A log point (every rank calls it after reducing its meter): rank 0 writes the values and
+        ``scalars`` (lr, grad norm, ...) and sends the console's progress line."""
+        unit = next(name for name in values if name.endswith("_per_s")).removesuffix("_per_s")
+        self.state.units += values.pop(unit)
+        if self.rank != 0:
+            return
+        step, now = self.state.step, time.perf_counter()
+        steps_per_s = (step - self._last_log[0]) / max(now - self._last_log[1], 1e-9)
+        self._last_log = (step, now)
+        self.runlog.scalars(step, {**values, **scalars, "epoch": self.state.position.epoch,
+                                   "skipped_steps": self.state.skipped_steps})
+        self._send({"kind": "train", "step": step, "max_steps": self.train.max_steps,
+                    "values": {k: values[k] for k in self._progress if k in values},
+                    "lr": scalars.get("lr", float("nan")), "rate": values[f"{unit}_per_s"], "unit": unit,
+                    "steps_per_s": steps_per_s})
+
+    def checkpoint(self, metrics: dict[str, float], *, engines: dict[str, Any], emas: dict[str, EMA],
+                   stream: BatchStream, trainable_only: bool = False) -> None:
+        """After a validation: early stopping on the metric, this rank's part of the checkpoint
+        reported to Ray Train, and in a sweep the scheduler's decision on it."""
+        import ray.train
+        from ray.train import Checkpoint
+
+        state, value = self.state, metrics[self.metric]
+        improved = value < self._stopper.best - self._stopper.min_delta
+        if self._stopper.update(value):
+            state.stop_reason = (f"early stopping: {self.metric} did not improve by {self.train.min_delta} for "
+                                 f"{self.train.patience} validations (best {self._stopper.best:.4f})")
+        state.position = stream.position
+        state.early_stopping = {"best": self._stopper.best, "bad_validations": self._stopper.bad_validations}
+        if self.runlog is not None:
+            self.runlog.scalars(state.step, metrics, kind="val")
+            self.runlog.sync()
+            self._send({"kind": "val", "step": state.step, "values": metrics, "best": improved})
+        with tempfile.TemporaryDirectory(prefix="voxray-ckpt-") as folder:
+            ckpt.save(folder, engines=engines, rank=self.rank, state=state, emas=emas,
+                      collate_rng=stream.rng_state(), trainable_only=trainable_only)
+            ray.train.report({**metrics, "step": state.step, "epoch": state.position.epoch,
+                              "skipped_steps": state.skipped_steps, "restarts": state.restarts},
+                             checkpoint=Checkpoint.from_directory(folder),
+                             checkpoint_dir_name=f"checkpoint_{state.step:08d}")
+        if self.gate is not None and state.step < self.train.max_steps and not state.stop_reason:
+            # In a sweep, wait for the scheduler's decision on this validation: a trial it
+            # stops halts here, at the rung, instead of training on until the stop lands.
+            stop = self.gate.should_stop(state.step) if self.rank == 0 else False
+            if all_reduce_sum([float(stop)], self.device)[0] > 0:
+                state.stop_reason = f"{SCHEDULER_STOP} at step {state.step}"
+
+    # -------------------------------------------------------------------------------- end
+
+    def finish(self, export: Callable[[], None]) -> None:
+        """Rank 0 records how the run ended and, when it ran to its end (or stopped early on its
+        own), writes ``final/`` with ``export``. A run the guard aborted leaves ABORTED_FILE for the
+        driver; a run a sweep's scheduler stopped keeps only its checkpoints."""
+        state = self.state
+        if self.runlog is None:
+            return
+        if state.stop_reason.startswith("non-finite"):
+            self._event("aborted", reason=state.stop_reason)
+            uri.write_text(uri.join(self.run, ABORTED_FILE),
+                           json.dumps({"step": state.step, "reason": state.stop_reason}))
+        elif state.stop_reason.startswith(SCHEDULER_STOP):
+            self._event("stopped", reason=state.stop_reason)
+        else:
+            self._event("finished", reason=state.stop_reason or "max_steps", skipped_steps=state.skipped_steps)
+            export()
+        self.runlog.close()
+
+    def warn(self, text: str) -> None:
+        """A warning the person at the console should see (rank 0)."""
+        self._send({"kind": "warning", "text": text})
+
+    def _event(self, event: str, **fields: Any) -> None:
+        self.runlog.event(self.state.step, event, **fields)
+        self._send({"kind": "event", "event": event, "step": self.state.step, "reason": fields.get("reason")})
+
+    def _send(self, record: dict[str, Any]) -> None:
+        if self.console is None or self.rank != 0:
+            return
+        self._last_beat = time.monotonic()
+        try:
+            self.console.put_nowait(record)
+        except Exception:               # the driver's queue is gone: training goes on without it
+            self.console = None
+
+
+def start(loop_config: dict[str, Any], config: Config, run: str) -> Worker:
+    """This process as a rank of the run: storage variables, DeepSpeed on Ray Train's process
+    group, the device, and the same initial weights on every rank (seeded before model build)."""
+    import ray.train
+
+    os.environ.update(loop_config.get("storage_env") or {})
+    context = ray.train.get_context()
+    rank, local_rank, world_size = context.get_world_rank(), context.get_local_rank(), context.get_world_size()
+    init_deepspeed_distributed(rank, local_rank, world_size)
+    device = torch.device("cpu")
+    if config.train.use_gpu and torch.cuda.is_available():
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+        torch.cuda.set_device(device)
+    torch.manual_seed(config.train.seed)
+    return Worker(run=run, config=config, metric=loop_config["metric"], family=config.family, rank=rank,
+                  local_rank=local_rank, world_size=world_size, device=device, gate=loop_config.get("gate"),
+                  console=loop_config.get("console"))
+
+
+def _inject_fault(run: str) -> None:
+    """KILL_ENV's drill, once per run folder (a marker file there): wait until the controller has
+    surely taken the last checkpoint's reports (Ray Train collects them asynchronously; a worker
+    that dies right after reporting can take its checkpoint with it), then die like a lost node."""
+    marker = uri.join(run, "fault-injected")
+    if uri.exists(marker):
+        return
+    uri.write_text(marker, "")
+    time.sleep(5)
+    os.kill(os.getpid(), signal.SIGKILL)
