@@ -156,3 +156,18 @@ def s3_env(s3_server):
     """The AWS variables and a fresh bucket for one test."""
     with s3_bucket(s3_server) as bucket:
         yield bucket
+
+
+VOCODER_CPU_CONFIG = str(REPO / "jobs" / "configs" / "vocoder-cpu.yaml")
+
+
+@pytest.fixture(scope="session")
+def vocoder_run(sample_store, tmp_path_factory) -> str:
+    """The tiny HiFi-GAN trained briefly through the CLI and the CPU config from jobs/configs."""
+    from voxray import cli
+
+    run = str(tmp_path_factory.mktemp("vocoder") / "run")
+    code = cli.main(["train", "vocoder", "--data", sample_store, "--output", run, "--config", VOCODER_CPU_CONFIG,
+                     "train.max_steps=60", "train.val_every=20", "train.log_every=10", "train.max_failures=0"])
+    assert code == 0
+    return run

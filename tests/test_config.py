@@ -85,3 +85,23 @@ def test_resolved_config_round_trips(tmp_path):
 def test_configs_are_frozen():
     with pytest.raises(Exception):
         load_config().audio.sample_rate = 16000  # type: ignore[misc]
+
+
+def test_each_family_has_its_schema_and_a_key_of_another_family_names_it(tmp_path):
+    vocoder = load_config(family="vocoder")
+    assert vocoder.family == "vocoder" and vocoder.train.betas == (0.8, 0.99) and vocoder.train.lr == 2e-4
+    assert load_config().train.betas == (0.9, 0.98)                       # acoustic: transformer values
+    with pytest.raises(ConfigError, match="'model.upsample_rates' belongs to the vocoder family, not to this acoustic"):
+        load_config(overrides=["model.upsample_rates=[8, 8, 4]"])
+    with pytest.raises(ConfigError, match="'loss.duration' belongs to the acoustic family"):
+        load_config(overrides=["loss.duration=1"], family="vocoder")
+    with pytest.raises(ConfigError, match="unknown model family 'talkr'"):
+        load_config(family="talkr")
+    path = tmp_path / "v.yaml"
+    path.write_text("family: vocoder\nmodel:\n  preset: v1\n")
+    assert load_config(str(path)).model.preset == "v1"                     # the file names its family
+    with pytest.raises(ConfigError, match="the config is for the 'vocoder' family"):
+        load_config(str(path), family="acoustic")
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(to_yaml(load_config(str(path))))
+    assert "family: vocoder" in saved.read_text() and load_config(str(saved)) == load_config(str(path))

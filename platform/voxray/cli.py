@@ -9,7 +9,8 @@ from typing import Optional
 
 from voxray.config import FAMILIES, ConfigError, config_class, describe, load_config
 
-FAMILY_HELP = {"acoustic": "FastSpeech2-family acoustic model: phonemes -> mel"}
+FAMILY_HELP = {"acoustic": "FastSpeech2-family acoustic model: phonemes -> mel",
+               "vocoder": "HiFi-GAN (or Vocos-style) vocoder: mel -> waveform, a GAN on two DeepSpeed engines"}
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--speaker", help="speaker name (default: the model's first speaker)")
     synth.add_argument("--language", help="language (default: the model's first language)")
     synth.add_argument("--pace", type=float, default=1.0, help=">1 speaks faster")
+    synth.add_argument("--vocoder", help="RUN_URI/final of a trained vocoder (default: Griffin-Lim)")
     synth.add_argument("--out", required=True, help="output .wav (path or s3://)")
     return parser
 
@@ -145,17 +147,20 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _synthesize(args: argparse.Namespace) -> int:
-    from voxray.synthesize import SynthesisError, load_voice, synthesize, write_wav
+    from voxray.synthesize import SynthesisError, load_vocoder, load_voice, synthesize, write_wav
 
     try:
         voice = load_voice(args.model)
-        audio, mel = synthesize(voice, args.text, speaker=args.speaker, language=args.language, pace=args.pace)
+        vocoder = load_vocoder(args.vocoder, voice) if args.vocoder else None
+        audio, mel = synthesize(voice, args.text, speaker=args.speaker, language=args.language, pace=args.pace,
+                                vocoder=vocoder)
     except (FileNotFoundError, SynthesisError) as exc:
         print(f"voxray synthesize: error: {exc}", file=sys.stderr)
         return 2
     rate = voice.final.audio_spec.sample_rate
     write_wav(args.out, audio, rate)
-    print(f"{args.out}: {len(audio) / rate:.2f} s, {len(mel)} mel frames")
+    through = f"vocoder {args.vocoder}" if vocoder else "Griffin-Lim"
+    print(f"{args.out}: {len(audio) / rate:.2f} s, {len(mel)} mel frames ({through})")
     return 0
 
 

@@ -1,18 +1,20 @@
 """``RUN_URI/final/``: everything needed to use a trained model without the run or the store.
 
-  model.safetensors   weights (EMA, LoRA merged)
-  model.json          family, builder arguments, speaker and language names, G2P per language
-  config.yaml         the resolved config the run trained with
-  vocab.json          the token vocabulary (the model's, including tokens added by fine-tuning)
+  model.safetensors   weights (EMA when the run keeps one, LoRA merged); a vocoder's: the generator
+  model.json          family, builder arguments (speaker and language names, G2P per language for
+                      the acoustic model)
+  config.yaml         the resolved config the run trained with (it names its family)
   audio_spec.json     the AudioSpec features were computed with
-  stats.json          the store's normalisation statistics (mel, F0, energy) and label tables
+  vocab.json          the token vocabulary, for models that read text (the model's, including
+                      tokens added by fine-tuning)
+  stats.json          the store's statistics (mel, F0, energy normalisation; label tables)
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import yaml
@@ -24,7 +26,7 @@ from voxray.config import Config, build_config, to_yaml
 from voxray.text import Vocabulary
 
 FINAL_DIR = "final"
-FILES = ("model.safetensors", "model.json", "config.yaml", "vocab.json", "audio_spec.json", "stats.json")
+FILES = ("model.safetensors", "model.json", "config.yaml", "audio_spec.json")     # every family's
 
 
 @dataclass
@@ -32,36 +34,48 @@ class FinalModel:
     weights: dict[str, torch.Tensor]
     manifest: dict[str, Any]
     config: Config
-    vocabulary: Vocabulary
     audio_spec: AudioSpec
-    stats: dict[str, Any]
+    vocabulary: Optional[Vocabulary] = None
+    stats: Optional[dict[str, Any]] = None
+
+    @property
+    def family(self) -> str:
+        return self.manifest.get("family", self.config.family)
 
 
-def write_final(folder: str, *, weights: dict[str, torch.Tensor], manifest: dict[str, Any],
-                config: Config, vocabulary: list[str], stats: dict[str, Any]) -> None:
+def write_final(folder: str, *, weights: dict[str, torch.Tensor], manifest: dict[str, Any], config: Config,
+                vocabulary: Optional[list[str]] = None, stats: Optional[dict[str, Any]] = None) -> None:
     """Write the export into ``folder`` (local or s3://), replacing an older one file by file."""
     uri.write_bytes(uri.join(folder, "model.safetensors"),
                     save({k: v.detach().cpu().contiguous() for k, v in weights.items()}))
     texts = {
         "model.json": json.dumps(manifest, indent=1, ensure_ascii=False),
         "config.yaml": to_yaml(config),
-        "vocab.json": Vocabulary(vocabulary).to_json(),
         "audio_spec.json": json.dumps(config.audio.model_dump(), indent=1),
-        "stats.json": json.dumps(stats, indent=1, ensure_ascii=False),
     }
+    if vocabulary is not None:
+        texts["vocab.json"] = Vocabulary(vocabulary).to_json()
+    if stats is not None:
+        texts["stats.json"] = json.dumps(stats, indent=1, ensure_ascii=False)
     for name, text in texts.items():
         uri.write_text(uri.join(folder, name), text)
 
 
-def read_final(folder: str) -> FinalModel:
+def read_final(folder: str, family: Optional[str] = None) -> FinalModel:
+    """The export in ``folder``; with ``family``, an error unless it holds a model of that family."""
     missing = [name for name in FILES if not uri.exists(uri.join(folder, name))]
     if missing:
         raise FileNotFoundError(f"{folder} is not a voxray model export (missing {', '.join(missing)})")
-    config = build_config(yaml.safe_load(uri.read_text(uri.join(folder, "config.yaml"))))
+    manifest = json.loads(uri.read_text(uri.join(folder, "model.json")))
+    if family and manifest.get("family") != family:
+        raise ValueError(f"{folder} holds a model of the {manifest.get('family')!r} family; a {family!r} model "
+                         "is needed here")
+    optional = {name: uri.read_text(uri.join(folder, name)) for name in ("vocab.json", "stats.json")
+                if uri.exists(uri.join(folder, name))}
     return FinalModel(
         weights=load(uri.read_bytes(uri.join(folder, "model.safetensors"))),
-        manifest=json.loads(uri.read_text(uri.join(folder, "model.json"))),
-        config=config,
-        vocabulary=Vocabulary.from_json(uri.read_text(uri.join(folder, "vocab.json"))),
+        manifest=manifest,
+        config=build_config(yaml.safe_load(uri.read_text(uri.join(folder, "config.yaml"))), manifest.get("family")),
         audio_spec=AudioSpec(**json.loads(uri.read_text(uri.join(folder, "audio_spec.json")))),
-        stats=json.loads(uri.read_text(uri.join(folder, "stats.json"))))
+        vocabulary=Vocabulary.from_json(optional["vocab.json"]) if "vocab.json" in optional else None,
+        stats=json.loads(optional["stats.json"]) if "stats.json" in optional else None)

@@ -1,6 +1,6 @@
-"""Text -> phonemes -> mel -> waveform with an exported acoustic model (``RUN_URI/final``).
-
-Griffin-Lim turns the mel into audio until a vocoder is trained. The text goes through the same
+"""Text -> phonemes -> mel -> waveform with an exported acoustic model (``RUN_URI/final``) and,
+when given, an exported vocoder (``VOCODER_RUN/final``); Griffin-Lim turns the mel into audio
+without one. The text goes through the same
 normalisation and G2P as the feature store did for that language.
 """
 
@@ -18,6 +18,7 @@ from voxray import uri
 from voxray.dsp import griffin_lim
 from voxray.export import FinalModel, read_final
 from voxray.models.acoustic import fastspeech2
+from voxray.models.vocoder import build_generator
 from voxray.text import G2P, normalize_text
 
 
@@ -31,14 +32,41 @@ class Voice:
     final: FinalModel
 
 
+@dataclass
+class Vocoder:
+    generator: torch.nn.Module
+    final: FinalModel
+
+    @torch.no_grad()
+    def __call__(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """log-mel [frames, n_mels] -> waveform [frames * hop]."""
+        return self.generator(log_mel.float().T[None])[0, 0]
+
+
+def _read(final_uri: str, family: str) -> FinalModel:
+    try:
+        return read_final(final_uri, family=family)
+    except ValueError as exc:
+        raise SynthesisError(str(exc)) from None
+
+
 def load_voice(final_uri: str) -> Voice:
-    final = read_final(final_uri)
-    if final.manifest.get("family") != "acoustic":
-        raise SynthesisError(f"{final_uri} holds a {final.manifest.get('family')!r} model, not an acoustic model")
-    build_args = dict(final.manifest["build"])
-    model = fastspeech2.build(**build_args)
+    final = _read(final_uri, "acoustic")
+    model = fastspeech2.build(**final.manifest["build"])
     model.load_state_dict(final.weights)
     return Voice(model.eval(), final)
+
+
+def load_vocoder(final_uri: str, voice: Optional[Voice] = None) -> Vocoder:
+    """A vocoder export; with ``voice``, an error unless both use the same AudioSpec."""
+    final = _read(final_uri, "vocoder")
+    if voice is not None and final.audio_spec != voice.final.audio_spec:
+        theirs, ours = final.audio_spec.model_dump(), voice.final.audio_spec.model_dump()
+        differ = ", ".join(f"audio.{k}: acoustic model {ours[k]}, vocoder {theirs[k]}" for k in ours if ours[k] != theirs[k])
+        raise SynthesisError(f"the vocoder does not fit the acoustic model's mels ({differ})")
+    generator = build_generator(final.manifest["build"])
+    generator.load_state_dict(final.weights)
+    return Vocoder(generator.eval(), final)
 
 
 def _pick(kind: str, name: Optional[str], known: list[str]) -> int:
@@ -67,8 +95,9 @@ def tokens_for(voice: Voice, text: str, language: str) -> list[int]:
 
 @torch.no_grad()
 def synthesize(voice: Voice, text: str, speaker: Optional[str] = None, language: Optional[str] = None,
-               pace: float = 1.0, griffin_lim_iterations: int = 60) -> tuple[np.ndarray, torch.Tensor]:
-    """(waveform float32 [samples], log-mel [frames, n_mels])."""
+               pace: float = 1.0, vocoder: Optional[Vocoder] = None,
+               griffin_lim_iterations: int = 60) -> tuple[np.ndarray, torch.Tensor]:
+    """(waveform float32 [samples], log-mel [frames, n_mels]): through ``vocoder``, else Griffin-Lim."""
     manifest = voice.final.manifest
     speaker_index = _pick("speaker", speaker, manifest["speakers"])
     language_index = _pick("language", language, manifest["languages"])
@@ -78,7 +107,10 @@ def synthesize(voice: Voice, text: str, speaker: Optional[str] = None, language:
     mel, lengths = voice.model.infer(tokens, torch.tensor([len(ids)]), torch.tensor([speaker_index]),
                                      torch.tensor([language_index]), pace=pace)
     log_mel = mel[0, : int(lengths[0])]
-    audio = griffin_lim(log_mel, voice.final.audio_spec, iterations=griffin_lim_iterations)
+    if vocoder is not None:
+        audio = vocoder(log_mel)
+    else:
+        audio = griffin_lim(log_mel, voice.final.audio_spec, iterations=griffin_lim_iterations)
     return audio.numpy().astype(np.float32), log_mel
 
 

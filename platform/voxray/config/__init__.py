@@ -4,6 +4,7 @@ loaded from YAML files and dotted ``key=value`` overrides.
     sections.py   audio, preprocess, train, deepspeed, lora, finetune, tune
     root.py       Config: the shared sections and the family's name
     acoustic.py   the acoustic family's model and loss sections
+    vocoder.py    the vocoder family's: GAN training, model, losses, the discriminator's optimizer
     loading.py    files, overrides, key checks, the family -> config type table, --help-config
 """
 
@@ -14,8 +15,9 @@ from voxray.config.loading import (FAMILIES, ConfigError, build_config, config_c
 from voxray.config.root import Config
 from voxray.config.sections import (DeepSpeedSection, FinetuneConfig, LoraConfig, PreprocessConfig, SplitConfig,
                                     TrainConfig, TuneSection)
+from voxray.config.vocoder import VocoderConfig
 
 __all__ = ["AcousticConfig", "AudioSpec", "Config", "ConfigError", "DeepSpeedSection", "FAMILIES", "FinetuneConfig",
-           "LoraConfig", "PreprocessConfig", "SplitConfig", "TrainConfig", "TuneSection", "build_config",
+           "LoraConfig", "PreprocessConfig", "SplitConfig", "TrainConfig", "TuneSection", "VocoderConfig", "build_config",
            "config_class", "describe", "leaf_keys", "load_config", "parse_overrides", "save_config", "to_yaml",
            "with_values"]

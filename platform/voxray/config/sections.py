@@ -95,7 +95,10 @@ class TrainConfig(Strict):
     eps: float = Field(1e-9, gt=0, description="AdamW epsilon")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     warmup_steps: int = Field(200, ge=0, description="linear warm-up steps")
-    schedule: Literal["cosine", "noam", "constant"] = Field("cosine", description="LR after the warm-up")
+    schedule: Literal["cosine", "noam", "constant", "exponential"] = Field(
+        "cosine", description="LR after the warm-up (exponential: lr_decay every lr_decay_steps)")
+    lr_decay: float = Field(0.999, gt=0, le=1, description="exponential schedule: factor per lr_decay_steps")
+    lr_decay_steps: int = Field(1000, ge=1, description="exponential schedule: steps per lr_decay factor")
     grad_clip: float = Field(1.0, ge=0, description="gradient norm clip (0: off)")
     val_every: int = Field(200, ge=1, description="steps between validations (and checkpoints)")
     log_every: int = Field(10, ge=1, description="steps between logged scalars and console lines")

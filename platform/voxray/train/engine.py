@@ -4,6 +4,7 @@ engine's parameters out of another engine's backward pass."""
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional
@@ -54,11 +55,17 @@ class OptimizerSettings:
     schedule: str
     warmup_steps: int
     max_steps: int
+    lr_decay: float = 0.999
+    lr_decay_steps: int = 1000
 
     @classmethod
-    def of(cls, train: TrainConfig) -> "OptimizerSettings":
-        return cls(lr=train.lr, betas=tuple(train.betas), eps=train.eps, weight_decay=train.weight_decay,
-                   schedule=train.schedule, warmup_steps=train.warmup_steps, max_steps=train.max_steps)
+    def of(cls, train: TrainConfig, **replace: Any) -> "OptimizerSettings":
+        """``train``'s optimizer and schedule; ``replace`` sets fields of a second optimizer (the
+        discriminator's lr, betas, eps, weight decay)."""
+        settings = cls(lr=train.lr, betas=tuple(train.betas), eps=train.eps, weight_decay=train.weight_decay,
+                       schedule=train.schedule, warmup_steps=train.warmup_steps, max_steps=train.max_steps,
+                       lr_decay=train.lr_decay, lr_decay_steps=train.lr_decay_steps)
+        return dataclasses.replace(settings, **{k: (tuple(v) if k == "betas" else v) for k, v in replace.items()})
 
 
 def build_engine(model: nn.Module, settings: OptimizerSettings, ds_config: dict[str, Any],
@@ -70,7 +77,7 @@ def build_engine(model: nn.Module, settings: OptimizerSettings, ds_config: dict[
     optimizer = FiniteAdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay,
                             betas=settings.betas, eps=settings.eps)
     lr_schedule = scheduler(optimizer, schedule=settings.schedule, warmup_steps=settings.warmup_steps,
-                            max_steps=settings.max_steps)
+                            max_steps=settings.max_steps, decay=settings.lr_decay, decay_steps=settings.lr_decay_steps)
     engine, _, _, lr_schedule = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=lr_schedule,
                                                      config=ds_config, dist_init_required=False)
     return engine, lr_schedule

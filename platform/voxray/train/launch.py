@@ -49,6 +49,18 @@ class ShardConfig(DataConfig):
 
 # ------------------------------------------------------------------------------------ run folder
 
+def store_stats(store: str) -> dict[str, Any]:
+    """The feature store's stats.json; an error unless it has train and val utterances."""
+    path = uri.join(store, "stats.json")
+    if not uri.exists(path):
+        raise FileNotFoundError(f"{store} is not a feature store (no stats.json); run voxray preprocess first")
+    stats = json.loads(uri.read_text(path))
+    for split in ("train", "val"):
+        if not stats["splits"].get(split, {}).get("utterances"):
+            raise ValueError(f"the feature store {store} has no {split} utterances")
+    return stats
+
+
 def _differences(old: dict, new: dict, keys: tuple[str, ...]) -> list[str]:
     """Dotted leaf keys under ``keys`` whose values differ between two config dicts."""
     changed = []

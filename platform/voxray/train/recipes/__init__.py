@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from voxray.train.recipes import acoustic
+from voxray.train.recipes import acoustic, vocoder
 
-RECIPES: dict[str, ModuleType] = {"acoustic": acoustic}
+RECIPES: dict[str, ModuleType] = {"acoustic": acoustic, "vocoder": vocoder}
 
 
 def recipe(family: str) -> ModuleType:

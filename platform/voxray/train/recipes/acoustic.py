@@ -9,7 +9,6 @@ adapters and the embedding rows of tokens/speakers/languages new to that model t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -76,17 +75,6 @@ def _names_by_index(table: dict[str, dict]) -> list[str]:
     return [name for name, _ in sorted(table.items(), key=lambda item: item[1]["index"])]
 
 
-def read_store_stats(store: str) -> dict[str, Any]:
-    stats_path = uri.join(store, "stats.json")
-    if not uri.exists(stats_path):
-        raise FileNotFoundError(f"{store} is not a feature store (no stats.json); run voxray preprocess first")
-    stats = json.loads(uri.read_text(stats_path))
-    for split in ("train", "val"):
-        if not stats["splits"].get(split, {}).get("utterances"):
-            raise ValueError(f"the feature store {store} has no {split} utterances")
-    return stats
-
-
 def prepare(store: str, run: str, config: Config) -> Plan:
     """Read the store's stats (and the base model when fine-tuning), fix labels and sizes, and
     open the run folder (a resume must still fit its checkpoints)."""
@@ -94,7 +82,7 @@ def prepare(store: str, run: str, config: Config) -> Plan:
     if config.finetune.init_from:
         config = config.model_copy(update={"finetune": config.finetune.model_copy(
             update={"init_from": uri.absolute(config.finetune.init_from)})})
-    stats = read_store_stats(store)
+    stats = launch.store_stats(store)
     spec = AudioSpec(**stats["audio_spec"])
     config = config.model_copy(update={"audio": spec})   # the store decides the audio constants
     languages = _names_by_index(stats["languages"])
@@ -112,10 +100,7 @@ def prepare(store: str, run: str, config: Config) -> Plan:
                       mel_stats=(features["mel"]["mean_per_channel"],
                                  [max(s, 1e-3) for s in features["mel"]["std_per_channel"]]))
     if config.finetune.init_from:
-        base = read_final(config.finetune.init_from)
-        if base.manifest.get("family") != FAMILY:
-            raise ValueError(f"{config.finetune.init_from} holds a {base.manifest.get('family')!r} model, "
-                             f"not an {FAMILY} model")
+        base = read_final(config.finetune.init_from, family=FAMILY)
         if base.audio_spec != spec:
             raise ValueError(f"the base model's AudioSpec {base.audio_spec} differs from the store's {spec}")
         config = config.model_copy(update={"model": base.config.model})
