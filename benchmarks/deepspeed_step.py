@@ -36,7 +36,8 @@ def main() -> None:
     torch.distributed.init_process_group("gloo")
     from voxray.config import load_config
     from voxray.models.acoustic import fastspeech2
-    from voxray.train.data import arrow_rows, bucketed
+    from voxray.data.store import arrow_rows
+    from voxray.train.data import bucketed
     from voxray.train.deepspeed_config import deepspeed_config
     from voxray.train.engine import OptimizerSettings, build_engine
     from voxray.train.recipes.acoustic import COLUMNS, collate, losses, prepare

@@ -55,7 +55,8 @@ def bare_loop(store: str, steps: int, preset: str, batch_size: int, device: str)
     import torch
 
     from voxray.config import load_config
-    from voxray.train.data import arrow_rows, bucketed
+    from voxray.data.store import arrow_rows
+    from voxray.train.data import bucketed
     from voxray.train.recipes.acoustic import COLUMNS, collate, losses, prepare
     from voxray.train.ema import EMA
     from voxray.train.schedules import scheduler

@@ -54,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
         sweep.add_argument("--search-space", help="YAML search space (default: the family's own, e.g. lr and "
                                                   "loss weights, plus lora.rank when finetune.init_from is set)")
 
+    predict = commands.add_parser("predict-mels", help="a store whose mels an acoustic model predicted (teacher-"
+                                                       "forced, aligned with the audio): to fine-tune a vocoder")
+    predict.add_argument("--model", required=True, help="RUN_URI/final of a trained acoustic model")
+    predict.add_argument("--data", required=True, help="feature store (path or s3://)")
+    predict.add_argument("--output", required=True, help="the new feature store (path or s3://)")
+    predict.add_argument("--batch-size", type=int, default=16, help="rows per inference batch")
+    predict.add_argument("--actors", type=int, default=1, help="model replicas (Ray Data actors)")
+    predict.add_argument("--gpu", action="store_true", help="one GPU per actor")
+    predict.add_argument("--overwrite", action="store_true", help="replace an output folder that is not empty")
+    predict.add_argument("--verbose", action="store_true", help="show Ray's own logs (INFO and up) too")
+
     synth = commands.add_parser("synthesize", help="text -> waveform with an exported acoustic model")
     synth.add_argument("--model", required=True, help="RUN_URI/final of a trained acoustic model")
     synth.add_argument("--text", required=True)
@@ -146,12 +157,28 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_mels(args: argparse.Namespace) -> int:
+    from voxray.predict_mels import predict_mels
+
+    try:
+        rows = predict_mels(args.model, args.data, args.output, batch_size=args.batch_size, actors=args.actors,
+                            use_gpu=args.gpu, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"voxray predict-mels: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nfeature store with predicted mels: {args.output}")
+    print("  " + ", ".join(f"{split} {count}" for split, count in rows.items()) + " rows")
+    print(f"  fine-tune a vocoder on it: voxray train vocoder --data {args.output} --output ... "
+          "finetune.init_from=VOCODER_RUN/final")
+    return 0
+
+
 def _synthesize(args: argparse.Namespace) -> int:
     from voxray.synthesize import SynthesisError, load_vocoder, load_voice, synthesize, write_wav
 
     try:
         voice = load_voice(args.model)
-        vocoder = load_vocoder(args.vocoder, voice) if args.vocoder else None
+        vocoder = load_vocoder(args.vocoder, voice.final.audio_spec) if args.vocoder else None
         audio, mel = synthesize(voice, args.text, speaker=args.speaker, language=args.language, pace=args.pace,
                                 vocoder=vocoder)
     except (FileNotFoundError, SynthesisError) as exc:
@@ -181,6 +208,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 return _train(args)
             case "tune":
                 return _tune(args)
+            case "predict-mels":
+                return _predict_mels(args)
             case "synthesize":
                 return _synthesize(args)
     except ConfigError as exc:

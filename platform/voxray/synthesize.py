@@ -15,6 +15,7 @@ import soundfile
 import torch
 
 from voxray import uri
+from voxray.audio import AudioSpec
 from voxray.dsp import griffin_lim
 from voxray.export import FinalModel, read_final
 from voxray.models.acoustic import fastspeech2
@@ -57,13 +58,14 @@ def load_voice(final_uri: str) -> Voice:
     return Voice(model.eval(), final)
 
 
-def load_vocoder(final_uri: str, voice: Optional[Voice] = None) -> Vocoder:
-    """A vocoder export; with ``voice``, an error unless both use the same AudioSpec."""
+def load_vocoder(final_uri: str, spec: Optional[AudioSpec] = None) -> Vocoder:
+    """A vocoder export; with ``spec`` (the acoustic model's), an error unless the vocoder's
+    AudioSpec is the same, naming the values that differ."""
     final = _read(final_uri, "vocoder")
-    if voice is not None and final.audio_spec != voice.final.audio_spec:
-        theirs, ours = final.audio_spec.model_dump(), voice.final.audio_spec.model_dump()
+    if spec is not None and final.audio_spec != spec:
+        theirs, ours = final.audio_spec.model_dump(), spec.model_dump()
         differ = ", ".join(f"audio.{k}: acoustic model {ours[k]}, vocoder {theirs[k]}" for k in ours if ours[k] != theirs[k])
-        raise SynthesisError(f"the vocoder does not fit the acoustic model's mels ({differ})")
+        raise SynthesisError(f"the vocoder {final_uri} does not fit the acoustic model's mels ({differ})")
     generator = build_generator(final.manifest["build"])
     generator.load_state_dict(final.weights)
     return Vocoder(generator.eval(), final)

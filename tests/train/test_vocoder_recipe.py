@@ -101,15 +101,52 @@ def test_synthesize_through_the_vocoder(base_run, vocoder_run, tmp_path, capsys)
     assert "'vocoder' family; a 'acoustic' model is needed" in capsys.readouterr().err
 
 
-def test_fine_tuning_starts_from_the_trained_generator_and_discriminator(sample_store, vocoder_run, tmp_path, capsys):
+def test_predicted_mels_then_fine_tuning_from_the_trained_vocoder(sample_store, base_run, vocoder_run, tmp_path,
+                                                                   capsys):
+    """voxray predict-mels writes the store's rows with the acoustic model's teacher-forced mels
+    (frame for frame with the audio); the vocoder fine-tunes on them from its trained generator
+    and its run's discriminator."""
+    from voxray.data.store import count_rows, read_split
+
+    predicted = str(tmp_path / "predicted")
+    assert cli.main(["predict-mels", "--model", f"{base_run}/final", "--data", sample_store,
+                     "--output", predicted]) == 0
+    assert count_rows(predicted) == count_rows(sample_store) == {"train": 50, "val": 5, "test": 9}
+    before, after = read_split(sample_store, "val"), read_split(predicted, "val")
+    assert after.schema.equals(before.schema)
+    rows = {row["id"]: row for row in before.to_pylist()}
+    for row in after.to_pylist():
+        original = rows[row["id"]]
+        mel, target = np.asarray(row["mel"]), np.asarray(original["mel"])
+        assert mel.shape == target.shape == (original["n_frames"], 80)
+        assert row["audio"] == original["audio"] and row["token_ids"] == original["token_ids"]
+        assert 0 < np.abs(mel - target).mean() < 2.5 and np.corrcoef(mel.ravel(), target.ravel())[0, 1] > 0.5
+    assert json.loads(Path(predicted, "stats.json").read_text())["mels"]["predicted_by"] == f"{base_run}/final"
+    assert cli.main(["predict-mels", "--model", f"{base_run}/final", "--data", sample_store,
+                     "--output", predicted]) == 2
+    assert "not empty" in capsys.readouterr().err
+
     run = str(tmp_path / "run")
-    summary = train(sample_store, run, f"finetune.init_from={vocoder_run}/final", "train.max_steps=4",
+    summary = train(predicted, run, f"finetune.init_from={vocoder_run}/final", "train.max_steps=4",
                     "train.val_every=4")
     first = metrics(run, "val")[0]["val_mel"]
     assert first < metrics(vocoder_run, "val")[0]["val_mel"]               # not from scratch
     assert summary["step"] == 4 and "starts fresh" not in capsys.readouterr().out
     saved = yaml.safe_load(Path(run, "config.yaml").read_text())
     assert saved["family"] == "vocoder" and saved["finetune"]["init_from"] == f"{vocoder_run}/final"
+
+
+def test_acoustic_validation_audio_goes_through_a_given_vocoder(sample_store, vocoder_run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.train.conftest import train as train_acoustic
+
+    run = str(tmp_path / "acoustic")
+    train_acoustic(sample_store, run, "train.max_steps=2", "train.val_every=2", f"train.vocoder={vocoder_run}/final")
+    audio = EventAccumulator(f"{run}/tensorboard", size_guidance={"audio": 0}).Reload().Tags()["audio"]
+    assert audio == ["val/audio_vocoder"]
+    with pytest.raises(ValueError, match="holds a model of the 'acoustic' family; a 'vocoder' model"):
+        train_acoustic(sample_store, str(tmp_path / "other"), f"train.vocoder={run}/final")
 
 
 def test_bad_setups_are_refused_before_training(sample_store, tmp_path):

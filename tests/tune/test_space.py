@@ -40,3 +40,8 @@ def test_yaml_space_and_apply(tmp_path):
 def test_bad_spaces_name_the_key(space, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.").replace("(", r"\(").replace("[", r"\[")):
         parse_space(space, load_config())
+
+
+def test_the_default_space_is_the_familys():
+    vocoder = {d.key for d in default_space(load_config(family="vocoder"))}
+    assert vocoder == {"train.lr", "discriminator.lr", "loss.mel", "loss.feature"}

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field
 
-from voxray.config.sections import Strict
 from voxray.config.root import Config
+from voxray.config.sections import Strict, TrainConfig
+
+
+class AcousticTrain(TrainConfig):
+    vocoder: Optional[str] = Field(None, description="VOCODER_RUN/final: validation audio samples through this "
+                                                     "vocoder (null: Griffin-Lim)")
 
 
 class AcousticModel(Strict):
@@ -28,5 +33,6 @@ class AcousticLoss(Strict):
 
 class AcousticConfig(Config):
     family: Literal["acoustic"] = Field("acoustic", description="model family: acoustic")
+    train: AcousticTrain = AcousticTrain()
     model: AcousticModel = AcousticModel()
     loss: AcousticLoss = AcousticLoss()

@@ -51,7 +51,7 @@ def stream_schema(n_mels: int) -> pa.Schema:
     return schema
 
 
-def _ragged(values: list[Optional[np.ndarray]], field_type: pa.DataType) -> pa.Array:
+def ragged_column(values: list[Optional[np.ndarray]], field_type: pa.DataType) -> pa.Array:
     """A list column from numpy arrays (``[T]`` or ``[T, k]``) without per-element Python."""
     lengths = np.array([0 if v is None else len(v) for v in values], dtype=np.int32)
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
@@ -68,6 +68,26 @@ def _ragged(values: list[Optional[np.ndarray]], field_type: pa.DataType) -> pa.A
     return pa.ListArray.from_arrays(offsets, child, mask=mask)
 
 
+def arrow_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """A pyarrow table -> row dicts of numpy arrays / scalars (zero-copy where arrow allows)."""
+    columns = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            offsets = column.offsets.to_numpy()
+            values = column.values
+            if pa.types.is_fixed_size_list(values.type):
+                width = values.type.list_size
+                flat = values.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+            else:
+                flat = values.to_numpy(zero_copy_only=False)
+            columns[name] = [None if not column[i].is_valid else flat[offsets[i]: offsets[i + 1]]
+                             for i in range(len(column))]
+        else:
+            columns[name] = column.to_pylist()
+    return [{name: columns[name][i] for name in columns} for i in range(table.num_rows)]
+
+
 _NUMPY_LISTS = ("mel", "f0", "energy", "audio")
 
 
@@ -77,7 +97,7 @@ def to_table(rows: list[dict[str, Any]], n_mels: int) -> pa.Table:
     for column in schema:
         values = [row.get(column.name) for row in rows]
         if column.name in _NUMPY_LISTS:
-            columns.append(_ragged(values, column.type))
+            columns.append(ragged_column(values, column.type))
         else:
             columns.append(pa.array(values, column.type))
     return pa.Table.from_arrays(columns, schema=schema)

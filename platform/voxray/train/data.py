@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
-import pyarrow as pa
 import ray
 import torch
 
 from voxray import uri
 from voxray.data.batching import padding_fraction
-from voxray.data.store import split_dir
+from voxray.data.store import arrow_rows, split_dir
 from voxray.train.distributed import all_have
 
 
@@ -39,26 +38,6 @@ def store_datasets(store: str, columns: list[str], splits: tuple[str, ...] = ("t
             fs_path, columns=columns, filesystem=uri.pyarrow_filesystem(path), file_extensions=["parquet"],
             runtime_env={"env_vars": env} if env else None)
     return datasets
-
-
-def arrow_rows(table: pa.Table) -> list[dict[str, Any]]:
-    """A pyarrow table -> row dicts of numpy arrays / scalars (zero-copy where arrow allows)."""
-    columns = {}
-    for name in table.column_names:
-        column = table.column(name).combine_chunks()
-        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-            offsets = column.offsets.to_numpy()
-            values = column.values
-            if pa.types.is_fixed_size_list(values.type):
-                width = values.type.list_size
-                flat = values.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-            else:
-                flat = values.to_numpy(zero_copy_only=False)
-            columns[name] = [None if not column[i].is_valid else flat[offsets[i]: offsets[i + 1]]
-                             for i in range(len(column))]
-        else:
-            columns[name] = column.to_pylist()
-    return [{name: columns[name][i] for name in columns} for i in range(table.num_rows)]
 
 
 @dataclass

@@ -23,6 +23,7 @@ from voxray.dsp import griffin_lim
 from voxray.export import FINAL_DIR, read_final, write_final
 from voxray.losses.acoustic import acoustic_losses
 from voxray.models.acoustic import fastspeech2
+from voxray.synthesize import Vocoder, load_vocoder
 from voxray.train import launch
 from voxray.train.data import PrefetchedShard
 from voxray.train.deepspeed_config import deepspeed_config
@@ -115,6 +116,10 @@ def prepare(store: str, run: str, config: Config) -> Plan:
                     maps={"token_ids": token_map, "speaker_index": speaker_map, "language_index": language_map},
                     added={"token_embedding": new_tokens, "speaker_embedding": new_speakers,
                            "language_embedding": new_languages})
+    if config.train.vocoder:
+        config = config.model_copy(update={"train": config.train.model_copy(
+            update={"vocoder": uri.absolute(config.train.vocoder)})})
+        load_vocoder(config.train.vocoder, spec)        # an export of the vocoder family, for these mels
     launch.open_run(run, config)
     return Plan(config=config, build_args=build_args, **plan)
 
@@ -165,9 +170,10 @@ def losses(model, batch: dict[str, Any], config: Config, device: torch.device,
 # ------------------------------------------------------------------------------------ worker
 
 @torch.no_grad()
-def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model, ema: EMA) -> dict[str, float]:
+def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model, ema: EMA,
+             vocoder: Optional[Vocoder]) -> dict[str, float]:
     """EMA weights on every worker's share of the val split; frame-weighted means over all;
-    rank 0 logs a predicted-vs-target mel and its Griffin-Lim audio."""
+    rank 0 logs a predicted-vs-target mel and its audio (through ``vocoder``, else Griffin-Lim)."""
     ema.copy_to(eval_model)
     eval_model.eval()
     sums = np.zeros(len(LOSS_NAMES) + 1)
@@ -187,8 +193,12 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model,
                                             first["speakers"][:1].to(device), first["languages"][:1].to(device))
         predicted, target = mel[0, : int(mel_lengths[0])], first["mels"][0, : int(first["mel_lengths"][0])]
         worker.runlog.mel(worker.state.step, "val/mel_predicted_vs_target", predicted, target)
-        worker.runlog.audio(worker.state.step, "val/audio_griffin_lim", griffin_lim(predicted.cpu(), plan.config.audio),
-                            plan.config.audio.sample_rate)
+        spec = plan.config.audio
+        if vocoder is not None:
+            worker.runlog.audio(worker.state.step, "val/audio_vocoder", vocoder(predicted.cpu()), spec.sample_rate)
+        else:
+            worker.runlog.audio(worker.state.step, "val/audio_griffin_lim", griffin_lim(predicted.cpu(), spec),
+                                spec.sample_rate)
     return metrics
 
 
@@ -200,6 +210,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     model = build_model(plan).to(worker.device)
     ema = EMA(model, train.ema_decay)
     eval_model = build_model(plan, load_base=False).to(worker.device)
+    vocoder = load_vocoder(train.vocoder, config.audio) if train.vocoder and worker.rank == 0 else None
     engine, lr_schedule = build_engine(model, OptimizerSettings.of(train),
                                        deepspeed_config(train, config.deepspeed, worker.world_size))
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.deepspeed.precision]
@@ -227,7 +238,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             worker.log(meter.reduce(worker.device), lr=lr_schedule.get_last_lr()[0], grad_norm=grad_norm(engine))
             meter.reset()
         if worker.validation_due():
-            metrics = validate(plan, worker, val_shard, eval_model, ema)
+            metrics = validate(plan, worker, val_shard, eval_model, ema, vocoder)
             worker.checkpoint(metrics, engines={"model": engine}, emas={"model": ema}, stream=stream,
                               trainable_only=trainable_only)
             meter.reset()                              # validation time is not training throughput
