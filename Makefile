@@ -9,12 +9,15 @@ setup:
 	@scripts/setup.sh
 
 # The main job on the embedded default: the committed sample corpus -> feature store -> the tiny
-# acoustic model (Ray Train + DeepSpeed on a local in-process Ray) -> a synthesized wav.
-# Re-running resumes the run in out/sample-run (already finished: it only exports again).
+# acoustic model and the tiny vocoder (Ray Train + DeepSpeed on a local in-process Ray) -> a
+# sentence spoken through the vocoder (and through Griffin-Lim, to compare).
+# Re-running resumes the runs in out/ (already finished: they only export again).
 demo: setup
 	$(BIN)/voxray preprocess --input corpus/sample --output out/sample-store preprocess.overwrite=true
 	$(BIN)/voxray train acoustic --data out/sample-store --output out/sample-run --config jobs/configs/acoustic-cpu.yaml
-	$(BIN)/voxray synthesize --model out/sample-run/final --text "Hello from voxray." --speaker spk_f --language en-us --out out/hello.wav
+	$(BIN)/voxray train vocoder --data out/sample-store --output out/sample-vocoder --config jobs/configs/vocoder-cpu.yaml
+	$(BIN)/voxray synthesize --model out/sample-run/final --text "Hello from voxray." --speaker spk_f --language en-us --out out/hello-griffin-lim.wav
+	$(BIN)/voxray synthesize --model out/sample-run/final --vocoder out/sample-vocoder/final --text "Hello from voxray." --speaker spk_f --language en-us --out out/hello.wav
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -22,6 +25,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/train_acoustic.py
+	$(BIN)/python benchmarks/train_vocoder.py
 
 # Regenerate the committed sample corpus (needs espeak-ng; output is byte-for-byte reproducible).
 corpus: setup
