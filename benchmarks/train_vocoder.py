@@ -32,17 +32,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def ensure_store(path: str | None, scratch: str) -> str:
-    if path:
-        return path
-    from voxray.config import load_config
-    from voxray.data.pipeline import preprocess
-
-    store = os.path.join(scratch, "store")
-    preprocess(str(REPO / "corpus" / "sample"), store, load_config())
-    return store
-
-
 def _rows(store: str, split: str) -> list[dict]:
     from voxray.data.store import arrow_rows, read_split
 
@@ -142,9 +131,9 @@ def copy_synthesis(store: str, final: str | None) -> float:
     vocoder = load_vocoder(final) if final else None
     errors = []
     for row in _rows(store, "test"):
-        mel = torch.from_numpy(np.asarray(row["mel"], dtype=np.float32).reshape(int(row["n_frames"]), -1))
+        mel = torch.from_numpy(np.array(row["mel"], dtype=np.float32).reshape(int(row["n_frames"]), -1))
         audio = vocoder(mel) if vocoder else griffin_lim(mel, spec, iterations=60)
-        recorded = torch.from_numpy(np.asarray(row["audio"], dtype=np.float32))
+        recorded = torch.from_numpy(np.array(row["audio"], dtype=np.float32))
         audio = audio * (recorded.pow(2).mean().sqrt() / audio.pow(2).mean().sqrt().clamp(min=1e-8))
         errors.append(float((log_mel(audio.float(), spec).T - mel).abs().mean()))
     return statistics.mean(errors)
@@ -159,6 +148,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
+
+    from train_acoustic import ensure_store          # benchmarks/ is on sys.path
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     scratch = tempfile.mkdtemp(prefix="voxray-bench-")

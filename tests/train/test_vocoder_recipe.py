@@ -69,18 +69,19 @@ def test_the_vocoder_learns_and_exports_the_generator(vocoder_run):
 
 
 def test_resume_is_exact(sample_store, vocoder_run, tmp_path):
-    """The session run's first 40 steps again, stopped at 20 and resumed: the same crops, the same losses."""
+    """The session run's first 20 steps again, stopped at 10 and resumed: the same crops, the same
+    losses (validation draws nothing, so validating more often changes no training step)."""
     run = str(tmp_path / "run")
-    common = ("train.val_every=20", "train.log_every=10")
+    common = ("train.val_every=10", "train.log_every=10")
+    train(sample_store, run, "train.max_steps=10", *common)
     train(sample_store, run, "train.max_steps=20", *common)
-    train(sample_store, run, "train.max_steps=40", *common)
-    straight = [r for r in metrics(vocoder_run, "train") if r["step"] <= 40]
+    straight = [r for r in metrics(vocoder_run, "train") if r["step"] <= 20]
     resumed = metrics(run, "train")
-    assert [r["step"] for r in resumed] == [r["step"] for r in straight] == [10, 20, 30, 40]
+    assert [r["step"] for r in resumed] == [r["step"] for r in straight] == [10, 20]
     for a, b in zip(straight, resumed):
         for name in ("generator", "discriminator", "mel"):
             assert b[name] == pytest.approx(a[name], rel=1e-4), (name, a, b)
-    assert [r["step"] for r in metrics(run, "resumed")] == [20]
+    assert [r["step"] for r in metrics(run, "resumed")] == [10]
 
 
 def test_synthesize_through_the_vocoder(base_run, vocoder_run, tmp_path, capsys):

@@ -29,6 +29,17 @@ def _channels(base: tuple[int, ...], width: float) -> list[int]:
     return [max(4, int(c * width)) for c in base]
 
 
+def _through(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The convolution stack with leaky ReLUs, then the score head: (score [B, -1], feature maps)."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        features.append(x)
+    x = post(x)
+    features.append(x)
+    return x.flatten(1), features
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, width: float) -> None:
         super().__init__()
@@ -43,14 +54,7 @@ class PeriodDiscriminator(nn.Module):
         batch, channels, samples = audio.shape
         if samples % self.period:
             audio = F.pad(audio, (0, self.period - samples % self.period), "reflect")
-        x = audio.view(batch, channels, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _through(self.convs, self.post, audio.view(batch, channels, -1, self.period))
 
 
 class ScaleDiscriminator(nn.Module):
@@ -66,13 +70,7 @@ class ScaleDiscriminator(nn.Module):
         self.post = norm(nn.Conv1d(c[-1], 1, 3, 1, padding=1))
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x, features = audio, []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _through(self.convs, self.post, audio)
 
 
 class Discriminators(nn.Module):
