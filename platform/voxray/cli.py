@@ -65,6 +65,29 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true", help="replace an output folder that is not empty")
     predict.add_argument("--verbose", action="store_true", help="show Ray's own logs (INFO and up) too")
 
+    codec = commands.add_parser("codec", help="discrete audio codes: fit voxray's mel codec, encode a store, "
+                                              "decode codes to sound").add_subparsers(dest="action", required=True)
+    fit = codec.add_parser("fit", help="fit the mel codec (a residual VQ) on a store's train split, with Ray Data")
+    fit.add_argument("--data", required=True, help="feature store (path or s3://)")
+    fit.add_argument("--output", required=True, help="the codec's folder (path or s3://)")
+    _add_config_args(fit)
+    encode = codec.add_parser("encode", help="a copy of a store with the codec's audio_codes, with Ray Data")
+    encode.add_argument("--codec", required=True, help="a codec folder (voxray codec fit, or a plugin's)")
+    encode.add_argument("--data", required=True, help="feature store (path or s3://)")
+    encode.add_argument("--output", required=True, help="the new feature store (path or s3://)")
+    encode.add_argument("--reconstruct-mels", action="store_true",
+                        help="also replace the mel column by the codec's reconstruction (to fine-tune a vocoder)")
+    encode.add_argument("--actors", type=int, default=1, help="codec replicas (Ray Data actors)")
+    encode.add_argument("--overwrite", action="store_true", help="replace an output folder that is not empty")
+    encode.add_argument("--verbose", action="store_true", help="show Ray's own logs (INFO and up) too")
+    decode = codec.add_parser("decode", help="one stored utterance's codes -> a wav (through a vocoder, or "
+                                             "Griffin-Lim)")
+    decode.add_argument("--codec", required=True, help="a codec folder, or 'precomputed' for the store's own codes")
+    decode.add_argument("--data", required=True, help="feature store with audio_codes (path or s3://)")
+    decode.add_argument("--id", required=True, help="the utterance's id")
+    decode.add_argument("--vocoder", help="RUN_URI/final of a trained vocoder (default: Griffin-Lim)")
+    decode.add_argument("--out", required=True, help="output .wav (path or s3://)")
+
     synth = commands.add_parser("synthesize", help="text -> waveform with an exported acoustic model")
     synth.add_argument("--model", required=True, help="RUN_URI/final of a trained acoustic model")
     synth.add_argument("--text", required=True)
@@ -173,6 +196,59 @@ def _predict_mels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _codec(args: argparse.Namespace) -> int:
+    from voxray.codec import fit
+
+    try:
+        match args.action:
+            case "fit":
+                report = fit.fit(args.data, args.output, load_config(args.config, args.overrides))
+                print(f"\ncodec: {args.output}  ({report['vectors']:,} stacked frames, {report['steps']} steps)")
+                by_levels = report.get("val_mel_l1_by_codebooks", {})
+                print("  val mel L1 by codebooks used: " + ", ".join(f"{k}: {v:.4f}" for k, v in by_levels.items()))
+                print("  val codebook usage (used / perplexity): " + ", ".join(
+                    f"{u['used']}/{u['perplexity']:.0f}" for u in report.get("val_usage", [])))
+            case "encode":
+                result = fit.encode(args.codec, args.data, args.output, reconstruct_mels=args.reconstruct_mels,
+                                    actors=args.actors, overwrite=args.overwrite)
+                print(f"\nfeature store with codes: {args.output}  ({result['n_codebooks']} x {result['codebook_size']} "
+                      f"at {result['frame_rate']:g} Hz; {result['code_frames']:,} code frames)")
+                print("  " + ", ".join(f"{split} {count}" for split, count in result["rows"].items()) + " rows")
+            case "decode":
+                return _decode(args)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"voxray codec {args.action}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from voxray.audio import AudioSpec
+    from voxray.codec import load_codec, precomputed
+    from voxray.data.derive import read_stats
+    from voxray.data.store import arrow_rows, read_split
+    from voxray.synthesize import SynthesisError, codes_to_audio, load_vocoder, write_wav
+
+    spec = AudioSpec(**read_stats(args.data)["audio_spec"])
+    rows = [row for split in ("train", "val", "test")
+            for row in arrow_rows(read_split(args.data, split, ["id", "audio_codes", "n_frames"]))
+            if row["id"] == args.id]
+    if not rows or rows[0]["audio_codes"] is None:
+        raise ValueError(f"{args.data} has no utterance {args.id!r} with audio_codes")
+    codec = precomputed(args.data) if args.codec == "precomputed" else load_codec(args.codec)
+    try:
+        vocoder = load_vocoder(args.vocoder, spec) if args.vocoder else None
+    except SynthesisError as exc:
+        raise ValueError(str(exc)) from None
+    audio = codes_to_audio(codec, np.asarray(rows[0]["audio_codes"]), vocoder, spec, int(rows[0]["n_frames"]))
+    write_wav(args.out, audio, spec.sample_rate)
+    through = f"vocoder {args.vocoder}" if vocoder else "Griffin-Lim"
+    print(f"{args.out}: {len(audio) / spec.sample_rate:.2f} s from {len(rows[0]['audio_codes'])} code frames ({through})")
+    return 0
+
+
 def _synthesize(args: argparse.Namespace) -> int:
     from voxray.synthesize import SynthesisError, load_vocoder, load_voice, synthesize, write_wav
 
@@ -210,6 +286,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 return _tune(args)
             case "predict-mels":
                 return _predict_mels(args)
+            case "codec":
+                return _codec(args)
             case "synthesize":
                 return _synthesize(args)
     except ConfigError as exc:

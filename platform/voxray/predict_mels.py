@@ -10,7 +10,6 @@ text, labels) is kept; ``stats.json`` records which model predicted the mels.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -19,12 +18,9 @@ import torch
 
 from voxray import uri
 from voxray.audio import AudioSpec
-from voxray.data import batching, store
-from voxray.data.splits import SPLITS
+from voxray.data import batching, derive, store
 from voxray.export import read_final
 from voxray.models.acoustic import fastspeech2
-
-COPIED = ("vocab.json", "config.yaml", "rejected.jsonl")
 
 
 def label_maps(model_manifest: dict[str, Any], model_vocabulary: list[str], stats: dict[str, Any]
@@ -78,55 +74,17 @@ class MelPredictor:
                                 store.ragged_column(predicted, table.schema.field(index).type))
 
 
-def _predictor(model: str, maps: dict[str, list[int]], use_gpu: bool) -> type:
-    """MelPredictor with its arguments inside the class (Ray ships a class with the task; keyword
-    arguments would go through the object store, which Ray warns about for restartable actors)."""
-    class Predictor(MelPredictor):
-        def __init__(self) -> None:
-            super().__init__(model, maps, use_gpu)
-
-    return Predictor
-
-
 def predict_mels(model: str, data: str, output: str, *, batch_size: int = 16, actors: int = 1,
-                 use_gpu: bool = False, overwrite: bool = False) -> dict[str, Any]:
+                 use_gpu: bool = False, overwrite: bool = False) -> dict[str, int]:
     """Write OUTPUT (local or s3://) from DATA with predicted mels; returns rows per split."""
-    import ray
-
-    from voxray.cluster import ensure_ray
-
-    data, output = uri.absolute(data), uri.absolute(output)
+    data, output, model = uri.absolute(data), uri.absolute(output), uri.absolute(model)
     final = read_final(model, family="acoustic")
-    stats_path = uri.join(data, "stats.json")
-    if not uri.exists(stats_path):
-        raise FileNotFoundError(f"{data} is not a feature store (no stats.json); run voxray preprocess first")
-    stats = json.loads(uri.read_text(stats_path))
+    stats = derive.read_stats(data)
     if AudioSpec(**stats["audio_spec"]) != final.audio_spec:
         raise ValueError(f"the store's AudioSpec {stats['audio_spec']} differs from the model's "
                          f"{final.audio_spec.model_dump()}")
     maps = label_maps(final.manifest, final.vocabulary.tokens, stats)
-    if uri.exists(output) and not uri.is_empty_dir(output):
-        if not overwrite:
-            raise FileExistsError(f"{output} is not empty; choose another --output or pass --overwrite")
-        uri.remove_tree(output)
-    ensure_ray(cpus=actors + 1)
-    env = uri.storage_env()
-    for split in SPLITS:
-        files = store.split_files(data, split)
-        if not files:
-            continue
-        paths = [uri.filesystem(f)[1] if uri.is_remote(f) else f for f in files]
-        dataset = ray.data.read_parquet(paths, filesystem=uri.pyarrow_filesystem(data),
-                                        runtime_env={"env_vars": env} if env else None)
-        predicted = dataset.map_batches(_predictor(uri.absolute(model), maps, use_gpu), batch_size=batch_size,
-                                        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
-                                        num_gpus=1 if use_gpu else 0)
-        target = store.split_dir(output, split)
-        predicted.write_parquet(uri.filesystem(target)[1] if uri.is_remote(target) else target,
-                                filesystem=uri.pyarrow_filesystem(output))
-    for name in COPIED:
-        if uri.exists(uri.join(data, name)):
-            uri.write_bytes(uri.join(output, name), uri.read_bytes(uri.join(data, name)))
-    stats = {**stats, "mels": {"predicted_by": uri.absolute(model), "teacher_forced": True, "from_store": data}}
-    uri.write_text(uri.join(output, "stats.json"), json.dumps(stats, indent=1, ensure_ascii=False))
-    return store.count_rows(output)
+    derive.prepare_output(output, overwrite)
+    stats = {**stats, "mels": {"predicted_by": model, "teacher_forced": True, "from_store": data}}
+    return derive.derive(data, output, lambda: MelPredictor(model, maps, use_gpu), stats, batch_size=batch_size,
+                         actors=actors, use_gpu=use_gpu)

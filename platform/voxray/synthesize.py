@@ -120,3 +120,18 @@ def write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, sample_rate, subtype="PCM_16", format="WAV")
     uri.write_bytes(path, buffer.getvalue())
+
+
+def codes_to_audio(codec, codes: np.ndarray, vocoder: Optional[Vocoder] = None, spec: Optional[AudioSpec] = None,
+                   frames: Optional[int] = None) -> np.ndarray:
+    """Codes [T, n_codebooks] -> waveform: the codec's own waveform, or its mel (cropped to
+    ``frames``) through ``vocoder``, else Griffin-Lim with ``spec``."""
+    decoded = codec.decode(codes)
+    if decoded.audio is not None:
+        return np.asarray(decoded.audio, dtype=np.float32)
+    mel = torch.from_numpy(np.asarray(decoded.mel, dtype=np.float32))[:frames]
+    if vocoder is not None:
+        return vocoder(mel).numpy().astype(np.float32)
+    if spec is None:
+        raise SynthesisError("Griffin-Lim needs the codec's AudioSpec")
+    return griffin_lim(mel, spec, iterations=60).numpy().astype(np.float32)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from voxray.audio import AudioSpec
-from voxray.config.sections import (DeepSpeedSection, FinetuneConfig, LoraConfig, PreprocessConfig, Strict,
-                                    TrainConfig, TuneSection)
+from voxray.config.sections import (CodecSection, DeepSpeedSection, FinetuneConfig, LoraConfig, PreprocessConfig,
+                                    Strict, TrainConfig, TuneSection)
 
 
 class Config(Strict):
@@ -19,3 +19,4 @@ class Config(Strict):
     lora: LoraConfig = LoraConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     tune: TuneSection = TuneSection()
+    codec: CodecSection = CodecSection()

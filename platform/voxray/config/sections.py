@@ -141,6 +141,32 @@ class FinetuneConfig(Strict):
     init_from: Optional[str] = Field(None, description="RUN_URI/final of a trained model to start from")
 
 
+class CodecSection(Strict):
+    """What discrete audio codes are: checked against every manifest row that carries
+    ``audio_codes``; where a value is null it is inferred from the rows and recorded. The built-in
+    mel codec (``voxray codec fit``) reads its shape from here too."""
+
+    name: Optional[str] = Field(None, description="the codec that made the codes (free text, recorded)")
+    n_codebooks: Optional[int] = Field(None, ge=1, description="codebooks per code frame (null: inferred from "
+                                                               "the rows; the built-in codec: 8)")
+    codebook_size: Optional[int] = Field(None, ge=2, description="codes per codebook, [0, size) (null: the "
+                                                                 "smallest power of two above the largest code; "
+                                                                 "the built-in codec: 1024)")
+    frame_rate: Optional[float] = Field(None, gt=0, description="code frames per second (null: the median over "
+                                                                "the rows of frames / audio seconds)")
+    length_tolerance: int = Field(2, ge=0, description="code frames a row's length may differ from its audio's "
+                                                       "duration (before trimming) x frame_rate")
+    stack_frames: int = Field(4, ge=1, description="built-in codec: mel frames per code frame (4: ~21.5 Hz at "
+                                                   "22.05 kHz / hop 256)")
+    fit_vectors: int = Field(100_000, ge=100, description="built-in codec: stacked frames sampled from the train "
+                                                          "split to fit on")
+    fit_steps: int = Field(300, ge=1, description="built-in codec: training passes over batches of vectors")
+    batch_vectors: int = Field(4096, ge=16, description="built-in codec: vectors per training batch")
+    dead_code_threshold: float = Field(2.0, ge=0, description="built-in codec: a code used less (EMA count) is "
+                                                              "restarted from a random vector (0: off)")
+    seed: int = Field(0, description="built-in codec: sampling and initialisation")
+
+
 class TuneSection(Strict):
     concurrent_trials: int = Field(1, ge=1, description="trials at once (each a multi-worker training run)")
     search: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler")

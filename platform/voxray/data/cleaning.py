@@ -119,7 +119,8 @@ def trim_bounds(waveform: np.ndarray, top_db: float, frame_length: int, hop_leng
 
 def clean(data: bytes, *, sample_rate: int, loudness_lufs: float, max_peak: float,
           silence_peak_dbfs: float, trim_top_db: float, min_seconds: float, max_seconds: float,
-          frame_length: int = 1024, hop_length: int = 256) -> CleanAudio:
+          frame_length: int = 1024, hop_length: int = 256, trim: bool = True) -> CleanAudio:
+    """``trim=False`` keeps the edges (a row whose codes are aligned with the whole file)."""
     channels, source_rate = decode(data)
     if not np.isfinite(channels).all():
         bad = int((~np.isfinite(channels)).sum())
@@ -130,14 +131,15 @@ def clean(data: bytes, *, sample_rate: int, loudness_lufs: float, max_peak: floa
         raise Rejected(SILENT, f"peak {peak:.1f} dBFS < {silence_peak_dbfs} dBFS")
     # Trimming is relative to the loudest frame, so it does not depend on the gain: find the
     # speech first and measure its loudness without the edge silences pulling it around.
-    start, end = trim_bounds(mono, trim_top_db, frame_length, hop_length)
+    start, end = trim_bounds(mono, trim_top_db, frame_length, hop_length) if trim else (0, mono.shape[0])
     speech = np.ascontiguousarray(mono[start:end], dtype=np.float32)
     measured = loudness(speech, sample_rate)
     trimmed = normalize_loudness(speech, measured, loudness_lufs, max_peak)
     seconds = trimmed.shape[0] / sample_rate
+    after = "after trimming" if trim else "(not trimmed)"
     if seconds < min_seconds:
-        raise Rejected(TOO_SHORT, f"{seconds:.3f} s after trimming < {min_seconds} s")
+        raise Rejected(TOO_SHORT, f"{seconds:.3f} s {after} < {min_seconds} s")
     if seconds > max_seconds:
-        raise Rejected(TOO_LONG, f"{seconds:.3f} s after trimming > {max_seconds} s")
+        raise Rejected(TOO_LONG, f"{seconds:.3f} s {after} > {max_seconds} s")
     return CleanAudio(trimmed, sample_rate, start / sample_rate, source_rate,
                       channels.shape[0], measured)

@@ -18,7 +18,7 @@ import ray
 from voxray import uri
 from voxray.cluster import ensure_ray
 from voxray.config import Config, to_yaml
-from voxray.data import readers, store
+from voxray.data import codes, readers, store
 from voxray.data.process import Context, process_units, scan_units
 from voxray.data.splits import rebalance
 from voxray.text import G2P
@@ -115,7 +115,9 @@ def preprocess(input_uri: str, output: str, config: Config, fmt: Optional[str] =
         phase("scan_pass")
 
         # Pass 2: audio and features, written as they stream.
-        sink = store.FeatureStoreSink(output, config.audio.n_mels)
+        codec = context.codec
+        sink = store.FeatureStoreSink(output, config.audio.n_mels,
+                                      (codec.n_codebooks, codec.codebook_size) if codec else None)
         items.map_batches(process_units, fn_kwargs={"ctx": context}, batch_size=None,
                           batch_format="pyarrow", **remote).write_datasink(sink, ray_remote_args=remote)
     totals = sink.stats
@@ -164,4 +166,6 @@ def _summarise(totals, output: str, fmt: str, input_uri: str, config: Config,
         "audio_spec": config.audio.model_dump(),
         "vocabulary": context.vocabulary.tokens,
         "has_durations": bool(config.preprocess.alignments),
+        "codec": None if context.codec is None else {
+            **context.codec.describe(), "code_frames": totals.code_frames, "usage": codes.usage(totals.code_counts)},
     }

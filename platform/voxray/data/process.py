@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from voxray import uri
 from voxray.config import Config
-from voxray.data import alignments, cleaning, features, readers, store
+from voxray.data import alignments, cleaning, codes, features, readers, store
 from voxray.data.cleaning import Rejected
 from voxray.data.splits import split_of
 from voxray.text import G2P, Vocabulary, normalize_text
@@ -28,6 +28,7 @@ class Context:
     vocabulary: Optional[Vocabulary] = None
     speakers: dict[str, int] = field(default_factory=dict)
     languages: dict[str, int] = field(default_factory=dict)
+    codec: Optional[codes.CodecInfo] = None        # what the rows' audio_codes are, when they have any
 
     @property
     def g2p(self) -> G2P:
@@ -41,15 +42,18 @@ class Context:
         self.vocabulary = Vocabulary.build({s for row in scans for s in row["symbols"]})
         self.speakers = index("speakers")
         self.languages = index("languages")
+        observed = [codes.Observation(int(v[0]), int(v[1]), int(v[2]), v[3] if v[3] >= 0 else None)
+                    for row in scans for v in row["codes"]]
+        self.codec = codes.infer(self.config.codec, observed)
 
 
-def clean_audio(data: bytes, config: Config) -> cleaning.CleanAudio:
+def clean_audio(data: bytes, config: Config, trim: bool = True) -> cleaning.CleanAudio:
     pre, spec = config.preprocess, config.audio
     return cleaning.clean(
         data, sample_rate=spec.sample_rate, loudness_lufs=pre.loudness_lufs,
         max_peak=pre.max_peak, silence_peak_dbfs=pre.silence_peak_dbfs,
         trim_top_db=pre.trim_top_db, min_seconds=pre.min_seconds, max_seconds=pre.max_seconds,
-        frame_length=spec.win_length, hop_length=spec.hop_length)
+        frame_length=spec.win_length, hop_length=spec.hop_length, trim=trim)
 
 
 def _labels(item: readers.RawItem, ctx: Context) -> tuple[str, str]:
@@ -100,7 +104,10 @@ def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
             data = readers.audio_bytes(item)
         except FileNotFoundError:
             raise Rejected(cleaning.MISSING_FILE, f"{item.get('audio')} does not exist") from None
-        audio = clean_audio(data, ctx.config)
+        has_codes = item.get("audio_codes") is not None
+        audio = clean_audio(data, ctx.config, trim=not has_codes)      # trimming would shift audio against codes
+        audio_codes = codes.check(item["audio_codes"], ctx.codec, audio.waveform.shape[0] / spec.sample_rate) \
+            if has_codes else None
         feats = features.extract(audio.waveform, spec, pre.f0_floor, pre.f0_ceil)
         durations = None
         if pre.alignments:
@@ -132,7 +139,7 @@ def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
         "mel": feats.mel, "f0": feats.f0, "energy": feats.energy, "durations": durations,
         "sample_rate": spec.sample_rate, "audio": feats.waveform if pre.store_audio else None,
         "ref_audio": item.get("ref_audio"), "ref_text": item.get("ref_text"),
-        "audio_codes": item.get("audio_codes"),
+        "audio_codes": audio_codes, "metadata": item.get("metadata"),
     }
 
 
@@ -142,14 +149,17 @@ def _units(batch: pa.Table) -> list[dict]:
 
 def process_units(batch: pa.Table, ctx: Context) -> pa.Table:
     rows = [process_item(item, ctx) for unit in _units(batch) for item in readers.read_unit(unit)]
-    return store.to_table(rows, ctx.config.audio.n_mels)
+    return store.to_table(rows, ctx.config.audio.n_mels, ctx.codec.n_codebooks if ctx.codec else None)
 
 
 def scan_units(batch: pa.Table, ctx: Context) -> pa.Table:
-    """First pass, text only: the token symbols, speakers and languages of the input."""
+    """First pass, text only: the token symbols, speakers and languages of the input, and the
+    shape of each row's codes (with its audio's duration from the file header when
+    ``codec.frame_rate`` is to be inferred; -1 when unknown)."""
     symbols: set[str] = set()
     speakers: set[str] = set()
     languages: set[str] = set()
+    shapes: list[list[float]] = []
     for unit in _units(batch):
         for item in readers.read_unit(unit, with_audio=False):
             if item.get("malformed"):
@@ -157,6 +167,10 @@ def scan_units(batch: pa.Table, ctx: Context) -> pa.Table:
             speaker, language = _labels(item, ctx)
             speakers.add(speaker)
             languages.add(language)
+            if item.get("audio_codes") is not None:
+                seconds = readers.audio_seconds(item) if ctx.config.codec.frame_rate is None else None
+                seen = codes.observe(item["audio_codes"], seconds)
+                shapes.append([seen.n_codebooks, seen.max_code, seen.frames, -1.0 if seconds is None else seconds])
             text = normalize_text(item.get("text") or "")
             if not text:
                 continue
@@ -165,4 +179,4 @@ def scan_units(batch: pa.Table, ctx: Context) -> pa.Table:
             except Exception:  # the feature pass records the reason for this row
                 continue
     return pa.table({"symbols": [sorted(symbols)], "speakers": [sorted(speakers)],
-                     "languages": [sorted(languages)]})
+                     "languages": [sorted(languages)], "codes": pa.array([shapes], pa.list_(pa.list_(pa.float64())))})

@@ -35,7 +35,13 @@ class RawItem(TypedDict, total=False):
     ref_audio: Optional[str]
     ref_text: Optional[str]
     audio_codes: Optional[list[list[int]]]
+    metadata: Optional[str]       # JSON of the manifest fields the store has no column for
     malformed: Optional[str]      # why the row could not be parsed
+
+
+# Manifest fields with a column of their own; any other field (gender, age_range, phase,
+# accent, ...) is kept in the row's ``metadata`` column as JSON.
+JSONL_FIELDS = ("audio", "text", "id", "speaker_id", "speaker", "language", "ref_audio", "ref_text", "audio_codes")
 
 
 def detect_format(input_uri: str) -> str:
@@ -153,6 +159,8 @@ def _ljspeech_item(base: str, number: int, line: str) -> RawItem:
 
 
 def _codes(value: Any) -> list[list[int]]:
+    """The shape of ``audio_codes`` (a rectangle of integers); their fit to the codec is checked
+    with the audio (``voxray.data.codes``)."""
     if not isinstance(value, list) or not value or not all(isinstance(r, list) for r in value):
         raise ValueError("audio_codes must be a non-empty [T, n_codebooks] list of lists")
     width = len(value[0])
@@ -175,6 +183,7 @@ def _optional_str(row: dict, key: str) -> Optional[str]:
 def _jsonl_item(base: str, name: str, number: int, line: str) -> RawItem:
     source = f"{uri.join(base, name)}:{number}"
     fallback_id = f"{name}:{number}"
+    row: Any = None
     try:
         row = json.loads(line)
         if not isinstance(row, dict):
@@ -194,9 +203,12 @@ def _jsonl_item(base: str, name: str, number: int, line: str) -> RawItem:
             "ref_text": _optional_str(row, "ref_text"),
             "audio_codes": _codes(row["audio_codes"]) if row.get("audio_codes") is not None else None,
         }
+        extra = {key: value for key, value in row.items() if key not in JSONL_FIELDS}
+        item["metadata"] = json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None
         return item
     except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
-        return {"id": fallback_id, "source": source, "malformed": str(exc)}
+        named = row.get("id") if isinstance(row, dict) and isinstance(row.get("id"), str) and row["id"] else None
+        return {"id": named or fallback_id, "source": source, "malformed": str(exc)}
 
 
 def _parquet_items(unit: dict, with_audio: bool) -> list[RawItem]:
@@ -238,6 +250,20 @@ def _parquet_items(unit: dict, with_audio: bool) -> list[RawItem]:
                 item["audio_bytes"] = b""  # rejected downstream as an empty file
         items.append(item)
     return items
+
+
+def audio_seconds(item: RawItem) -> Optional[float]:
+    """The duration of the item's audio file from its header (None when it cannot be read)."""
+    import io
+
+    import soundfile
+
+    try:
+        if item.get("audio_bytes") is None and not uri.is_remote(item["audio"]):
+            return float(soundfile.info(item["audio"]).duration)
+        return float(soundfile.info(io.BytesIO(audio_bytes(item))).duration)
+    except Exception:        # missing or undecodable: the feature pass rejects the row with its reason
+        return None
 
 
 def audio_bytes(item: RawItem) -> bytes:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from voxray.data import codes
 from voxray.data.splits import SPLITS
 
 
@@ -70,6 +71,7 @@ class Moments:
 @dataclass
 class PartialStats:
     n_mels: int
+    codebooks: Optional[tuple[int, int]] = None     # (n_codebooks, codebook_size) when rows carry codes
     input_rows: int = 0
     kept: int = 0
     rejected: int = 0
@@ -82,10 +84,14 @@ class PartialStats:
     mel: Moments = None  # type: ignore[assignment]
     f0: Moments = field(default_factory=lambda: Moments(1))  # voiced frames only
     energy: Moments = field(default_factory=lambda: Moments(1))
+    code_counts: Optional[np.ndarray] = None        # [n_codebooks, codebook_size] uses of each code
+    code_frames: int = 0
 
     def __post_init__(self) -> None:
         if self.mel is None:
             self.mel = Moments(self.n_mels)
+        if self.codebooks and self.code_counts is None:
+            self.code_counts = np.zeros(self.codebooks, dtype=np.int64)
 
     def add_rejects(self, rejects: list[dict]) -> None:
         self.input_rows += len(rejects)
@@ -113,6 +119,8 @@ class PartialStats:
             f0 = pc.list_flatten(table["f0"]).to_numpy()
             self.f0.add(f0[f0 > 0])
             self.energy.add(pc.list_flatten(table["energy"]).to_numpy())
+        if self.code_counts is not None and table.num_rows:
+            self.code_frames += codes.count(table["audio_codes"], self.code_counts)
 
     def merge(self, other: "PartialStats") -> "PartialStats":
         for name in ("input_rows", "kept", "rejected", "malformed"):
@@ -122,6 +130,9 @@ class PartialStats:
         self.mel.merge(other.mel)
         self.f0.merge(other.f0)
         self.energy.merge(other.energy)
+        if other.code_counts is not None:
+            self.code_counts = other.code_counts.copy() if self.code_counts is None else self.code_counts + other.code_counts
+            self.code_frames += other.code_frames
         return self
 
     def move(self, from_split: str, to_split: str, seconds: float) -> None:

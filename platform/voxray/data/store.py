@@ -27,8 +27,11 @@ REJECTS_STAGING = "_rejected"
 STATUS_COLUMNS = ("status", "reason", "detail")
 
 
-def feature_schema(n_mels: int) -> pa.Schema:
+def feature_schema(n_mels: int, n_codebooks: Optional[int] = None) -> pa.Schema:
+    """The store's columns. ``audio_codes`` is ``[T, n_codebooks]`` int32 (a list of fixed-size
+    lists) when the rows carry codes, else an all-null list of lists."""
     floats = pa.list_(pa.float32())
+    code_frames = pa.list_(pa.int32(), n_codebooks) if n_codebooks else pa.list_(pa.int32())
     return pa.schema([
         ("id", pa.string()), ("source", pa.string()), ("split", pa.string()),
         ("speaker_id", pa.string()), ("language", pa.string()),
@@ -40,12 +43,13 @@ def feature_schema(n_mels: int) -> pa.Schema:
         ("f0", floats), ("energy", floats), ("durations", pa.list_(pa.int32())),
         ("sample_rate", pa.int32()), ("audio", floats),
         ("ref_audio", pa.string()), ("ref_text", pa.string()),
-        ("audio_codes", pa.list_(pa.list_(pa.int32()))),
+        ("audio_codes", pa.list_(code_frames)),
+        ("metadata", pa.string()),                 # JSON of the manifest's other fields
     ])
 
 
-def stream_schema(n_mels: int) -> pa.Schema:
-    schema = feature_schema(n_mels)
+def stream_schema(n_mels: int, n_codebooks: Optional[int] = None) -> pa.Schema:
+    schema = feature_schema(n_mels, n_codebooks)
     for name in STATUS_COLUMNS:
         schema = schema.append(pa.field(name, pa.string()))
     return schema
@@ -59,9 +63,10 @@ def ragged_column(values: list[Optional[np.ndarray]], field_type: pa.DataType) -
     inner = field_type.value_type
     present = [np.asarray(v) for v in values if v is not None]
     if pa.types.is_fixed_size_list(inner):
+        scalar = inner.value_type
         flat = np.concatenate([v.reshape(-1) for v in present]) if present else np.zeros(0)
-        child = pa.FixedSizeListArray.from_arrays(
-            pa.array(flat.astype(np.float32), pa.float32()), inner.list_size)
+        child = pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(scalar.to_pandas_dtype()), scalar),
+                                                  inner.list_size)
     else:
         flat = np.concatenate(present) if present else np.zeros(0)
         child = pa.array(flat.astype(inner.to_pandas_dtype()), inner)
@@ -91,12 +96,12 @@ def arrow_rows(table: pa.Table) -> list[dict[str, Any]]:
 _NUMPY_LISTS = ("mel", "f0", "energy", "audio")
 
 
-def to_table(rows: list[dict[str, Any]], n_mels: int) -> pa.Table:
-    schema = stream_schema(n_mels)
+def to_table(rows: list[dict[str, Any]], n_mels: int, n_codebooks: Optional[int] = None) -> pa.Table:
+    schema = stream_schema(n_mels, n_codebooks)
     columns = []
     for column in schema:
         values = [row.get(column.name) for row in rows]
-        if column.name in _NUMPY_LISTS:
+        if column.name in _NUMPY_LISTS or (column.name == "audio_codes" and n_codebooks):
             columns.append(ragged_column(values, column.type))
         else:
             columns.append(pa.array(values, column.type))
@@ -118,14 +123,15 @@ def _write_parquet(table: pa.Table, path: str) -> None:
 
 
 class FeatureStoreSink(Datasink[PartialStats]):
-    def __init__(self, output: str, n_mels: int) -> None:
+    def __init__(self, output: str, n_mels: int, codebooks: Optional[tuple[int, int]] = None) -> None:
         self.output = output
         self.n_mels = n_mels
+        self.codebooks = codebooks                   # (n_codebooks, codebook_size) when rows carry codes
         self.stats: Optional[PartialStats] = None
 
     def write(self, blocks: Iterable[Block], ctx) -> PartialStats:
         tables = [b for b in blocks if b.num_rows]
-        stats = PartialStats(self.n_mels)
+        stats = PartialStats(self.n_mels, self.codebooks)
         if not tables:
             return stats
         table = pa.concat_tables(tables)
@@ -146,7 +152,7 @@ class FeatureStoreSink(Datasink[PartialStats]):
         return stats
 
     def on_write_complete(self, write_result: WriteResult[PartialStats]) -> None:
-        merged = PartialStats(self.n_mels)
+        merged = PartialStats(self.n_mels, self.codebooks)
         for partial in write_result.write_returns:
             merged.merge(partial)
         self.stats = merged
