@@ -7,7 +7,11 @@ transform says about itself. ``voxray predict-mels`` and ``voxray codec encode``
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from ray.data import Datasink
 
 from voxray import uri
 from voxray.data import store
@@ -56,23 +60,43 @@ def actor_class(build: Callable[[], Callable]) -> type:
     return Transform
 
 
+class SplitSink(Datasink[int]):
+    """Rows into OUTPUT/<their split>/part-<task>.parquet (a retried task overwrites its own parts)."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+
+    def write(self, blocks: Iterable[pa.Table], ctx) -> int:
+        tables = [b for b in blocks if b.num_rows]
+        if not tables:
+            return 0
+        table = pa.concat_tables(tables)
+        for split in SPLITS:
+            part = table.filter(pc.equal(table["split"], split))
+            if part.num_rows:
+                store.write_part(part, uri.join(self.output, split, f"part-{ctx.task_idx:05d}.parquet"))
+        return table.num_rows
+
+
 def derive(data: str, output: str, build: Callable[[], Callable], stats: dict[str, Any], *, batch_size: int,
            actors: int, use_gpu: bool = False) -> dict[str, int]:
-    """Write OUTPUT from DATA through the transform ``build()`` makes, then its ``stats``."""
+    """Write OUTPUT from DATA through the transform ``build()`` makes, then its ``stats``. Every
+    split goes through one dataset and one pool of actors (rows keep their ``split`` column)."""
     import ray
 
     from voxray.cluster import ensure_ray
 
     ensure_ray(cpus=actors + 1)
-    for split in SPLITS:
-        dataset = split_dataset(data, split)
-        if dataset is None:
-            continue
-        mapped = dataset.map_batches(actor_class(build), batch_size=batch_size, batch_format="pyarrow",
-                                     compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0)
-        target = store.split_dir(output, split)
-        mapped.write_parquet(uri.filesystem(target)[1] if uri.is_remote(target) else target,
-                             filesystem=uri.pyarrow_filesystem(output))
+    files = [path for split in SPLITS for path in store.split_files(data, split)]
+    if not files:
+        raise ValueError(f"the feature store {data} has no rows")
+    env = uri.storage_env()
+    dataset = ray.data.read_parquet([uri.filesystem(f)[1] if uri.is_remote(f) else f for f in files],
+                                    filesystem=uri.pyarrow_filesystem(data),
+                                    runtime_env={"env_vars": env} if env else None)
+    dataset.map_batches(actor_class(build), batch_size=batch_size, batch_format="pyarrow",
+                        compute=ray.data.ActorPoolStrategy(size=actors),
+                        num_gpus=1 if use_gpu else 0).write_datasink(SplitSink(output))
     for name in SIDE_FILES:
         if uri.exists(uri.join(data, name)):
             uri.write_bytes(uri.join(output, name), uri.read_bytes(uri.join(data, name)))

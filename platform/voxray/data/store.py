@@ -112,7 +112,7 @@ def split_dir(output: str, split: str) -> str:
     return uri.join(output, split)
 
 
-def _write_parquet(table: pa.Table, path: str) -> None:
+def write_part(table: pa.Table, path: str) -> None:
     fs, inner = uri.filesystem(path)
     if not uri.is_remote(path):
         fs.makedirs(os.path.dirname(inner), exist_ok=True)
@@ -141,7 +141,7 @@ class FeatureStoreSink(Datasink[PartialStats]):
             part = kept.filter(pc.equal(kept["split"], split))
             if part.num_rows:
                 # Named by task index, so a retried task overwrites its own part.
-                _write_parquet(part, uri.join(self.output, split, f"part-{ctx.task_idx:05d}.parquet"))
+                write_part(part, uri.join(self.output, split, f"part-{ctx.task_idx:05d}.parquet"))
         rejects = table.filter(pc.invert(is_kept)).select(
             ["id", "source", "status", "reason", "detail", "speaker_id", "language"]).to_pylist()
         if rejects:
@@ -222,11 +222,11 @@ def move_row(output: str, from_split: str, to_split: str, moved_name: str) -> fl
         table.schema.get_field_index("split"), "split", pa.array([to_split]))
     rest = pa.concat_tables([table.slice(0, index), table.slice(index + 1)])
     if rest.num_rows:
-        _write_parquet(rest, path)
+        write_part(rest, path)
     else:
         fs, inner = uri.filesystem(path)
         fs.rm(inner)
-    _write_parquet(row, uri.join(output, to_split, moved_name))
+    write_part(row, uri.join(output, to_split, moved_name))
     return float(row["audio_seconds"][0].as_py())
 
 
