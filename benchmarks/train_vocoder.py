@@ -188,7 +188,7 @@ def main() -> None:
 
         if not torch.cuda.is_available():
             raise SystemExit("--gpu: no CUDA device here")
-        gpu = ray_run(store, scratch, "gpu", [f"train.batch_size=16", f"train.max_steps={args.steps}",
+        gpu = ray_run(store, scratch, "gpu", ["train.batch_size=16", f"train.max_steps={args.steps}",
                                               f"train.val_every={args.steps}", "train.log_every=10",
                                               "train.use_gpu=true", "deepspeed.precision=bf16", "model.preset=v1"])
         print(f"\nGPU: HiFi-GAN v1, bf16, 1 worker: {gpu['samples_per_s']:,.0f} samples/s "

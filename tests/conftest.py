@@ -168,6 +168,6 @@ def vocoder_run(sample_store, tmp_path_factory) -> str:
 
     run = str(tmp_path_factory.mktemp("vocoder") / "run")
     code = cli.main(["train", "vocoder", "--data", sample_store, "--output", run, "--config", VOCODER_CPU_CONFIG,
-                     "train.max_steps=60", "train.val_every=20", "train.log_every=10", "train.max_failures=0"])
+                     "train.max_steps=40", "train.val_every=20", "train.log_every=10", "train.max_failures=0"])
     assert code == 0
     return run

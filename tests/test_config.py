@@ -1,7 +1,7 @@
 import pytest
 
 from voxray.audio import AudioSpec
-from voxray.config import Config, ConfigError, load_config, parse_overrides, to_yaml
+from voxray.config import ConfigError, load_config, parse_overrides, to_yaml
 
 
 def test_defaults():

@@ -44,7 +44,7 @@ def test_discriminator_gradients_equal_ddp_and_the_generator_step_leaves_them(st
 
 def test_the_vocoder_learns_and_exports_the_generator(vocoder_run):
     val = metrics(vocoder_run, "val")
-    assert [v["step"] for v in val] == [20, 40, 60]
+    assert [v["step"] for v in val] == [20, 40]
     assert val[-1]["val_mel"] < 0.95 * val[0]["val_mel"], [v["val_mel"] for v in val]
     train_log = metrics(vocoder_run, "train")
     assert {"generator", "discriminator", "mel", "adversarial", "feature", "samples_per_s", "lr",

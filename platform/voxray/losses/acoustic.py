@@ -6,7 +6,6 @@ Shapes: B batch, N tokens, T mel frames. Masks are True on padding.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from voxray.models import alignment
 
