@@ -28,9 +28,9 @@ class RotaryEmbedding(nn.Module):
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, H, T, head_dim] -> same shape, rotated."""
-        positions = torch.arange(x.shape[-2], device=x.device, dtype=self.inv_freq.dtype)
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """x: [B, H, T, head_dim] at positions offset .. offset + T - 1 -> same shape, rotated."""
+        positions = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=self.inv_freq.dtype)
         angles = positions[:, None] * self.inv_freq[None, :]          # [T, head_dim / 2]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         even, odd = x[..., 0::2], x[..., 1::2]

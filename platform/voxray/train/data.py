@@ -48,10 +48,15 @@ class DataPosition:
     batches: int = 0
 
 
-def bucketed(rows: list[dict[str, Any]], length_key: str, batch_size: int, rng: random.Random
-             ) -> list[list[dict[str, Any]]]:
-    """One pool of rows -> batches of neighbours in length, in a random order."""
-    rows = sorted(rows, key=lambda r: (r[length_key], r["id"]))
+def frames(row: dict[str, Any]) -> int:
+    """A row's length for bucketing, by default: its mel frames."""
+    return row["n_frames"]
+
+
+def bucketed(rows: list[dict[str, Any]], length: Callable[[dict[str, Any]], int], batch_size: int,
+             rng: random.Random) -> list[list[dict[str, Any]]]:
+    """One pool of rows -> batches of neighbours in ``length(row)``, in a random order."""
+    rows = sorted(rows, key=lambda r: (length(r), r["id"]))
     batches = [rows[i: i + batch_size] for i in range(0, len(rows), batch_size)]
     rng.shuffle(batches)
     return batches
@@ -65,7 +70,7 @@ class BatchStream:
     """Endless micro-batches of length-bucketed rows over epochs, resumable at a ``DataPosition``.
 
     Epoch 0 streams the worker's shard from Ray Data in pools of ``batch_size * pool`` rows,
-    each pool cut into length buckets in a seeded random order. When the shard fits in
+    each pool cut into buckets of similar ``length(row)`` (mel frames unless the recipe says) in a seeded random order. When the shard fits in
     ``cache_bytes`` it is kept in memory, and later epochs shuffle all of it by (seed, epoch,
     rank) instead of re-reading the store (a small store would otherwise pay Ray Data's start-up
     on every epoch). A run resumed in a later epoch reads the shard once to rebuild the cache,
@@ -83,7 +88,7 @@ class BatchStream:
     def __init__(self, get_shard: Callable[[], Any], collate: Callable[[list[dict], np.random.Generator], dict],
                  *, batch_size: int, seed: int, rank: int, device: torch.device,
                  position: Optional[DataPosition] = None, cache_bytes: int = 1 << 30, pool: int = 16,
-                 length_key: str = "n_frames") -> None:
+                 length: Callable[[dict[str, Any]], int] = frames) -> None:
         self.get_shard = get_shard
         self.collate = collate
         self.rng = np.random.default_rng([seed, rank])
@@ -93,7 +98,7 @@ class BatchStream:
         self.seed = seed
         self.rank = rank
         self.cache_bytes = cache_bytes
-        self.length_key = length_key
+        self.length = length
         self.position = position or DataPosition()
         self.cache: Optional[list[dict[str, Any]]] = None     # the whole shard, once it is known to fit
         self._too_big = False
@@ -132,7 +137,7 @@ class BatchStream:
             rng = random.Random(f"{self.seed}/{epoch}/{self.rank}")
             pools = self._pools()
         for pool in pools:
-            yield from bucketed(pool, self.length_key, self.batch_size, rng)
+            yield from bucketed(pool, self.length, self.batch_size, rng)
 
     def _open_epoch(self) -> None:
         self._iterator = self._epoch(self.position.epoch)
@@ -154,7 +159,7 @@ class BatchStream:
             rows = next(self._iterator, None)
             if all_have(rows is not None, self.device):
                 self.position.batches += 1
-                self.last_padding = padding_fraction([r[self.length_key] for r in rows])
+                self.last_padding = padding_fraction([self.length(r) for r in rows])
                 return self.collate(rows, self.rng)
             if self.position.batches == 0:
                 break

@@ -32,7 +32,7 @@ import torch
 from voxray import uri
 from voxray.config import Config
 from voxray.train import checkpoint as ckpt
-from voxray.train.data import BatchStream, PrefetchedShard
+from voxray.train.data import BatchStream, PrefetchedShard, frames
 from voxray.train.distributed import all_reduce_sum, init_deepspeed_distributed
 from voxray.train.ema import EMA
 from voxray.train.runlog import RunLog
@@ -100,14 +100,15 @@ class Worker:
                                   epoch=self.state.position.epoch)
         self._last_log = (self.state.step, time.perf_counter())
 
-    def train_stream(self, collate: Callable, *, batch_size: int, length_key: str = "n_frames") -> BatchStream:
+    def train_stream(self, collate: Callable, *, batch_size: int, length: Callable[[dict], int] = frames
+                     ) -> BatchStream:
         """This rank's endless stream of training batches, at the restored position."""
         import ray.train
 
         stream = BatchStream(lambda: ray.train.get_dataset_shard("train"), collate, batch_size=batch_size,
                              seed=self.train.seed, rank=self.rank, device=self.device,
                              position=self.state.position, cache_bytes=self.train.shard_cache_mb << 20,
-                             length_key=length_key)
+                             length=length)
         if self._collate_rng is not None:
             stream.set_rng_state(self._collate_rng)
         return stream
