@@ -171,3 +171,42 @@ def vocoder_run(sample_store, tmp_path_factory) -> str:
                      "train.max_steps=40", "train.val_every=20", "train.log_every=10", "train.max_failures=0"])
     assert code == 0
     return run
+
+
+CODEC_FIT = ["codec.n_codebooks=4", "codec.codebook_size=64", "codec.fit_vectors=1000", "codec.fit_steps=30",
+             "codec.batch_vectors=512"]
+TALKER_CPU_CONFIG = str(REPO / "jobs" / "configs" / "talker-cpu.yaml")
+
+
+@pytest.fixture(scope="session")
+def codec_folder(sample_store, tmp_path_factory) -> str:
+    """voxray's mel codec (4 codebooks of 64) fitted on the sample store through the CLI."""
+    from voxray import cli
+
+    folder = str(tmp_path_factory.mktemp("codec") / "codec")
+    assert cli.main(["codec", "fit", "--data", sample_store, "--output", folder, *CODEC_FIT]) == 0
+    return folder
+
+
+@pytest.fixture(scope="session")
+def codes_store(sample_store, codec_folder, tmp_path_factory) -> str:
+    """The sample store encoded with that codec through the CLI (every row gets audio_codes)."""
+    from voxray import cli
+
+    encoded = str(tmp_path_factory.mktemp("codes") / "store")
+    assert cli.main(["codec", "encode", "--codec", codec_folder, "--data", sample_store, "--output", encoded]) == 0
+    return encoded
+
+
+@pytest.fixture(scope="session")
+def talker_run(codes_store, tmp_path_factory) -> str:
+    """The tiny talker trained on the encoded store through the CLI and the CPU config from
+    jobs/configs, on 2 workers at ZeRO-3 (the CPU config's ZeRO-2 on one worker is the demo's)."""
+    from voxray import cli
+
+    run = str(tmp_path_factory.mktemp("talker") / "run")
+    code = cli.main(["train", "talker", "--data", codes_store, "--output", run, "--config", TALKER_CPU_CONFIG,
+                     "train.max_steps=60", "train.val_every=30", "train.log_every=10", "train.max_failures=0",
+                     "train.num_workers=2", "deepspeed.zero_stage=3"])
+    assert code == 0
+    return run

@@ -88,14 +88,23 @@ def _parser() -> argparse.ArgumentParser:
     decode.add_argument("--vocoder", help="RUN_URI/final of a trained vocoder (default: Griffin-Lim)")
     decode.add_argument("--out", required=True, help="output .wav (path or s3://)")
 
-    synth = commands.add_parser("synthesize", help="text -> waveform with an exported acoustic model")
-    synth.add_argument("--model", required=True, help="RUN_URI/final of a trained acoustic model")
+    synth = commands.add_parser("synthesize", help="text -> waveform with an exported acoustic model or talker")
+    synth.add_argument("--model", required=True, help="RUN_URI/final of a trained acoustic model or talker")
     synth.add_argument("--text", required=True)
     synth.add_argument("--speaker", help="speaker name (default: the model's first speaker)")
     synth.add_argument("--language", help="language (default: the model's first language)")
     synth.add_argument("--pace", type=float, default=1.0, help=">1 speaks faster")
     synth.add_argument("--vocoder", help="RUN_URI/final of a trained vocoder (default: Griffin-Lim)")
     synth.add_argument("--out", required=True, help="output .wav (path or s3://)")
+    talking = synth.add_argument_group("talker models")
+    talking.add_argument("--codec", help="codec folder that decodes the talker's codes (default: the voxray codec "
+                                         "the export records; precomputed codes need their own, e.g. a plugin)")
+    talking.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0: greedy)")
+    talking.add_argument("--top-k", type=int, default=50, help="sample among the k most likely codes (0: all)")
+    talking.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
+    talking.add_argument("--max-length-factor", type=float, default=3.0,
+                         help="at most this x the training data's code frames per text token")
+    talking.add_argument("--seed", type=int, help="sampling seed (reproducible output)")
     return parser
 
 
@@ -249,9 +258,40 @@ def _decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speak(args: argparse.Namespace) -> int:
+    from voxray.synthesize import SynthesisError, load_talker, load_vocoder, speak, write_wav
+
+    try:
+        voice = load_talker(args.model, args.codec)
+        vocoder = load_vocoder(args.vocoder, voice.final.audio_spec) if args.vocoder else None
+        audio, codes, ended = speak(voice, args.text, speaker=args.speaker, language=args.language, vocoder=vocoder,
+                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                    max_length_factor=args.max_length_factor, seed=args.seed)
+    except (FileNotFoundError, SynthesisError) as exc:
+        print(f"voxray synthesize: error: {exc}", file=sys.stderr)
+        return 2
+    rate = voice.final.audio_spec.sample_rate
+    write_wav(args.out, audio, rate)
+    through = f"vocoder {args.vocoder}" if vocoder else "the codec's own decoder or Griffin-Lim"
+    stop = "end of speech" if ended else "stopped at the length limit (--max-length-factor)"
+    print(f"{args.out}: {len(audio) / rate:.2f} s, {len(codes)} code frames, {stop} ({through})")
+    return 0
+
+
+def _model_family(final: str) -> Optional[str]:
+    import json
+
+    from voxray import uri
+
+    path = uri.join(final, "model.json")
+    return json.loads(uri.read_text(path)).get("family") if uri.exists(path) else None
+
+
 def _synthesize(args: argparse.Namespace) -> int:
     from voxray.synthesize import SynthesisError, load_vocoder, load_voice, synthesize, write_wav
 
+    if _model_family(args.model) == "talker":
+        return _speak(args)
     try:
         voice = load_voice(args.model)
         vocoder = load_vocoder(args.vocoder, voice.final.audio_spec) if args.vocoder else None

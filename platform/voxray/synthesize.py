@@ -1,14 +1,15 @@
 """Text -> phonemes -> mel -> waveform with an exported acoustic model (``RUN_URI/final``) and,
 when given, an exported vocoder (``VOCODER_RUN/final``); Griffin-Lim turns the mel into audio
-without one. The text goes through the same
+without one. A talker export goes text -> phonemes -> codes -> its codec -> (vocoder) waveform. The text goes through the same
 normalisation and G2P as the feature store did for that language.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import soundfile
@@ -18,6 +19,7 @@ from voxray import uri
 from voxray.audio import AudioSpec
 from voxray.dsp import griffin_lim
 from voxray.export import FinalModel, read_final
+from voxray.models import talker
 from voxray.models.acoustic import fastspeech2
 from voxray.models.vocoder import build_generator
 from voxray.text import G2P, normalize_text
@@ -71,6 +73,34 @@ def load_vocoder(final_uri: str, spec: Optional[AudioSpec] = None) -> Vocoder:
     return Vocoder(generator.eval(), final)
 
 
+@dataclass
+class TalkerVoice:
+    model: talker.Talker
+    final: FinalModel
+    codec: Any                              # decodes the talker's codes (voxray.codec.Codec)
+
+
+def load_talker(final_uri: str, codec: Optional[str] = None) -> TalkerVoice:
+    """A talker export and the codec its codes decode with: ``codec`` (a codec folder, e.g. a
+    plugin wrapping the decoder of precomputed codes), else the voxray codec the export records."""
+    from voxray.codec import PrecomputedCodec, load_codec
+
+    final = _read(final_uri, "talker")
+    model = talker.build(**final.manifest["build"])
+    model.load_state_dict(final.weights)
+    described = final.manifest["codec"]
+    folder = codec or described.get("codec")
+    try:
+        decoder = load_codec(folder) if folder else PrecomputedCodec(described)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SynthesisError(f"the talker's codec: {exc}") from None
+    made = {key: decoder.description.get(key) for key in ("n_codebooks", "codebook_size")}
+    if made != {key: described[key] for key in made}:
+        raise SynthesisError(f"the codec {folder} makes {made} codes; the talker speaks "
+                             f"{ {key: described[key] for key in made} }")
+    return TalkerVoice(model.eval(), final, decoder)
+
+
 def _pick(kind: str, name: Optional[str], known: list[str]) -> int:
     if name is None:
         return 0
@@ -79,7 +109,8 @@ def _pick(kind: str, name: Optional[str], known: list[str]) -> int:
     return known.index(name)
 
 
-def tokens_for(voice: Voice, text: str, language: str) -> list[int]:
+def tokens_for(voice: Voice | TalkerVoice, text: str, language: str) -> list[int]:
+    """The text's token ids as the model's store made them (normalisation + G2P of ``language``)."""
     normalized = normalize_text(text)
     if not normalized:
         raise SynthesisError("the text is empty after normalisation")
@@ -114,6 +145,32 @@ def synthesize(voice: Voice, text: str, speaker: Optional[str] = None, language:
     else:
         audio = griffin_lim(log_mel, voice.final.audio_spec, iterations=griffin_lim_iterations)
     return audio.numpy().astype(np.float32), log_mel
+
+
+@torch.no_grad()
+def speak(voice: TalkerVoice, text: str, speaker: Optional[str] = None, language: Optional[str] = None,
+          vocoder: Optional[Vocoder] = None, *, temperature: float = 0.8, top_k: int = 50, top_p: float = 0.95,
+          max_length_factor: float = 3.0, seed: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(waveform, codes [T, K], whether it ended with the end of speech) from a talker: codes
+    sampled with a KV cache, at most ``max_length_factor`` x the training data's code frames per
+    text token (+ 10), decoded by the talker's codec (through ``vocoder`` when it gives a mel)."""
+    manifest = voice.final.manifest
+    speaker_index = _pick("speaker", speaker, manifest["speakers"])
+    language_index = _pick("language", language, manifest["languages"])
+    ids = tokens_for(voice, text, manifest["languages"][language_index])
+    per_token = manifest.get("frames_per_token") or 4.0
+    max_frames = int(math.ceil(max_length_factor * per_token * len(ids))) + 10
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    codes, ended = voice.model.generate(torch.tensor(ids), speaker_index, language_index, max_frames=max_frames,
+                                        temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+    if len(codes) == 0:
+        raise SynthesisError("the talker ended the utterance before its first code frame")
+    codes = codes.numpy().astype(np.int32)
+    try:
+        audio = codes_to_audio(voice.codec, codes, vocoder, voice.final.audio_spec)
+    except ValueError as exc:
+        raise SynthesisError(str(exc)) from None
+    return audio, codes, ended
 
 
 def write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:

@@ -13,14 +13,13 @@ import pytest
 import soundfile
 import torch
 
+from tests.conftest import CODEC_FIT
 from voxray import cli
 from voxray.audio import AudioSpec
 from voxray.codec import PrecomputedCodec, load_codec, precomputed
 from voxray.codec.mel import MelCodec
 from voxray.data.store import arrow_rows, count_rows, read_split
 
-FIT = ["codec.n_codebooks=4", "codec.codebook_size=64", "codec.fit_vectors=1000", "codec.fit_steps=30",
-       "codec.batch_vectors=512"]
 
 
 def test_residual_levels_add_up_and_round_trip():
@@ -83,13 +82,6 @@ def test_a_codec_plugin_from_a_local_file(tmp_path):
     assert PrecomputedCodec(manifest_codes.description, codec).decode(codes).mel.shape == (5, 80)
 
 
-@pytest.fixture(scope="module")
-def codec_folder(sample_store, tmp_path_factory) -> str:
-    folder = str(tmp_path_factory.mktemp("codec") / "codec")
-    assert cli.main(["codec", "fit", "--data", sample_store, "--output", folder, *FIT]) == 0
-    return folder
-
-
 @pytest.mark.integration
 def test_fit_records_quality_that_improves_with_every_codebook(codec_folder, capsys):
     saved = json.loads(open(f"{codec_folder}/codec.json").read())
@@ -104,13 +96,12 @@ def test_fit_records_quality_that_improves_with_every_codebook(codec_folder, cap
         from voxray.codec.fit import fit
         from voxray.config import load_config
 
-        fit(codec_folder.replace("codec/codec", "codec/x"), codec_folder, load_config(overrides=FIT))
+        fit(codec_folder.replace("codec/codec", "codec/x"), codec_folder, load_config(overrides=CODEC_FIT))
 
 
 @pytest.mark.integration
-def test_encode_a_store_and_decode_its_codes(sample_store, codec_folder, vocoder_run, tmp_path, capsys):
-    encoded = str(tmp_path / "encoded")
-    assert cli.main(["codec", "encode", "--codec", codec_folder, "--data", sample_store, "--output", encoded]) == 0
+def test_encode_a_store_and_decode_its_codes(sample_store, codec_folder, codes_store, vocoder_run, tmp_path, capsys):
+    encoded = codes_store
     assert count_rows(encoded) == count_rows(sample_store)
     stats = json.loads(open(f"{encoded}/stats.json").read())
     assert stats["codec"]["name"] == "voxray-mel-rvq" and stats["codec"]["frame_rate"] == pytest.approx(21.533, abs=1e-3)

@@ -5,6 +5,7 @@ loaded from YAML files and dotted ``key=value`` overrides.
     root.py       Config: the shared sections and the family's name
     acoustic.py   the acoustic family's model and loss sections
     vocoder.py    the vocoder family's: GAN training, model, losses, the discriminator's optimizer
+    talker.py     the talker family's: codec language model, codebook head, loss weights
     loading.py    files, overrides, key checks, the family -> config type table, --help-config
 """
 
@@ -15,9 +16,10 @@ from voxray.config.loading import (FAMILIES, ConfigError, build_config, config_c
 from voxray.config.root import Config
 from voxray.config.sections import (CodecSection, DeepSpeedSection, FinetuneConfig, LoraConfig, PreprocessConfig, SplitConfig,
                                     TrainConfig, TuneSection)
+from voxray.config.talker import TalkerConfig
 from voxray.config.vocoder import VocoderConfig
 
 __all__ = ["AcousticConfig", "AudioSpec", "CodecSection", "Config", "ConfigError", "DeepSpeedSection", "FAMILIES", "FinetuneConfig",
-           "LoraConfig", "PreprocessConfig", "SplitConfig", "TrainConfig", "TuneSection", "VocoderConfig", "build_config",
+           "LoraConfig", "PreprocessConfig", "SplitConfig", "TalkerConfig", "TrainConfig", "TuneSection", "VocoderConfig", "build_config",
            "config_class", "describe", "leaf_keys", "load_config", "parse_overrides", "save_config", "to_yaml",
            "with_values"]

@@ -15,10 +15,11 @@ from pydantic import BaseModel, ValidationError
 from voxray import uri
 from voxray.config.acoustic import AcousticConfig
 from voxray.config.root import Config
+from voxray.config.talker import TalkerConfig
 from voxray.config.vocoder import VocoderConfig
 
 # The one place a family name becomes a config type.
-FAMILIES: dict[str, type[Config]] = {"acoustic": AcousticConfig, "vocoder": VocoderConfig}
+FAMILIES: dict[str, type[Config]] = {"acoustic": AcousticConfig, "vocoder": VocoderConfig, "talker": TalkerConfig}
 DEFAULT_FAMILY = "acoustic"
 
 

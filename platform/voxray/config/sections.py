@@ -132,9 +132,11 @@ class DeepSpeedSection(Strict):
 
 
 class LoraConfig(Strict):
-    rank: int = Field(0, ge=0, description="LoRA rank (0: full fine-tuning)")
+    rank: int = Field(0, ge=0, description="LoRA rank of the attention projections (0: full fine-tuning)")
+    ff_rank: Optional[int] = Field(None, ge=1, description="LoRA rank of the feed-forward projections (null: rank)")
     alpha: float = Field(16.0, description="LoRA scaling numerator")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    dora: bool = Field(False, description="DoRA: weight-decomposed adapters (magnitude + LoRA direction)")
 
 
 class FinetuneConfig(Strict):

@@ -34,8 +34,7 @@ def talker_losses(out: dict, *, first_codebook: float = 1.0, sub_codebooks: floa
         acc.append((logits.argmax(-1) == targets).float().sum() / count)
         sums += [summed.detach(), torch.tensor(float(targets.numel()))]
     text_logits, text_targets, _ = out["text"]
-    text_sum = F.cross_entropy(text_logits.float(), text_targets, reduction="sum") if text_weight > 0 \
-        else text_logits.sum() * 0.0
+    text_sum = F.cross_entropy(text_logits.float(), text_targets, reduction="sum")     # logged at weight 0 too
     text = text_sum / max(text_targets.numel(), 1)
     sums += [text_sum.detach(), torch.tensor(float(text_targets.numel()))]
     parts = {"total": combine(ce, text, first_codebook=first_codebook, sub_codebooks=sub_codebooks,

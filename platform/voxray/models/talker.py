@@ -198,22 +198,28 @@ class Talker(nn.Module):
 
     def sequences(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(inputs [B, S, D], code targets [B, S, K], text targets [B, S]), right-padded; the
-        output at position p is trained to predict the targets at p."""
+        output at position p is trained to predict the targets at p. Every embedding runs once
+        on the whole batch: under ZeRO-3 each module call gathers its weights, and ranks with
+        batches of different sizes must still make the same calls."""
+        grids = [frame_grid(batch["codes"][b, : int(n)], self.codebook_size, self.delay)
+                 for b, n in enumerate(batch["code_lengths"])]
+        pad = nn.utils.rnn.pad_sequence
+        frame_inputs = pad([inputs for inputs, _ in grids], batch_first=True, padding_value=self.codebook_size)
+        frames = self.embed_frames(frame_inputs)                          # [B, N - 1, D]
+        tokens = self.token_embedding(batch["tokens"])                    # [B, L, D]
+        speakers, languages = self.speaker_embedding(batch["speakers"]), self.language_embedding(batch["languages"])
         rows, code_targets, text_targets = [], [], []
-        for b in range(batch["tokens"].shape[0]):
-            n_tokens, n_frames = int(batch["token_lengths"][b]), int(batch["code_lengths"][b])
-            tokens = batch["tokens"][b, :n_tokens]
-            inputs, targets = frame_grid(batch["codes"][b, :n_frames], self.codebook_size, self.delay)
-            prefix = self.prefix(tokens, batch["speakers"][b], batch["languages"][b])
-            rows.append(torch.cat([prefix, self.embed_frames(inputs)]))
-            start = len(prefix) - 1                                        # bos predicts the first step
+        for b, (inputs, targets) in enumerate(grids):
+            n_tokens = int(batch["token_lengths"][b])
+            rows.append(torch.cat([speakers[b, None], languages[b, None], tokens[b, :n_tokens], self.bos[None],
+                                   frames[b, : len(inputs)]]))
+            start = 2 + n_tokens                                           # bos predicts the first step
             full = targets.new_full((len(rows[-1]), self.n_codebooks), IGNORE)
             full[start: start + len(targets)] = targets
             code_targets.append(full)
             text = targets.new_full((len(rows[-1]),), IGNORE)
-            text[1: 1 + n_tokens] = tokens                                 # language slot -> token 0, ...
+            text[1: 1 + n_tokens] = batch["tokens"][b, :n_tokens]          # language slot -> token 0, ...
             text_targets.append(text)
-        pad = nn.utils.rnn.pad_sequence
         return (pad(rows, batch_first=True), pad(code_targets, batch_first=True, padding_value=IGNORE),
                 pad(text_targets, batch_first=True, padding_value=IGNORE))
 

@@ -7,7 +7,7 @@ the known rows and stay trainable under LoRA (peft's ``trainable_token_indices``
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -40,14 +40,20 @@ def grow_embedding(embedding: nn.Embedding, rows: int) -> nn.Embedding:
     return grown
 
 
-def apply_lora(model: nn.Module, *, rank: int, alpha: float, dropout: float, target_modules: str,
+FEED_FORWARD = r"ffn\.(up|down)"          # the feed-forward projections, for ``lora.ff_rank``
+
+
+def apply_lora(model: nn.Module, lora: Any, target_modules: str,
                trainable_tokens: Optional[dict[str, list[int]]] = None) -> nn.Module:
-    """Freeze ``model``; train LoRA adapters on ``target_modules`` (a regex over module names)
-    and the embedding rows listed in ``trainable_tokens`` ({embedding module name: indices})."""
+    """Freeze ``model``; train adapters (``lora``: the config's LoRA section: rank, ff_rank, alpha,
+    dropout, dora) on ``target_modules`` (a regex over module names) and the embedding rows listed
+    in ``trainable_tokens`` ({embedding module name: indices})."""
     from peft import LoraConfig, get_peft_model
 
     tokens = {name: sorted(set(ids)) for name, ids in (trainable_tokens or {}).items() if ids}
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+    ranks = {FEED_FORWARD: lora.ff_rank} if lora.ff_rank else {}
+    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_dora=lora.dora,
+                        target_modules=target_modules, rank_pattern=ranks,
                         trainable_token_indices=tokens or None, bias="none")
     return get_peft_model(model, config)
 

@@ -67,6 +67,7 @@ class Worker:
     _last_log: tuple[int, float] = (0, 0.0)
     _last_beat: float = 0.0
     _progress: tuple[str, ...] = ()
+    _val_progress: Optional[tuple[str, ...]] = None
 
     @property
     def train(self):
@@ -119,10 +120,13 @@ class Worker:
 
         return PrefetchedShard(lambda: ray.train.get_dataset_shard("val"), self.train.shard_cache_mb << 20)
 
-    def started(self, parameters: dict[str, tuple[int, int]], progress: tuple[str, ...]) -> None:
+    def started(self, parameters: dict[str, tuple[int, int]], progress: tuple[str, ...],
+                val_progress: Optional[tuple[str, ...]] = None) -> None:
         """The console's start line: ``parameters`` {module: (total, trainable)}; ``progress`` the
-        logged values the progress lines show."""
+        logged values the progress lines show; ``val_progress`` the validation metrics the
+        validation lines show (None: all of them)."""
         self._progress = progress
+        self._val_progress = val_progress
         self._send({"kind": "start", "family": self.family, "workers": self.world_size,
                     "use_gpu": self.train.use_gpu, "zero_stage": self.config.deepspeed.zero_stage,
                     "precision": self.config.deepspeed.precision, "parameters": parameters,
@@ -195,7 +199,8 @@ class Worker:
         if self.runlog is not None:
             self.runlog.scalars(state.step, metrics, kind="val")
             self.runlog.sync()
-            self._send({"kind": "val", "step": state.step, "values": metrics, "best": improved})
+            shown = metrics if self._val_progress is None else {k: metrics[k] for k in self._val_progress if k in metrics}
+            self._send({"kind": "val", "step": state.step, "values": shown, "best": improved})
         with tempfile.TemporaryDirectory(prefix="voxray-ckpt-") as folder:
             ckpt.save(folder, engines=engines, rank=self.rank, state=state, emas=emas,
                       collate_rng=stream.rng_state(), trainable_only=trainable_only)

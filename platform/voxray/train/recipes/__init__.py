@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from voxray.train.recipes import acoustic, vocoder
+from voxray.train.recipes import acoustic, talker, vocoder
 
-RECIPES: dict[str, ModuleType] = {"acoustic": acoustic, "vocoder": vocoder}
+RECIPES: dict[str, ModuleType] = {"acoustic": acoustic, "vocoder": vocoder, "talker": talker}
 
 
 def recipe(family: str) -> ModuleType:

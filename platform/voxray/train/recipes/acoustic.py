@@ -139,8 +139,7 @@ def build_model(plan: Plan, load_base: bool = True) -> torch.nn.Module:
     model.language_embedding = grow_embedding(model.language_embedding, plan.build_args["n_languages"])
     lora = plan.config.lora
     if lora.rank > 0:
-        model = apply_lora(model, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,
-                           target_modules=LORA_TARGETS, trainable_tokens=plan.added)
+        model = apply_lora(model, lora, target_modules=LORA_TARGETS, trainable_tokens=plan.added)
     return model
 
 

@@ -1,0 +1,43 @@
+"""The talker family's config: a codec language model over the store's audio codes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from voxray.config.root import Config
+from voxray.config.sections import Strict, TrainConfig
+
+
+class TalkerTrain(TrainConfig):
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate (peak, after warm-up)")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the weights (0: off, validate and export the "
+                                                          "trained weights)")
+
+
+class TalkerModel(Strict):
+    preset: Literal["tiny", "small", "base"] = Field("tiny", description="size: tiny (CPU, tests), small, base")
+    codebook_head: Literal["depth", "delay", "parallel"] = Field(
+        "depth", description="how a frame's codebooks are predicted: depth (a small Transformer per frame over "
+                             "the codebooks before), delay (codebook k shifted k steps), parallel (K heads)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the decoder")
+    checkpointing: bool = Field(False, description="activation checkpointing of the decoder blocks (memory for "
+                                                   "compute)")
+
+
+class TalkerLoss(Strict):
+    first_codebook: float = Field(1.0, ge=0, description="weight of codebook 0's cross-entropy (with the end of "
+                                                         "speech)")
+    sub_codebooks: float = Field(0.3, ge=0, description="weight of the mean cross-entropy of codebooks 1..K-1")
+    text: float = Field(0.0, ge=0, description="weight of the text tokens' cross-entropy (IndexTTS2's dual loss)")
+
+
+class TalkerConfig(Config):
+    family: Literal["talker"] = Field("talker", description="model family: talker")
+    train: TalkerTrain = TalkerTrain()
+    model: TalkerModel = TalkerModel()
+    loss: TalkerLoss = TalkerLoss()

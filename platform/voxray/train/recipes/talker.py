@@ -1,0 +1,275 @@
+"""``voxray train talker``: a codec language model (text -> audio codes) on Ray Train workers,
+each running a DeepSpeed ZeRO engine, over a store whose rows carry ``audio_codes`` (from the
+manifest, or written by ``voxray codec encode``). Reads top to bottom: plan (driver) -> model ->
+collate -> validate -> loop -> export -> train (driver).
+
+``finetune.init_from=TALKER/final`` starts from a trained talker (same codec); with
+``lora.rank > 0`` only the adapters (LoRA, or DoRA with ``lora.dora=true``) and the embedding
+rows of tokens, speakers and languages new to that model train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from voxray import uri
+from voxray.audio import AudioSpec
+from voxray.config import Config
+from voxray.data.batching import PAD_ID
+from voxray.export import FINAL_DIR, read_final, write_final
+from voxray.losses.talker import combine, names, talker_losses
+from voxray.models import talker as talker_model
+from voxray.train import launch
+from voxray.train.data import PrefetchedShard
+from voxray.train.deepspeed_config import deepspeed_config
+from voxray.train.distributed import all_reduce_sum
+from voxray.train.ema import EMA, update_ema
+from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
+from voxray.train.finetune import apply_lora, grow_embedding, merge_lora, union_names
+from voxray.train.meter import Meter
+from voxray.train.worker import Worker, start
+
+FAMILY = "talker"
+METRIC = "val_ce"                       # the training loss on the val split: best-k, early stopping, sweeps
+METRIC_LABEL = "val cross-entropy"
+COLUMNS = ["id", "token_ids", "speaker_index", "language_index", "n_frames", "audio_codes"]
+LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and feed-forward projections
+CODEC_KEYS = ("name", "n_codebooks", "codebook_size", "frame_rate")
+SEARCH_SPACE = {"train.lr": {"loguniform": [5.0e-5, 2.0e-3]}, "loss.sub_codebooks": {"uniform": [0.1, 1.0]}}
+
+
+def search_space(config: Config) -> dict[str, Any]:
+    """The sweep's default: learning rate and the sub-codebook weight; LoRA rank when fine-tuning."""
+    return {**SEARCH_SPACE, **({"lora.rank": {"choice": [4, 8, 16, 32, 64]}} if config.finetune.init_from else {})}
+
+
+def tokens_and_frames(row: dict[str, Any]) -> int:
+    """What a row costs the model: its whole sequence. Batches are bucketed by it."""
+    return len(row["token_ids"]) + len(row["audio_codes"])
+
+
+# ---------------------------------------------------------------------------------------- plan
+
+@dataclass(frozen=True)
+class Plan:
+    store: str
+    run: str
+    config: Config
+    store_stats: dict[str, Any]
+    build_args: dict[str, Any]
+    codec: dict[str, Any]                     # what the codes are (and where the codec is, when voxray's)
+    vocabulary: list[str]
+    speakers: list[str]
+    languages: list[str]
+    g2p: dict[str, str]
+    init_from: Optional[str] = None
+    base_build_args: Optional[dict[str, Any]] = None
+    maps: dict[str, np.ndarray] = field(default_factory=dict)   # store index -> model index
+    added: dict[str, list[int]] = field(default_factory=dict)   # embedding rows new to the base
+
+
+def _names_by_index(table: dict[str, dict]) -> list[str]:
+    return [name for name, _ in sorted(table.items(), key=lambda item: item[1]["index"])]
+
+
+def prepare(store: str, run: str, config: Config) -> Plan:
+    """The store's codes and labels (and the base talker when fine-tuning), checked against each
+    other; the run folder opened."""
+    store, run = uri.absolute(store), uri.absolute(run)
+    if config.finetune.init_from:
+        config = config.model_copy(update={"finetune": config.finetune.model_copy(
+            update={"init_from": uri.absolute(config.finetune.init_from)})})
+    stats = launch.store_stats(store)
+    if not stats.get("codec"):
+        raise ValueError(f"the feature store {store} has no audio codes: give audio_codes in the manifest, or "
+                         "encode the store with voxray codec encode")
+    codec = {key: value for key, value in stats["codec"].items() if key in (*CODEC_KEYS, "codec")}
+    spec = AudioSpec(**stats["audio_spec"])
+    config = config.model_copy(update={"audio": spec})
+    languages = _names_by_index(stats["languages"])
+    plan = dict(store=store, run=run, store_stats=stats, codec=codec, vocabulary=list(stats["vocabulary"]),
+                speakers=_names_by_index(stats["speakers"]), languages=languages,
+                g2p={name: ("espeak" if info["g2p"].startswith("espeak") else info["g2p"])
+                     for name, info in stats["languages"].items()})
+    model = config.model
+    build_args = dict(preset=model.preset, vocab_size=len(plan["vocabulary"]), n_speakers=len(plan["speakers"]),
+                      n_languages=len(languages), n_codebooks=codec["n_codebooks"],
+                      codebook_size=codec["codebook_size"], codebook_head=model.codebook_head,
+                      dropout=model.dropout, checkpointing=model.checkpointing)
+    if config.finetune.init_from:
+        base = read_final(config.finetune.init_from, family=FAMILY)
+        theirs = {key: base.manifest["codec"].get(key) for key in CODEC_KEYS[:3]}
+        ours = {key: codec.get(key) for key in CODEC_KEYS[:3]}
+        if theirs != ours:
+            raise ValueError(f"the base talker {config.finetune.init_from} speaks codes {theirs}; this store's are "
+                             f"{ours}: fine-tune on codes from the same codec")
+        config = config.model_copy(update={"model": base.config.model})
+        vocabulary, token_map, new_tokens = union_names(base.vocabulary.tokens, plan["vocabulary"])
+        speakers, speaker_map, new_speakers = union_names(base.manifest["speakers"], plan["speakers"])
+        languages, language_map, new_languages = union_names(base.manifest["languages"], languages)
+        build_args = {**base.manifest["build"], "vocab_size": len(vocabulary), "n_speakers": len(speakers),
+                      "n_languages": len(languages)}
+        plan.update(vocabulary=vocabulary, speakers=speakers, languages=languages,
+                    g2p={**base.manifest["g2p"], **plan["g2p"]}, init_from=config.finetune.init_from,
+                    base_build_args=base.manifest["build"],
+                    maps={"token_ids": token_map, "speaker_index": speaker_map, "language_index": language_map},
+                    added={"token_embedding": new_tokens, "speaker_embedding": new_speakers,
+                           "language_embedding": new_languages})
+    launch.open_run(run, config)
+    return Plan(config=config, build_args=build_args, **plan)
+
+
+# ------------------------------------------------------------------------------------- model
+
+def build_model(plan: Plan, load_base: bool = True) -> torch.nn.Module:
+    """Built fresh, or the base talker grown to the new label sets, with adapters when
+    ``lora.rank > 0``."""
+    if plan.init_from is None:
+        return talker_model.build(**plan.build_args)
+    model = talker_model.build(**plan.base_build_args)
+    if load_base:
+        model.load_state_dict(read_final(plan.init_from).weights)
+    model.token_embedding = grow_embedding(model.token_embedding, plan.build_args["vocab_size"])
+    model.speaker_embedding = grow_embedding(model.speaker_embedding, plan.build_args["n_speakers"])
+    model.language_embedding = grow_embedding(model.language_embedding, plan.build_args["n_languages"])
+    if plan.config.lora.rank > 0:
+        model = apply_lora(model, plan.config.lora, target_modules=LORA_TARGETS, trainable_tokens=plan.added)
+    return model
+
+
+def _pad(arrays: list[np.ndarray], value: int) -> np.ndarray:
+    longest = max(len(a) for a in arrays)
+    out = np.full((len(arrays), longest, *arrays[0].shape[1:]), value, dtype=np.int64)
+    for i, a in enumerate(arrays):
+        out[i, : len(a)] = a
+    return out
+
+
+def collate(plan: Plan, rows: list[dict[str, Any]], rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
+    """Store rows -> tokens [B, L], codes [B, T, K] and their lengths, speakers, languages."""
+    if plan.maps:
+        rows = [{**row, **{column: lookup[np.asarray(row[column], dtype=np.int64)]
+                           for column, lookup in plan.maps.items()}} for row in rows]
+    missing = [row["id"] for row in rows if row["audio_codes"] is None or len(row["audio_codes"]) == 0]
+    if missing:
+        raise ValueError(f"rows without audio codes in the store: {', '.join(missing[:5])}")
+    tokens = [np.asarray(r["token_ids"], dtype=np.int64) for r in rows]
+    codes = [np.asarray(r["audio_codes"], dtype=np.int64) for r in rows]
+    return {"tokens": torch.from_numpy(_pad(tokens, PAD_ID)), "token_lengths": torch.tensor([len(t) for t in tokens]),
+            "codes": torch.from_numpy(_pad(codes, 0)), "code_lengths": torch.tensor([len(c) for c in codes]),
+            "speakers": torch.tensor([int(r["speaker_index"]) for r in rows]),
+            "languages": torch.tensor([int(r["language_index"]) for r in rows])}
+
+
+def losses(model, batch: dict[str, Any], config: Config, device: torch.device) -> dict[str, torch.Tensor]:
+    out = model({k: v.to(device) for k, v in batch.items()})
+    weights = config.loss
+    return talker_losses(out, first_codebook=weights.first_codebook, sub_codebooks=weights.sub_codebooks,
+                         text_weight=weights.text)
+
+
+# ------------------------------------------------------------------------------------ worker
+
+@torch.no_grad()
+def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model, ema: EMA) -> dict[str, float]:
+    """Every val row of every rank counted once: per-codebook cross-entropy and accuracy, the
+    training loss on them (``val_ce``), and code frames per text token (for generation's limit)."""
+    ema.copy_to(eval_model)
+    eval_model.eval()
+    k_books = plan.build_args["n_codebooks"]
+    sums = torch.zeros(3 * k_books + 4)          # (CE sum, count) per codebook + text, correct per codebook, frames, tokens
+    for rows in val_shard.batches(plan.config.train.batch_size):
+        batch = collate(plan, rows)
+        out = eval_model({k: v.to(worker.device) for k, v in batch.items()})
+        parts = talker_losses(out)
+        sums[: 2 * k_books + 2] += parts["sums"]
+        counts = parts["sums"][1: 2 * k_books: 2]
+        sums[2 * k_books + 2: 3 * k_books + 2] += torch.stack([parts[f"acc_{k}"].cpu() for k in range(k_books)]) * counts
+        sums[-2:] += torch.tensor([float(batch["code_lengths"].sum()), float(batch["token_lengths"].sum())])
+    totals = all_reduce_sum(sums.tolist(), worker.device)
+    ce = [totals[2 * k] / max(totals[2 * k + 1], 1) for k in range(k_books)]
+    text = totals[2 * k_books] / max(totals[2 * k_books + 1], 1)
+    weights = plan.config.loss
+    val_ce = combine([torch.tensor(c) for c in ce], torch.tensor(text), first_codebook=weights.first_codebook,
+                     sub_codebooks=weights.sub_codebooks, text_weight=weights.text)
+    metrics = {METRIC: float(val_ce), "val_text_ce": text,
+               "val_frames_per_token": totals[-2] / max(totals[-1], 1)}
+    for k in range(k_books):
+        metrics[f"val_ce_{k}"] = ce[k]
+        metrics[f"val_acc_{k}"] = totals[2 * k_books + 2 + k] / max(totals[2 * k + 1], 1)
+    eval_model.train()
+    return metrics
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: setup -> restore -> loop (step, log, validate + checkpoint) -> export."""
+    plan: Plan = loop_config["plan"]
+    config, train = plan.config, plan.config.train
+    worker = start(loop_config, config, plan.run)
+    model = build_model(plan).to(worker.device)
+    ema = EMA(model, train.ema_decay)
+    eval_model = build_model(plan, load_base=False).to(worker.device)
+    engine, lr_schedule = build_engine(model, OptimizerSettings.of(train),
+                                       deepspeed_config(train, config.deepspeed, worker.world_size))
+    trainable_only = config.lora.rank > 0
+    worker.restore({"model": engine}, {"model": ema}, trainable_only=trainable_only)
+    stream = worker.train_stream(lambda rows, rng: collate(plan, rows, rng), batch_size=train.batch_size,
+                                 length=tokens_and_frames)
+    val_shard = worker.val_shard()
+    worker.started({"model": parameter_counts(model)}, progress=("total", "ce_0", "acc_0"),
+                   val_progress=(METRIC, "val_ce_0", "val_acc_0", f"val_acc_{plan.build_args['n_codebooks'] - 1}"))
+
+    loss_names = names(plan.build_args["n_codebooks"])
+    meter = Meter(loss_names, unit="code_frames")
+    frames_per_token = {"value": None}
+    while worker.training():
+        model.train()
+        batch = stream.next()
+        parts = losses(engine, batch, config, worker.device)
+        boundary = engine.is_gradient_accumulation_boundary()
+        skipped_before = engine.skipped_steps
+        engine.backward(parts["total"])
+        engine.step()
+        meter.add(parts, units=int(batch["code_lengths"].sum()), padding=stream.last_padding)
+        if not boundary:
+            continue
+        if worker.count_step(skipped=engine.skipped_steps > skipped_before):
+            update_ema(ema, engine, worker.state.step)
+        if worker.due(train.log_every):
+            worker.log(meter.reduce(worker.device), lr=lr_schedule.get_last_lr()[0], grad_norm=grad_norm(engine))
+            meter.reset()
+        if worker.validation_due():
+            metrics = validate(plan, worker, val_shard, eval_model, ema)
+            frames_per_token["value"] = metrics["val_frames_per_token"]
+            worker.checkpoint(metrics, engines={"model": engine}, emas={"model": ema}, stream=stream,
+                              trainable_only=trainable_only)
+            meter.reset()
+    worker.finish(lambda: export(plan, eval_model, ema, worker.state.step, frames_per_token["value"]))
+
+
+def export(plan: Plan, eval_model, ema: EMA, step: int, frames_per_token: Optional[float]) -> None:
+    """RUN_URI/final: the weights (EMA when kept, adapters merged), the codec they speak, and code
+    frames per text token (generation's length limit scales with it)."""
+    ema.copy_to(eval_model)
+    merged = merge_lora(eval_model)
+    manifest = {"family": FAMILY, "build": {**plan.build_args, "checkpointing": False}, "speakers": plan.speakers,
+                "languages": plan.languages, "g2p": plan.g2p, "codec": plan.codec,
+                "frames_per_token": frames_per_token, "step": step, "init_from": plan.init_from,
+                "lora_rank": plan.config.lora.rank, "dora": plan.config.lora.dora}
+    write_final(uri.join(plan.run, FINAL_DIR), weights=merged.state_dict(), manifest=manifest,
+                config=plan.config, vocabulary=plan.vocabulary, stats=plan.store_stats)
+
+
+# ------------------------------------------------------------------------------------ driver
+
+def train(store: str, run: str, config: Config, callbacks: Optional[list] = None, gate: Any = None,
+          console: bool = True) -> dict[str, Any]:
+    """Train (or resume) on Ray; returns a summary. ``callbacks`` and ``gate`` come from a sweep."""
+    plan = prepare(store, run, config)
+    summary = launch.fit(train_loop, loop_config={"plan": plan, "gate": gate}, run=plan.run, config=plan.config,
+                         store=plan.store, columns=COLUMNS, metric=METRIC, callbacks=callbacks, console=console)
+    return {**summary, "metric_label": METRIC_LABEL}

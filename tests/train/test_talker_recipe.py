@@ -1,0 +1,78 @@
+"""The talker recipe on a real local Ray: the tiny talker trained on the sample store encoded with
+voxray's mel codec (2 workers, ZeRO-3), spoken through the codec and the session's vocoder from
+the CLI; LoRA/DoRA fine-tuning from its export, stopped and resumed."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import soundfile
+from safetensors.torch import load_file
+
+from tests.conftest import TALKER_CPU_CONFIG
+from tests.train.conftest import latest_checkpoint, metrics
+from voxray import cli
+from voxray.config import load_config
+from voxray.train.recipes import talker
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_talker_learns_exports_and_speaks(talker_run, codes_store, codec_folder, vocoder_run, tmp_path, capsys):
+    val = metrics(talker_run, "val")
+    assert [v["step"] for v in val] == [30, 60]
+    uniform = math.log(65) + 0.3 * math.log(64)          # val_ce of a model that knows nothing (64 codes + end)
+    assert val[-1]["val_ce"] < 0.95 * uniform, [v["val_ce"] for v in val]
+    assert val[-1]["val_acc_0"] > 3 / 64
+    assert {f"val_ce_{k}" for k in range(4)} | {f"val_acc_{k}" for k in range(4)} <= set(val[-1])
+    train_log = metrics(talker_run, "train")
+    assert {"total", "text", "ce_0", "ce_3", "acc_0", "acc_3", "code_frames_per_s", "lr"} <= set(train_log[-1])
+    checkpoint = latest_checkpoint(talker_run)
+    for rank in (0, 1):                                   # ZeRO-3: each rank's partition of the weights
+        assert os.path.exists(f"{checkpoint}/ds/model/zero_pp_rank_{rank}_mp_rank_00_model_states.pt")
+    manifest = json.loads(Path(talker_run, "final", "model.json").read_text())
+    assert manifest["family"] == "talker" and manifest["codec"]["codec"] == codec_folder
+    assert manifest["codec"]["n_codebooks"] == 4 and manifest["build"]["codebook_head"] == "depth"
+    assert 0.5 < manifest["frames_per_token"] < 3
+
+    out = tmp_path / "hello.wav"
+    assert cli.main(["synthesize", "--model", f"{talker_run}/final", "--vocoder", f"{vocoder_run}/final",
+                     "--text", "Hello there.", "--out", str(out), "--seed", "0"]) == 0
+    printed = capsys.readouterr().out
+    frames = int(printed.split(" code frames")[0].rsplit(" ", 1)[1])
+    audio, rate = soundfile.read(out)
+    assert rate == 22050 and len(audio) == frames * 4 * 256 and 0 < frames
+    assert cli.main(["synthesize", "--model", f"{talker_run}/final", "--text", "Hello.", "--speaker", "nobody",
+                     "--out", str(out)]) == 2
+    assert "unknown speaker 'nobody'" in capsys.readouterr().err
+
+
+def test_a_store_without_codes_is_refused_by_name(sample_store, tmp_path):
+    with pytest.raises(ValueError, match="has no audio codes: give audio_codes in the manifest, or encode"):
+        talker.prepare(sample_store, str(tmp_path / "run"), load_config(TALKER_CPU_CONFIG))
+
+
+def test_dora_adapters_fine_tune_stop_and_resume(talker_run, codes_store, tmp_path):
+    """DoRA with separate attention / feed-forward ranks from the talker's export, stopped at step 4
+    and resumed to 8 from the adapters-only checkpoint (peft's key names must match on resume);
+    the export is the merged plain model."""
+    run = str(tmp_path / "dora")
+    common = [f"finetune.init_from={talker_run}/final", "lora.rank=4", "lora.ff_rank=2", "lora.dora=true",
+              "train.val_every=4", "train.log_every=2", "train.max_failures=0", "train.warmup_steps=0"]
+    for steps in (4, 8):
+        assert cli.main(["train", "talker", "--data", codes_store, "--output", run, "--config", TALKER_CPU_CONFIG,
+                         f"train.max_steps={steps}", *common]) == 0
+    assert [r["step"] for r in metrics(run, "resumed")] == [4]
+    assert [v["step"] for v in metrics(run, "val")] == [4, 8]
+    base = load_file(f"{talker_run}/final/model.safetensors")
+    tuned = load_file(f"{run}/final/model.safetensors")
+    assert set(tuned) == set(base)                              # merged: no adapter keys left
+    changed = [k for k in base if not (tuned[k] == base[k]).all()]
+    assert any(".attn.qkv." in k for k in changed) and any(".ffn.up." in k for k in changed)
+    assert not any("code_embeddings" in k or k.startswith("heads.") for k in changed)    # frozen
+    manifest = json.loads(Path(run, "final", "model.json").read_text())
+    assert manifest["lora_rank"] == 4 and manifest["dora"] is True
