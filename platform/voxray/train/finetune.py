@@ -65,3 +65,55 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 def trainable_parameter_names(model: nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+# ------------------------------------------------------------------ labels of text-reading models
+
+LABEL_COLUMNS = {"token_ids": "token_embedding", "speaker_index": "speaker_embedding",
+                 "language_index": "language_embedding"}
+
+
+def store_labels(stats: dict[str, Any]) -> dict[str, Any]:
+    """A store's label sets as a plan holds them: vocabulary, speakers and languages in index
+    order, and the G2P each language went through."""
+    by_index = lambda table: [name for name, _ in sorted(table.items(), key=lambda item: item[1]["index"])]  # noqa: E731
+    return {"vocabulary": list(stats["vocabulary"]), "speakers": by_index(stats["speakers"]),
+            "languages": by_index(stats["languages"]),
+            "g2p": {name: ("espeak" if info["g2p"].startswith("espeak") else info["g2p"])
+                    for name, info in stats["languages"].items()}}
+
+
+def merge_labels(base: Any, labels: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tuning ``base`` (a FinalModel that reads text) on a store with ``labels``: the merged
+    label sets (the base's indices kept, new names appended), the model's sizes for them, the
+    lookups store index -> model index per column (``maps``) and the embedding rows new to the
+    base (``added``)."""
+    vocabulary, token_map, new_tokens = union_names(base.vocabulary.tokens, labels["vocabulary"])
+    speakers, speaker_map, new_speakers = union_names(base.manifest["speakers"], labels["speakers"])
+    languages, language_map, new_languages = union_names(base.manifest["languages"], labels["languages"])
+    return {"vocabulary": vocabulary, "speakers": speakers, "languages": languages,
+            "g2p": {**base.manifest["g2p"], **labels["g2p"]},
+            "sizes": {"vocab_size": len(vocabulary), "n_speakers": len(speakers), "n_languages": len(languages)},
+            "maps": {"token_ids": token_map, "speaker_index": speaker_map, "language_index": language_map},
+            "added": {"token_embedding": new_tokens, "speaker_embedding": new_speakers,
+                      "language_embedding": new_languages}}
+
+
+def grow_and_adapt(model: nn.Module, sizes: dict[str, int], lora: Any, target_modules: str,
+                   added: dict[str, list[int]]) -> nn.Module:
+    """A base model's token/speaker/language embeddings grown to ``sizes`` (``merge_labels``),
+    wrapped with adapters when ``lora.rank > 0`` (the new rows train, the base rows stay)."""
+    for name, size in (("token_embedding", "vocab_size"), ("speaker_embedding", "n_speakers"),
+                       ("language_embedding", "n_languages")):
+        setattr(model, name, grow_embedding(getattr(model, name), sizes[size]))
+    if lora.rank > 0:
+        model = apply_lora(model, lora, target_modules=target_modules, trainable_tokens=added)
+    return model
+
+
+def map_labels(rows: list[dict[str, Any]], maps: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Store rows with their label indices turned into the model's (``maps`` of ``merge_labels``)."""
+    if not maps:
+        return rows
+    return [{**row, **{column: lookup[np.asarray(row[column], dtype=np.int64)] for column, lookup in maps.items()}}
+            for row in rows]

@@ -30,7 +30,7 @@ from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
 from voxray.train.ema import EMA, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
-from voxray.train.finetune import apply_lora, grow_embedding, merge_lora, union_names
+from voxray.train.finetune import grow_and_adapt, map_labels, merge_labels, merge_lora, store_labels
 from voxray.train.meter import Meter
 from voxray.train.worker import Worker, start
 
@@ -72,10 +72,6 @@ class Plan:
     added: dict[str, list[int]] = field(default_factory=dict)   # embedding rows new to the base
 
 
-def _names_by_index(table: dict[str, dict]) -> list[str]:
-    return [name for name, _ in sorted(table.items(), key=lambda item: item[1]["index"])]
-
-
 def prepare(store: str, run: str, config: Config) -> Plan:
     """Read the store's stats (and the base model when fine-tuning), fix labels and sizes, and
     open the run folder (a resume must still fit its checkpoints)."""
@@ -86,14 +82,10 @@ def prepare(store: str, run: str, config: Config) -> Plan:
     stats = launch.store_stats(store)
     spec = AudioSpec(**stats["audio_spec"])
     config = config.model_copy(update={"audio": spec})   # the store decides the audio constants
-    languages = _names_by_index(stats["languages"])
     features = stats["features"]
-    plan = dict(store=store, run=run, store_stats=stats, vocabulary=list(stats["vocabulary"]),
-                speakers=_names_by_index(stats["speakers"]), languages=languages,
-                g2p={name: ("espeak" if info["g2p"].startswith("espeak") else info["g2p"])
-                     for name, info in stats["languages"].items()})
+    plan = dict(store=store, run=run, store_stats=stats, **store_labels(stats))
     build_args = dict(preset=config.model.preset, vocab_size=len(plan["vocabulary"]), n_mels=spec.n_mels,
-                      n_speakers=len(plan["speakers"]), n_languages=len(languages), rotary=config.model.rotary,
+                      n_speakers=len(plan["speakers"]), n_languages=len(plan["languages"]), rotary=config.model.rotary,
                       swiglu=config.model.swiglu, learn_alignment=not stats["has_durations"],
                       dropout=config.model.dropout,
                       pitch_stats=(features["f0_voiced"]["mean"], features["f0_voiced"]["std"] or 1.0),
@@ -105,17 +97,9 @@ def prepare(store: str, run: str, config: Config) -> Plan:
         if base.audio_spec != spec:
             raise ValueError(f"the base model's AudioSpec {base.audio_spec} differs from the store's {spec}")
         config = config.model_copy(update={"model": base.config.model})
-        vocabulary, token_map, new_tokens = union_names(base.vocabulary.tokens, plan["vocabulary"])
-        speakers, speaker_map, new_speakers = union_names(base.manifest["speakers"], plan["speakers"])
-        languages, language_map, new_languages = union_names(base.manifest["languages"], languages)
-        build_args = {**base.manifest["build"], "vocab_size": len(vocabulary),
-                      "n_speakers": len(speakers), "n_languages": len(languages)}
-        plan.update(vocabulary=vocabulary, speakers=speakers, languages=languages,
-                    g2p={**base.manifest["g2p"], **plan["g2p"]}, init_from=config.finetune.init_from,
-                    base_build_args=base.manifest["build"],
-                    maps={"token_ids": token_map, "speaker_index": speaker_map, "language_index": language_map},
-                    added={"token_embedding": new_tokens, "speaker_embedding": new_speakers,
-                           "language_embedding": new_languages})
+        merged = merge_labels(base, plan)
+        build_args = {**base.manifest["build"], **merged.pop("sizes")}
+        plan.update(merged, init_from=config.finetune.init_from, base_build_args=base.manifest["build"])
     if config.train.vocoder:
         config = config.model_copy(update={"train": config.train.model_copy(
             update={"vocoder": uri.absolute(config.train.vocoder)})})
@@ -134,20 +118,13 @@ def build_model(plan: Plan, load_base: bool = True) -> torch.nn.Module:
     model = fastspeech2.build(**plan.base_build_args)
     if load_base:
         model.load_state_dict(read_final(plan.init_from).weights)
-    model.token_embedding = grow_embedding(model.token_embedding, plan.build_args["vocab_size"])
-    model.speaker_embedding = grow_embedding(model.speaker_embedding, plan.build_args["n_speakers"])
-    model.language_embedding = grow_embedding(model.language_embedding, plan.build_args["n_languages"])
-    lora = plan.config.lora
-    if lora.rank > 0:
-        model = apply_lora(model, lora, target_modules=LORA_TARGETS, trainable_tokens=plan.added)
-    return model
+    sizes = {key: plan.build_args[key] for key in ("vocab_size", "n_speakers", "n_languages")}
+    return grow_and_adapt(model, sizes, plan.config.lora, LORA_TARGETS, plan.added)
 
 
 def collate(plan: Plan, rows: list[dict[str, Any]], rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
     """Store rows -> tensors; when fine-tuning, store label indices become the model's."""
-    if plan.maps:
-        rows = [{**row, **{column: lookup[np.asarray(row[column], dtype=np.int64)]
-                           for column, lookup in plan.maps.items()}} for row in rows]
+    rows = map_labels(rows, plan.maps)
     return batching.collate(rows)
 
 

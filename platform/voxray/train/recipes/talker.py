@@ -29,7 +29,7 @@ from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
 from voxray.train.ema import EMA, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
-from voxray.train.finetune import apply_lora, grow_embedding, merge_lora, union_names
+from voxray.train.finetune import grow_and_adapt, map_labels, merge_labels, merge_lora, store_labels
 from voxray.train.meter import Meter
 from voxray.train.worker import Worker, start
 
@@ -72,10 +72,6 @@ class Plan:
     added: dict[str, list[int]] = field(default_factory=dict)   # embedding rows new to the base
 
 
-def _names_by_index(table: dict[str, dict]) -> list[str]:
-    return [name for name, _ in sorted(table.items(), key=lambda item: item[1]["index"])]
-
-
 def prepare(store: str, run: str, config: Config) -> Plan:
     """The store's codes and labels (and the base talker when fine-tuning), checked against each
     other; the run folder opened."""
@@ -90,14 +86,10 @@ def prepare(store: str, run: str, config: Config) -> Plan:
     codec = {key: value for key, value in stats["codec"].items() if key in (*CODEC_KEYS, "codec")}
     spec = AudioSpec(**stats["audio_spec"])
     config = config.model_copy(update={"audio": spec})
-    languages = _names_by_index(stats["languages"])
-    plan = dict(store=store, run=run, store_stats=stats, codec=codec, vocabulary=list(stats["vocabulary"]),
-                speakers=_names_by_index(stats["speakers"]), languages=languages,
-                g2p={name: ("espeak" if info["g2p"].startswith("espeak") else info["g2p"])
-                     for name, info in stats["languages"].items()})
+    plan = dict(store=store, run=run, store_stats=stats, codec=codec, **store_labels(stats))
     model = config.model
     build_args = dict(preset=model.preset, vocab_size=len(plan["vocabulary"]), n_speakers=len(plan["speakers"]),
-                      n_languages=len(languages), n_codebooks=codec["n_codebooks"],
+                      n_languages=len(plan["languages"]), n_codebooks=codec["n_codebooks"],
                       codebook_size=codec["codebook_size"], codebook_head=model.codebook_head,
                       dropout=model.dropout, checkpointing=model.checkpointing)
     if config.finetune.init_from:
@@ -108,17 +100,9 @@ def prepare(store: str, run: str, config: Config) -> Plan:
             raise ValueError(f"the base talker {config.finetune.init_from} speaks codes {theirs}; this store's are "
                              f"{ours}: fine-tune on codes from the same codec")
         config = config.model_copy(update={"model": base.config.model})
-        vocabulary, token_map, new_tokens = union_names(base.vocabulary.tokens, plan["vocabulary"])
-        speakers, speaker_map, new_speakers = union_names(base.manifest["speakers"], plan["speakers"])
-        languages, language_map, new_languages = union_names(base.manifest["languages"], languages)
-        build_args = {**base.manifest["build"], "vocab_size": len(vocabulary), "n_speakers": len(speakers),
-                      "n_languages": len(languages)}
-        plan.update(vocabulary=vocabulary, speakers=speakers, languages=languages,
-                    g2p={**base.manifest["g2p"], **plan["g2p"]}, init_from=config.finetune.init_from,
-                    base_build_args=base.manifest["build"],
-                    maps={"token_ids": token_map, "speaker_index": speaker_map, "language_index": language_map},
-                    added={"token_embedding": new_tokens, "speaker_embedding": new_speakers,
-                           "language_embedding": new_languages})
+        merged = merge_labels(base, plan)
+        build_args = {**base.manifest["build"], **merged.pop("sizes")}
+        plan.update(merged, init_from=config.finetune.init_from, base_build_args=base.manifest["build"])
     launch.open_run(run, config)
     return Plan(config=config, build_args=build_args, **plan)
 
@@ -133,12 +117,8 @@ def build_model(plan: Plan, load_base: bool = True) -> torch.nn.Module:
     model = talker_model.build(**plan.base_build_args)
     if load_base:
         model.load_state_dict(read_final(plan.init_from).weights)
-    model.token_embedding = grow_embedding(model.token_embedding, plan.build_args["vocab_size"])
-    model.speaker_embedding = grow_embedding(model.speaker_embedding, plan.build_args["n_speakers"])
-    model.language_embedding = grow_embedding(model.language_embedding, plan.build_args["n_languages"])
-    if plan.config.lora.rank > 0:
-        model = apply_lora(model, plan.config.lora, target_modules=LORA_TARGETS, trainable_tokens=plan.added)
-    return model
+    sizes = {key: plan.build_args[key] for key in ("vocab_size", "n_speakers", "n_languages")}
+    return grow_and_adapt(model, sizes, plan.config.lora, LORA_TARGETS, plan.added)
 
 
 def _pad(arrays: list[np.ndarray], value: int) -> np.ndarray:
@@ -151,9 +131,7 @@ def _pad(arrays: list[np.ndarray], value: int) -> np.ndarray:
 
 def collate(plan: Plan, rows: list[dict[str, Any]], rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
     """Store rows -> tokens [B, L], codes [B, T, K] and their lengths, speakers, languages."""
-    if plan.maps:
-        rows = [{**row, **{column: lookup[np.asarray(row[column], dtype=np.int64)]
-                           for column, lookup in plan.maps.items()}} for row in rows]
+    rows = map_labels(rows, plan.maps)
     missing = [row["id"] for row in rows if row["audio_codes"] is None or len(row["audio_codes"]) == 0]
     if missing:
         raise ValueError(f"rows without audio codes in the store: {', '.join(missing[:5])}")
