@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from voxray.data import cleaning
-from voxray.data.cleaning import Rejected, clean, decode, loudness, trim_bounds
+from voxray import cleaning
+from voxray.cleaning import Rejected, clean, decode, loudness, trim_bounds
 from tests.conftest import tone, wav_bytes
 
 DEFAULTS = dict(sample_rate=22050, loudness_lufs=-23.0, max_peak=0.99, silence_peak_dbfs=-50.0,

@@ -12,8 +12,9 @@ import soundfile
 
 from tests.conftest import SAMPLE, sample_lines
 from voxray.config import load_config
-from voxray.data import cleaning, codes
-from voxray.data.cleaning import Rejected
+from voxray import cleaning
+from voxray.data import codes
+from voxray.cleaning import Rejected
 from voxray.data.pipeline import preprocess
 from voxray.data.store import arrow_rows, read_rejects, read_split
 

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from voxray.config import load_config
-from voxray.data import cleaning, store
+from voxray import cleaning
+from voxray.data import store
 from voxray.data.pipeline import OutputError, preprocess
 from voxray.data.splits import SPLITS, split_of
 from voxray.text import Vocabulary

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from voxray.config import load_config
-from voxray.data import cleaning
+from voxray import cleaning
 from voxray.data.pipeline import preprocess
 from tests.conftest import SAMPLE, sample_lines
 

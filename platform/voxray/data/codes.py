@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from voxray.config import CodecSection
-from voxray.data.cleaning import Rejected
+from voxray.cleaning import Rejected
 
 BAD_CODES = "bad_codes"          # the reason of rejected.jsonl rows whose codes do not fit the codec
 

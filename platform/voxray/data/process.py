@@ -16,8 +16,9 @@ import pyarrow as pa
 
 from voxray import uri
 from voxray.config import Config
-from voxray.data import alignments, cleaning, codes, features, readers, store
-from voxray.data.cleaning import Rejected
+from voxray import cleaning
+from voxray.data import alignments, codes, features, readers, store
+from voxray.cleaning import Rejected
 from voxray.data.splits import split_of
 from voxray.text import G2P, Vocabulary, normalize_text
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from voxray.models.layers import ConvFeedForward, RotaryEmbedding
+from voxray.models.layers import ConvFeedForward, SelfAttention
 
 IGNORE = -100            # a target nothing is learnt from
 HEADS = ("depth", "delay", "parallel")
@@ -89,18 +89,11 @@ def sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
     return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
 
 
-class CausalAttention(nn.Module):
+class CausalAttention(SelfAttention):
     """Causal self-attention with rotary positions and an optional key/value cache."""
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"model width {dim} is not divisible by {heads} heads")
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
-        self.dropout = dropout
-        self.rotary = RotaryEmbedding(dim // heads)
+        super().__init__(dim, heads, dropout, rotary=True)
 
     def forward(self, x: torch.Tensor, cache: Optional[list] = None, offset: int = 0) -> torch.Tensor:
         """x [B, T, D] at positions offset.. ; ``cache`` (a list, filled in place) holds the keys
