@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     talking = synth.add_argument_group("talker models")
     talking.add_argument("--codec", help="codec folder that decodes the talker's codes (default: the voxray codec "
                                          "the export records; precomputed codes need their own, e.g. a plugin)")
+    talking.add_argument("--ref-audio", help="a recording of the voice (talkers conditioned on a reference or "
+                                             "prompted in context)")
+    talking.add_argument("--ref-text", help="the words of --ref-audio (in-context prompting)")
     talking.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0: greedy)")
     talking.add_argument("--top-k", type=int, default=50, help="sample among the k most likely codes (0: all)")
     talking.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
@@ -265,7 +268,7 @@ def _speak(args: argparse.Namespace) -> int:
         voice = load_talker(args.model, args.codec)
         vocoder = load_vocoder(args.vocoder, voice.final.audio_spec) if args.vocoder else None
         audio, codes, ended = speak(voice, args.text, speaker=args.speaker, language=args.language, vocoder=vocoder,
-                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                    ref_audio=args.ref_audio, ref_text=args.ref_text, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                     max_length_factor=args.max_length_factor, seed=args.seed)
     except (FileNotFoundError, SynthesisError) as exc:
         print(f"voxray synthesize: error: {exc}", file=sys.stderr)

@@ -17,7 +17,8 @@ import torch
 
 from voxray import uri
 from voxray.audio import AudioSpec
-from voxray.dsp import griffin_lim
+from voxray.cleaning import Rejected, clean
+from voxray.dsp import griffin_lim, log_mel
 from voxray.export import FinalModel, read_final
 from voxray.models import talker
 from voxray.models.acoustic import fastspeech2
@@ -147,22 +148,70 @@ def synthesize(voice: Voice, text: str, speaker: Optional[str] = None, language:
     return audio.numpy().astype(np.float32), log_mel
 
 
+def reference_recording(path: str, voice: TalkerVoice) -> tuple[np.ndarray, torch.Tensor]:
+    """A reference recording cleaned as the training config's preprocess section says (resampled,
+    loudness-normalised, trimmed): (waveform, log-mel [frames, n_mels])."""
+    spec, pre = voice.final.audio_spec, voice.final.config.preprocess
+    try:
+        cleaned = clean(uri.read_bytes(path), sample_rate=spec.sample_rate, loudness_lufs=pre.loudness_lufs,
+                        max_peak=pre.max_peak, silence_peak_dbfs=pre.silence_peak_dbfs, trim_top_db=pre.trim_top_db,
+                        min_seconds=min(pre.min_seconds, 0.2), max_seconds=max(pre.max_seconds, 60.0),
+                        hop_length=spec.hop_length)
+    except FileNotFoundError:
+        raise SynthesisError(f"the reference recording {path} does not exist") from None
+    except Rejected as exc:
+        raise SynthesisError(f"the reference recording {path} cannot be used: {exc}") from None
+    waveform = cleaned.waveform.astype(np.float32)
+    return waveform, log_mel(torch.from_numpy(waveform), spec).T
+
+
+def _voice_inputs(voice: TalkerVoice, ids: list[int], language: str, ref_audio: Optional[str],
+                  ref_text: Optional[str]) -> tuple[list[int], dict[str, Any]]:
+    """The token ids and the generate() arguments that carry the voice, per the talker's way."""
+    conditioning = voice.model.conditioning
+    if conditioning == "table":
+        if ref_audio:
+            raise SynthesisError("this talker knows its speakers by id (model.conditioning=table): use --speaker")
+        return ids, {}
+    if not ref_audio:
+        raise SynthesisError(f"this talker takes its voice from a reference recording "
+                             f"(model.conditioning={conditioning}): give --ref-audio"
+                             + (" and --ref-text" if conditioning == "prompt" else ""))
+    waveform, mel = reference_recording(ref_audio, voice)
+    limit = voice.final.config.model.reference_frames
+    if conditioning == "reference":
+        return ids, {"reference": mel[:limit]}
+    if not ref_text:
+        raise SynthesisError("in-context prompting needs the reference's words: give --ref-text")
+    try:
+        prompt = voice.codec.encode({"mel": mel.numpy(), "audio": waveform})
+    except ValueError as exc:
+        raise SynthesisError(f"the reference recording cannot be encoded: {exc}") from None
+    return tokens_for(voice, ref_text, language) + ids, {"prompt": torch.from_numpy(np.asarray(prompt))[:limit].long()}
+
+
 @torch.no_grad()
 def speak(voice: TalkerVoice, text: str, speaker: Optional[str] = None, language: Optional[str] = None,
-          vocoder: Optional[Vocoder] = None, *, temperature: float = 0.8, top_k: int = 50, top_p: float = 0.95,
-          max_length_factor: float = 3.0, seed: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, bool]:
+          vocoder: Optional[Vocoder] = None, *, ref_audio: Optional[str] = None, ref_text: Optional[str] = None,
+          temperature: float = 0.8, top_k: int = 50, top_p: float = 0.95, max_length_factor: float = 3.0,
+          seed: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, bool]:
     """(waveform, codes [T, K], whether it ended with the end of speech) from a talker: codes
     sampled with a KV cache, at most ``max_length_factor`` x the training data's code frames per
-    text token (+ 10), decoded by the talker's codec (through ``vocoder`` when it gives a mel)."""
+    text token (+ 10), decoded by the talker's codec (through ``vocoder`` when it gives a mel).
+    The voice: ``speaker`` (a talker with a speaker table), or ``ref_audio`` (and ``ref_text``
+    for in-context prompting)."""
     manifest = voice.final.manifest
     speaker_index = _pick("speaker", speaker, manifest["speakers"])
     language_index = _pick("language", language, manifest["languages"])
-    ids = tokens_for(voice, text, manifest["languages"][language_index])
+    language_name = manifest["languages"][language_index]
+    ids = tokens_for(voice, text, language_name)
     per_token = manifest.get("frames_per_token") or 4.0
     max_frames = int(math.ceil(max_length_factor * per_token * len(ids))) + 10
+    ids, voice_args = _voice_inputs(voice, ids, language_name, ref_audio, ref_text)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     codes, ended = voice.model.generate(torch.tensor(ids), speaker_index, language_index, max_frames=max_frames,
-                                        temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+                                        temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+                                        **voice_args)
     if len(codes) == 0:
         raise SynthesisError("the talker ended the utterance before its first code frame")
     codes = codes.numpy().astype(np.int32)

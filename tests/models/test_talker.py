@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from voxray.losses.talker import talker_losses
-from voxray.models.talker import HEADS, IGNORE, build, frame_grid, undelay
+from voxray.models.talker import CONDITIONING, HEADS, IGNORE, build, frame_grid, undelay
 
 V, K = 16, 3
 
@@ -143,3 +143,49 @@ def test_activation_checkpointing_gives_the_same_gradients():
         talker_losses(net(data))["total"].backward()
         grads.append(net.decoder.blocks[0].attn.qkv.weight.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def conditioned(head: str, conditioning: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    net = model(head, conditioning=conditioning, n_mels=6)
+    data = batch()
+    data["ref_mels"], data["ref_mel_lengths"] = torch.randn(2, 9, 6), torch.tensor([9, 5])
+    data["prompt_frames"] = torch.tensor([0, 3]) if conditioning == "prompt" else torch.zeros(2, dtype=torch.long)
+    return net, data
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONING)
+def test_each_way_of_knowing_the_voice_trains(conditioning):
+    net, data = conditioned("depth", conditioning)
+    out = net(data)
+    prompt = int(data["prompt_frames"][1])
+    assert [int(t.numel()) for _, t, _ in out["codebooks"]] == [13 - prompt, 11 - prompt, 11 - prompt]
+    talker_losses(out, text_weight=0.5)["total"].backward()
+    voice = {"table": lambda: net.speaker_embedding.weight, "prompt": lambda: net.prompted,
+             "reference": lambda: net.reference.convs[0].weight}[conditioning]()
+    assert voice.grad is not None and voice.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_prompt_frames_are_given_not_learnt(head):
+    """Row 1's first 3 frames are the prompt: none of their targets count, frame 3 onwards and the
+    end of speech do; prefilled with the prompt, the cache predicts frame 3 as teacher forcing does."""
+    net, data = conditioned(head, "prompt")
+    net.eval()
+    with torch.no_grad():
+        out = net(data)
+        logits, targets, where = out["codebooks"][0]
+        row1 = targets[int(where[0].sum()):]
+        assert row1.tolist() == data["codes"][1, 3:7, 0].tolist() + [V]
+        if head != "delay":                                       # a delayed prompt is fed step by step
+            hidden, _, _ = net.prefill(data["tokens"][1, :3], 1, 0, prompt=data["codes"][1, :3])
+            torch.testing.assert_close(net.heads[0](hidden), logits[int(where[0].sum())], atol=1e-5, rtol=1e-4)
+        codes, _ = net.generate(data["tokens"][1, :3], prompt=data["codes"][1, :3], max_frames=4, temperature=0)
+        assert codes.shape[1] == K and len(codes) <= 4                # the new frames only
+
+
+def test_a_reference_talker_needs_a_reference():
+    net, _ = conditioned("parallel", "reference")
+    with pytest.raises(ValueError, match="conditioned on a reference recording"):
+        net.generate(torch.tensor([3, 4]), max_frames=2)
+    codes, _ = net.eval().generate(torch.tensor([3, 4]), max_frames=2, reference=torch.randn(7, 6))
+    assert codes.shape[1] == K

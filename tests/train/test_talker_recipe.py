@@ -9,14 +9,18 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
+import torch
 from safetensors.torch import load_file
 
-from tests.conftest import TALKER_CPU_CONFIG
+from tests.conftest import REPO, TALKER_CPU_CONFIG
 from tests.train.conftest import latest_checkpoint, metrics
 from voxray import cli
 from voxray.config import load_config
+from voxray.data.store import arrow_rows, read_split
+from voxray.train.ema import EMA
 from voxray.train.recipes import talker
 
 pytestmark = pytest.mark.integration
@@ -49,6 +53,9 @@ def test_the_talker_learns_exports_and_speaks(talker_run, codes_store, codec_fol
     assert cli.main(["synthesize", "--model", f"{talker_run}/final", "--text", "Hello.", "--speaker", "nobody",
                      "--out", str(out)]) == 2
     assert "unknown speaker 'nobody'" in capsys.readouterr().err
+    assert cli.main(["synthesize", "--model", f"{talker_run}/final", "--text", "Hello.", "--ref-audio", str(out),
+                     "--out", str(out)]) == 2
+    assert "knows its speakers by id (model.conditioning=table): use --speaker" in capsys.readouterr().err
 
 
 def test_a_store_without_codes_is_refused_by_name(sample_store, tmp_path):
@@ -76,3 +83,36 @@ def test_dora_adapters_fine_tune_stop_and_resume(talker_run, codes_store, tmp_pa
     assert not any("code_embeddings" in k or k.startswith("heads.") for k in changed)    # frozen
     manifest = json.loads(Path(run, "final", "model.json").read_text())
     assert manifest["lora_rank"] == 4 and manifest["dora"] is True
+
+
+def test_references_come_from_ref_audio_else_the_same_speaker():
+    rows = [{"source": "a.wav", "ref_audio": "c.wav", "speaker_index": 0},
+            {"source": "b.wav", "ref_audio": None, "speaker_index": 0},
+            {"source": "c.wav", "ref_audio": None, "speaker_index": 1},
+            {"source": "d.wav", "ref_audio": None, "speaker_index": 2}]
+    assert talker.references(rows, None) == [2, 0, None, None]
+    assert talker.references(rows, np.random.default_rng(0))[1] == 0
+
+
+def test_a_prompted_talker_speaks_from_a_reference_recording(codes_store, codec_folder, vocoder_run, tmp_path, capsys):
+    """An (untrained) in-context talker exported next to the session codec: the reference
+    recording is cleaned, encoded by the codec and leads the generation; the wrong way of giving
+    a voice is refused by name."""
+    config = load_config(TALKER_CPU_CONFIG, ["model.conditioning=prompt", "model.reference_frames=16"])
+    plan = talker.prepare(codes_store, str(tmp_path / "run"), config)
+    rows = arrow_rows(read_split(codes_store, "val", columns=talker.columns(plan.config)))
+    batch = talker.collate(plan, [rows[0], rows[0]])              # one speaker: each prompts the other
+    assert batch["prompt_frames"].tolist() == [min(16, len(rows[0]["audio_codes"]))] * 2
+    assert int(batch["token_lengths"][0]) == 2 * len(rows[0]["token_ids"])
+    torch.manual_seed(0)
+    talker.export(plan, talker.build_model(plan), EMA(talker.build_model(plan), 0.0), 0, 1.2)
+    final = str(tmp_path / "run" / "final")
+    out, wav = tmp_path / "x.wav", next((REPO / "corpus" / "sample" / "wavs").glob("*.wav"))
+    common = ["synthesize", "--model", final, "--text", "Hello.", "--out", str(out), "--seed", "0"]
+    assert cli.main([*common, "--ref-audio", str(wav), "--ref-text", "Some words.",
+                     "--vocoder", f"{vocoder_run}/final", "--max-length-factor", "1"]) == 0
+    assert soundfile.read(out)[1] == 22050
+    assert cli.main([*common, "--ref-audio", str(wav)]) == 2
+    assert "needs the reference's words: give --ref-text" in capsys.readouterr().err
+    assert cli.main([*common, "--ref-audio", str(tmp_path / "none.wav"), "--ref-text", "x"]) == 2
+    assert "none.wav does not exist" in capsys.readouterr().err

@@ -24,6 +24,12 @@ class TalkerModel(Strict):
     codebook_head: Literal["depth", "delay", "parallel"] = Field(
         "depth", description="how a frame's codebooks are predicted: depth (a small Transformer per frame over "
                              "the codebooks before), delay (codebook k shifted k steps), parallel (K heads)")
+    conditioning: Literal["table", "reference", "prompt"] = Field(
+        "table", description="how the voice is given: table (a speaker-id embedding), reference (a reference "
+                             "encoder over another recording of the speaker), prompt (in-context: a reference's "
+                             "text and codes lead the sequence, their targets masked)")
+    reference_frames: int = Field(400, ge=8, description="reference and prompt: the longest reference used, in "
+                                                         "mel frames (reference) or code frames (prompt)")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the decoder")
     checkpointing: bool = Field(False, description="activation checkpointing of the decoder blocks (memory for "
                                                    "compute)")

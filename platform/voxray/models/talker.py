@@ -36,6 +36,7 @@ from voxray.models.layers import ConvFeedForward, SelfAttention
 
 IGNORE = -100            # a target nothing is learnt from
 HEADS = ("depth", "delay", "parallel")
+CONDITIONING = ("table", "reference", "prompt")
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(dim=64, layers=2, heads=2, ffn_hidden=128, depth_dim=32, depth_layers=1, depth_heads=2),
     "small": dict(dim=512, layers=8, heads=8, ffn_hidden=1408, depth_dim=256, depth_layers=2, depth_heads=4),
@@ -148,17 +149,40 @@ class CausalDecoder(nn.Module):
         return self.norm(x)
 
 
+class ReferenceEncoder(nn.Module):
+    """A reference log-mel [B, T, n_mels] -> one vector [B, D]: two convolutions, the mean over
+    the real frames, a projection."""
+
+    def __init__(self, n_mels: int, dim: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv1d(n_mels, dim, 3, padding=1), nn.GELU(),
+                                   nn.Conv1d(dim, dim, 3, padding=1), nn.GELU())
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, mel: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        hidden = self.convs(mel.transpose(1, 2)).transpose(1, 2)
+        real = (torch.arange(mel.shape[1], device=mel.device)[None, :] < lengths[:, None]).to(hidden.dtype)[..., None]
+        return self.out((hidden * real).sum(1) / real.sum(1).clamp(min=1))
+
+
 class Talker(nn.Module):
     def __init__(self, *, vocab_size: int, n_speakers: int, n_languages: int, n_codebooks: int,
                  codebook_size: int, codebook_head: str = "depth", dim: int, layers: int, heads: int,
                  ffn_hidden: int, depth_dim: int, depth_layers: int, depth_heads: int, dropout: float = 0.1,
-                 checkpointing: bool = False) -> None:
+                 checkpointing: bool = False, conditioning: str = "table", n_mels: int = 80) -> None:
         super().__init__()
         if codebook_head not in HEADS:
             raise ValueError(f"codebook_head={codebook_head!r}: choose from {', '.join(HEADS)}")
+        if conditioning not in CONDITIONING:
+            raise ValueError(f"conditioning={conditioning!r}: choose from {', '.join(CONDITIONING)}")
         self.n_codebooks, self.codebook_size, self.codebook_head = n_codebooks, codebook_size, codebook_head
+        self.conditioning = conditioning
         self.token_embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.speaker_embedding = nn.Embedding(n_speakers, dim)
+        if conditioning == "reference":
+            self.reference = ReferenceEncoder(n_mels, dim)
+        if conditioning == "prompt":
+            self.prompted = nn.Parameter(torch.randn(dim) * 0.02)      # the voice is in the prompt, not a slot
         self.language_embedding = nn.Embedding(n_languages, dim)
         self.bos = nn.Parameter(torch.randn(dim) * 0.02)
         self.code_embeddings = nn.ModuleList(nn.Embedding(codebook_size + 1, dim) for _ in range(n_codebooks))
@@ -184,10 +208,22 @@ class Talker(nn.Module):
         """[..., K] codes (index V: none) -> [..., D], the sum of the codebooks' embeddings."""
         return sum(table(inputs[..., k]) for k, table in enumerate(self.code_embeddings))
 
-    def prefix(self, tokens: torch.Tensor, speaker: torch.Tensor, language: torch.Tensor) -> torch.Tensor:
-        """One utterance's [speaker, language, text..., bos] embeddings [2 + L + 1, D]."""
-        return torch.cat([self.speaker_embedding(speaker)[None], self.language_embedding(language)[None],
-                          self.token_embedding(tokens), self.bos[None]])
+    def frame_index(self, n_frames: int, device: torch.device) -> torch.Tensor:
+        """[N, K] aligned with ``frame_grid``'s targets: the frame each target belongs to (the end
+        of speech: n_frames; empty slots: IGNORE)."""
+        index = torch.arange(n_frames, device=device)[:, None].expand(n_frames, self.n_codebooks)
+        _, frame_of = frame_grid(index.contiguous(), n_frames, self.delay)
+        return frame_of
+
+    def voices(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The first slot [B, D]: the speaker's embedding (``table``), the reference encoder's
+        vector of ``ref_mels`` (``reference``), or one learnt vector (``prompt``: the voice comes
+        from the prompt's codes)."""
+        if self.conditioning == "reference":
+            return self.reference(batch["ref_mels"], batch["ref_mel_lengths"])
+        if self.conditioning == "prompt":
+            return self.prompted.expand(batch["speakers"].shape[0], -1)
+        return self.speaker_embedding(batch["speakers"])
 
     def sequences(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(inputs [B, S, D], code targets [B, S, K], text targets [B, S]), right-padded; the
@@ -200,12 +236,16 @@ class Talker(nn.Module):
         frame_inputs = pad([inputs for inputs, _ in grids], batch_first=True, padding_value=self.codebook_size)
         frames = self.embed_frames(frame_inputs)                          # [B, N - 1, D]
         tokens = self.token_embedding(batch["tokens"])                    # [B, L, D]
-        speakers, languages = self.speaker_embedding(batch["speakers"]), self.language_embedding(batch["languages"])
+        speakers, languages = self.voices(batch), self.language_embedding(batch["languages"])
+        prompts = batch.get("prompt_frames")
         rows, code_targets, text_targets = [], [], []
         for b, (inputs, targets) in enumerate(grids):
             n_tokens = int(batch["token_lengths"][b])
             rows.append(torch.cat([speakers[b, None], languages[b, None], tokens[b, :n_tokens], self.bos[None],
                                    frames[b, : len(inputs)]]))
+            if prompts is not None and int(prompts[b]) > 0:                # the prompt's frames are given, not learnt
+                frame_of = self.frame_index(int(batch["code_lengths"][b]), targets.device)
+                targets = targets.masked_fill(frame_of < int(prompts[b]), IGNORE)
             start = 2 + n_tokens                                           # bos predicts the first step
             full = targets.new_full((len(rows[-1]), self.n_codebooks), IGNORE)
             full[start: start + len(targets)] = targets
@@ -250,10 +290,23 @@ class Talker(nn.Module):
 
     # -------------------------------------------------------------------------------- generation
 
-    def prefill(self, tokens: torch.Tensor, speaker: int, language: int) -> tuple[torch.Tensor, list[list], int]:
-        """The prefix through the decoder with an empty cache: (last hidden [D], caches, next position)."""
+    def prefill(self, tokens: torch.Tensor, speaker: int = 0, language: int = 0, *,
+                reference: Optional[torch.Tensor] = None, prompt: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, list[list], int]:
+        """The prefix (voice slot, language, text, bos; then the prompt's frames [Tp, K] unless the
+        head delays codebooks) through the decoder with an empty cache: (last hidden [D], caches,
+        next position). ``reference`` is a log-mel [T, n_mels] for the reference encoder."""
         device = self.bos.device
-        x = self.prefix(tokens.to(device), torch.tensor(speaker, device=device), torch.tensor(language, device=device))
+        if self.conditioning == "reference" and reference is None:
+            raise ValueError("this talker is conditioned on a reference recording: give one")
+        voice_of = {"speakers": torch.tensor([speaker], device=device)}
+        if reference is not None and self.conditioning == "reference":
+            voice_of.update(ref_mels=reference.float().to(device)[None],
+                            ref_mel_lengths=torch.tensor([len(reference)], device=device))
+        x = torch.cat([self.voices(voice_of), self.language_embedding(torch.tensor([language], device=device)),
+                       self.token_embedding(tokens.to(device)), self.bos[None]])
+        if prompt is not None and len(prompt) and not self.delay:
+            x = torch.cat([x, self.embed_frames(prompt.to(device))])
         caches: list[list] = [[] for _ in self.decoder.blocks]
         hidden = self.decoder(x[None], caches, 0)
         return hidden[0, -1], caches, len(x)
@@ -280,11 +333,14 @@ class Talker(nn.Module):
     @torch.no_grad()
     def generate(self, tokens: torch.Tensor, speaker: int = 0, language: int = 0, *, max_frames: int,
                  temperature: float = 0.8, top_k: int = 50, top_p: float = 0.95,
-                 generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, bool]:
+                 generator: Optional[torch.Generator] = None, reference: Optional[torch.Tensor] = None,
+                 prompt: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, bool]:
         """Codes [T, K] for one utterance with a key/value cache, and whether it ended with the end
-        of speech (else it stopped at ``max_frames``)."""
+        of speech (else it stopped at ``max_frames``). With ``prompt`` (codes [Tp, K] of a
+        reference whose text leads ``tokens``) the new frames continue it; they come back alone."""
         pick = lambda logits, k: sample(logits, temperature, top_k, top_p, generator)      # noqa: E731
-        hidden, caches, position = self.prefill(tokens, speaker, language)
+        hidden, caches, position = self.prefill(tokens, speaker, language, reference=reference, prompt=prompt)
+        given = 0 if prompt is None else len(prompt)
         none = self.codebook_size
         if not self.delay:
             frames: list[list[int]] = []
@@ -302,15 +358,17 @@ class Talker(nn.Module):
         k_books = self.n_codebooks
         while True:
             s = len(steps)
-            if end is None and s >= max_frames:
+            if end is None and s >= max_frames + given:
                 end, ended = s, False                  # cut: the later codebooks of the last frames still come
             step = []
             for k in range(k_books):
                 if s - k < 0 or (end is not None and s - k >= end):
                     step.append(none)
+                elif s - k < given:
+                    step.append(int(prompt[s - k, k]))                        # the prompt's codes, delayed
                 else:
                     step.append(pick(self.heads[k](hidden), k))
-            if end is None and step[0] == none:
+            if end is None and s >= given and step[0] == none:
                 end = s
             steps.append(step)
             if end is not None and s >= end + k_books - 2:
@@ -319,7 +377,7 @@ class Talker(nn.Module):
             position += 1
         grid = torch.tensor(steps, dtype=torch.long).reshape(-1, k_books)
         grid = torch.cat([grid, grid.new_full((k_books, k_books), none)])            # room to un-delay
-        return undelay(grid, end), ended
+        return undelay(grid, end)[given:], ended
 
 
 def build(preset: str = "tiny", **args: Any) -> Talker:

@@ -91,7 +91,8 @@ def prepare(store: str, run: str, config: Config) -> Plan:
     build_args = dict(preset=model.preset, vocab_size=len(plan["vocabulary"]), n_speakers=len(plan["speakers"]),
                       n_languages=len(plan["languages"]), n_codebooks=codec["n_codebooks"],
                       codebook_size=codec["codebook_size"], codebook_head=model.codebook_head,
-                      dropout=model.dropout, checkpointing=model.checkpointing)
+                      dropout=model.dropout, checkpointing=model.checkpointing, conditioning=model.conditioning,
+                      n_mels=spec.n_mels)
     if config.finetune.init_from:
         base = read_final(config.finetune.init_from, family=FAMILY)
         theirs = {key: base.manifest["codec"].get(key) for key in CODEC_KEYS[:3]}
@@ -129,15 +130,61 @@ def _pad(arrays: list[np.ndarray], value: int) -> np.ndarray:
     return out
 
 
+def columns(config: Config) -> list[str]:
+    """What the workers read: a reference encoder also needs the mels, and both reference ways
+    the rows' sources and their ``ref_audio``."""
+    extra = {"table": [], "prompt": ["source", "ref_audio"], "reference": ["source", "ref_audio", "mel"]}
+    return COLUMNS + extra[config.model.conditioning]
+
+
+def references(rows: list[dict[str, Any]], rng: Optional[np.random.Generator]) -> list[Optional[int]]:
+    """For each row, the batch row that gives its voice: the one whose source is the row's
+    ``ref_audio``, else another utterance of the same speaker (drawn with ``rng``; without it, the
+    next one), else None."""
+    by_source = {row["source"]: i for i, row in enumerate(rows)}
+    chosen: list[Optional[int]] = []
+    for i, row in enumerate(rows):
+        if row.get("ref_audio") in by_source and by_source[row["ref_audio"]] != i:
+            chosen.append(by_source[row["ref_audio"]])
+            continue
+        same = [j for j, other in enumerate(rows) if j != i and other["speaker_index"] == row["speaker_index"]]
+        if not same:
+            chosen.append(None)
+        elif rng is not None:
+            chosen.append(same[int(rng.integers(len(same)))])
+        else:
+            chosen.append(next((j for j in same if j > i), same[0]))
+    return chosen
+
+
 def collate(plan: Plan, rows: list[dict[str, Any]], rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
-    """Store rows -> tokens [B, L], codes [B, T, K] and their lengths, speakers, languages."""
+    """Store rows -> tokens [B, L], codes [B, T, K] and their lengths, speakers, languages; with
+    ``model.conditioning=reference`` the reference mels [B, R, n_mels]; with ``prompt`` each
+    row's reference text and codes lead its own (``prompt_frames`` [B] of them are not learnt;
+    a row whose speaker has no other utterance in the batch goes without)."""
     rows = map_labels(rows, plan.maps)
     missing = [row["id"] for row in rows if row["audio_codes"] is None or len(row["audio_codes"]) == 0]
     if missing:
         raise ValueError(f"rows without audio codes in the store: {', '.join(missing[:5])}")
+    model = plan.config.model
     tokens = [np.asarray(r["token_ids"], dtype=np.int64) for r in rows]
     codes = [np.asarray(r["audio_codes"], dtype=np.int64) for r in rows]
-    return {"tokens": torch.from_numpy(_pad(tokens, PAD_ID)), "token_lengths": torch.tensor([len(t) for t in tokens]),
+    batch: dict[str, Any] = {}
+    if model.conditioning != "table":
+        chosen = references(rows, rng)
+    if model.conditioning == "prompt":
+        given = [0 if j is None else min(len(codes[j]), model.reference_frames) for j in chosen]
+        tokens = [t if j is None else np.concatenate([tokens[j], t]) for t, j in zip(tokens, chosen)]
+        codes = [c if j is None else np.concatenate([codes[j][: n], c]) for c, j, n in zip(codes, chosen, given)]
+        batch["prompt_frames"] = torch.tensor(given)
+    if model.conditioning == "reference":
+        mels = [np.asarray(rows[i if j is None else j]["mel"], dtype=np.float32)[: model.reference_frames]
+                for i, j in enumerate(chosen)]
+        longest = max(len(m) for m in mels)
+        batch["ref_mels"] = torch.from_numpy(np.stack([np.pad(m, ((0, longest - len(m)), (0, 0))) for m in mels]))
+        batch["ref_mel_lengths"] = torch.tensor([len(m) for m in mels])
+    return {**batch, "tokens": torch.from_numpy(_pad(tokens, PAD_ID)),
+            "token_lengths": torch.tensor([len(t) for t in tokens]),
             "codes": torch.from_numpy(_pad(codes, 0)), "code_lengths": torch.tensor([len(c) for c in codes]),
             "speakers": torch.tensor([int(r["speaker_index"]) for r in rows]),
             "languages": torch.tensor([int(r["language_index"]) for r in rows])}
@@ -249,5 +296,5 @@ def train(store: str, run: str, config: Config, callbacks: Optional[list] = None
     """Train (or resume) on Ray; returns a summary. ``callbacks`` and ``gate`` come from a sweep."""
     plan = prepare(store, run, config)
     summary = launch.fit(train_loop, loop_config={"plan": plan, "gate": gate}, run=plan.run, config=plan.config,
-                         store=plan.store, columns=COLUMNS, metric=METRIC, callbacks=callbacks, console=console)
+                         store=plan.store, columns=columns(plan.config), metric=METRIC, callbacks=callbacks, console=console)
     return {**summary, "metric_label": METRIC_LABEL}
