@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -17,6 +17,18 @@ class TalkerTrain(TrainConfig):
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the weights (0: off, validate and export the "
                                                           "trained weights)")
+    embedding_lr: Optional[float] = Field(None, gt=0, description="learning rate of the embeddings (text, speaker, "
+                                                                  "language, codes) (null: train.lr)")
+    embedding_weight_decay: float = Field(0.0, ge=0, description="weight decay of the embeddings")
+    head_lr: Optional[float] = Field(None, gt=0, description="learning rate of the output heads and the depth "
+                                                             "Transformer (null: train.lr)")
+    head_weight_decay: Optional[float] = Field(None, ge=0, description="weight decay of the heads (null: "
+                                                                       "train.weight_decay)")
+    adapter_lr: Optional[float] = Field(None, gt=0, description="learning rate of LoRA/DoRA adapters (null: train.lr)")
+    adapter_weight_decay: Optional[float] = Field(None, ge=0, description="weight decay of the adapters (null: "
+                                                                          "train.weight_decay)")
+    layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise learning-rate decay: decoder block i of N "
+                                                            "trains at lr x layer_decay^(N - 1 - i) (1: off)")
 
 
 class TalkerModel(Strict):

@@ -385,3 +385,8 @@ def build(preset: str = "tiny", **args: Any) -> Talker:
     if preset not in PRESETS:
         raise ValueError(f"unknown talker preset {preset!r} (choose from {', '.join(PRESETS)})")
     return Talker(**{**PRESETS[preset], **args})
+
+
+def layers(args: dict[str, Any]) -> int:
+    """Decoder blocks of a talker built from ``args`` (``build``'s arguments)."""
+    return int(args.get("layers", PRESETS[args.get("preset", "tiny")]["layers"]))

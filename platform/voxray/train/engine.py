@@ -69,8 +69,10 @@ class OptimizerSettings:
 
 
 def build_engine(model: nn.Module, settings: OptimizerSettings, ds_config: dict[str, Any],
-                 parameters: Optional[Iterable[nn.Parameter]] = None):
-    """(DeepSpeed engine, LR scheduler) over ``parameters`` (default: the model's trainable ones)."""
+                 parameters: Optional[Iterable[nn.Parameter] | list[dict[str, Any]]] = None):
+    """(DeepSpeed engine, LR scheduler) over ``parameters`` (default: the model's trainable ones;
+    or parameter groups, dicts with their own ``lr`` and ``weight_decay``, which the schedule
+    scales alike)."""
     import deepspeed
 
     trainable = list(parameters) if parameters is not None else [p for p in model.parameters() if p.requires_grad]

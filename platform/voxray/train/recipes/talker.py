@@ -10,6 +10,7 @@ rows of tokens, speakers and languages new to that model train.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -120,6 +121,38 @@ def build_model(plan: Plan, load_base: bool = True) -> torch.nn.Module:
         model.load_state_dict(read_final(plan.init_from).weights)
     sizes = {key: plan.build_args[key] for key in ("vocab_size", "n_speakers", "n_languages")}
     return grow_and_adapt(model, sizes, plan.config.lora, LORA_TARGETS, plan.added)
+
+
+EMBEDDINGS = re.compile(r"(^|\.)(token_embedding|speaker_embedding|language_embedding|code_embeddings|"
+                        r"depth_embeddings|bos|prompted)(\.|$)")
+HEAD_PARTS = re.compile(r"(^|\.)(heads|text_head|depth|depth_in)\.")
+BLOCK = re.compile(r"(^|\.)decoder\.blocks\.(\d+)\.")
+
+
+def parameter_groups(model: torch.nn.Module, train: Any, layers: int) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups (trainable parameters only): adapters, embeddings, heads
+    and the rest, each with its learning rate and weight decay (``train.*_lr``, ``*_weight_decay``),
+    and decoder block i of ``layers`` at ``layer_decay^(layers - 1 - i)`` times its group's rate."""
+    groups: dict[tuple[str, int], dict[str, Any]] = {}           # (kind, depth; -1 outside the blocks)
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if "lora_" in name:
+            kind, lr, decay = "adapters", train.adapter_lr, train.adapter_weight_decay
+        elif EMBEDDINGS.search(name) or "trainable_tokens" in name:
+            kind, lr, decay = "embeddings", train.embedding_lr, train.embedding_weight_decay
+        elif HEAD_PARTS.search(name):
+            kind, lr, decay = "heads", train.head_lr, train.head_weight_decay
+        else:
+            kind, lr, decay = "rest", None, None
+        block = BLOCK.search(name)
+        depth = layers - 1 - int(block.group(2)) if block else 0
+        group = groups.setdefault((kind, depth if block else -1), {
+            "name": f"{kind}" + (f"/depth{depth}" if block else ""), "params": [],
+            "lr": (lr or train.lr) * train.layer_decay ** depth,
+            "weight_decay": train.weight_decay if decay is None else decay})
+        group["params"].append(parameter)
+    return list(groups.values())
 
 
 def _pad(arrays: list[np.ndarray], value: int) -> np.ndarray:
@@ -239,7 +272,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     ema = EMA(model, train.ema_decay)
     eval_model = build_model(plan, load_base=False).to(worker.device)
     engine, lr_schedule = build_engine(model, OptimizerSettings.of(train),
-                                       deepspeed_config(train, config.deepspeed, worker.world_size))
+                                       deepspeed_config(train, config.deepspeed, worker.world_size),
+                                       parameters=parameter_groups(model, train, talker_model.layers(plan.build_args)))
     trainable_only = config.lora.rank > 0
     worker.restore({"model": engine}, {"model": ema}, trainable_only=trainable_only)
     stream = worker.train_stream(lambda rows, rng: collate(plan, rows, rng), batch_size=train.batch_size,
