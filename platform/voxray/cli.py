@@ -99,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     talking = synth.add_argument_group("talker models")
     talking.add_argument("--codec", help="codec folder that decodes the talker's codes (default: the voxray codec "
                                          "the export records; precomputed codes need their own, e.g. a plugin)")
+    talking.add_argument("--adapter", help="RUN/final/adapter of an adapter-only fine-tune of --model")
     talking.add_argument("--ref-audio", help="a recording of the voice (talkers conditioned on a reference or "
                                              "prompted in context)")
     talking.add_argument("--ref-text", help="the words of --ref-audio (in-context prompting)")
@@ -265,7 +266,7 @@ def _speak(args: argparse.Namespace) -> int:
     from voxray.synthesize import SynthesisError, load_talker, load_vocoder, speak, write_wav
 
     try:
-        voice = load_talker(args.model, args.codec)
+        voice = load_talker(args.model, args.codec, args.adapter)
         vocoder = load_vocoder(args.vocoder, voice.final.audio_spec) if args.vocoder else None
         audio, codes, ended = speak(voice, args.text, speaker=args.speaker, language=args.language, vocoder=vocoder,
                                     ref_audio=args.ref_audio, ref_text=args.ref_text, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
@@ -295,6 +296,12 @@ def _synthesize(args: argparse.Namespace) -> int:
 
     if _model_family(args.model) == "talker":
         return _speak(args)
+    given = [flag for flag, value in (("--adapter", args.adapter), ("--ref-audio", args.ref_audio),
+                                      ("--ref-text", args.ref_text), ("--codec", args.codec)) if value]
+    if given:
+        print(f"voxray synthesize: error: {', '.join(given)}: for talker models; {args.model} is not one",
+              file=sys.stderr)
+        return 2
     try:
         voice = load_voice(args.model)
         vocoder = load_vocoder(args.vocoder, voice.final.audio_spec) if args.vocoder else None

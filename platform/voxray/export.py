@@ -26,6 +26,7 @@ from voxray.config import Config, build_config, to_yaml
 from voxray.text import Vocabulary
 
 FINAL_DIR = "final"
+ADAPTER_DIR = "adapter"          # an adapter-only export: final/adapter/ (adapter.safetensors, adapter.json)
 FILES = ("model.safetensors", "model.json", "config.yaml", "audio_spec.json")     # every family's
 
 

@@ -6,14 +6,18 @@ normalisation and G2P as the feature store did for that language.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import numpy as np
 import soundfile
 import torch
+from safetensors.torch import load
 
 from voxray import uri
 from voxray.audio import AudioSpec
@@ -21,9 +25,12 @@ from voxray.cleaning import Rejected, clean
 from voxray.dsp import griffin_lim, log_mel
 from voxray.export import FinalModel, read_final
 from voxray.models import talker
+from voxray.models.adapters import grow_and_adapt, load_adapter_state, merge_lora
 from voxray.models.acoustic import fastspeech2
 from voxray.models.vocoder import build_generator
-from voxray.text import G2P, normalize_text
+from voxray.text import G2P, Vocabulary, normalize_text
+
+SIZES = ("vocab_size", "n_speakers", "n_languages")          # what an adapter may grow
 
 
 class SynthesisError(ValueError):
@@ -81,14 +88,41 @@ class TalkerVoice:
     codec: Any                              # decodes the talker's codes (voxray.codec.Codec)
 
 
-def load_talker(final_uri: str, codec: Optional[str] = None) -> TalkerVoice:
-    """A talker export and the codec its codes decode with: ``codec`` (a codec folder, e.g. a
-    plugin wrapping the decoder of precomputed codes), else the voxray codec the export records."""
+def _with_adapter(final: FinalModel, model: talker.Talker, adapter: str) -> tuple[FinalModel, torch.nn.Module]:
+    """The base talker with an adapter-only export (``RUN/final/adapter``) on top: embeddings
+    grown to the adapter's label sets, adapters loaded and merged; the labels are the adapter's."""
+    path = uri.join(adapter, "adapter.json")
+    if not uri.exists(path):
+        raise SynthesisError(f"{adapter} is not an adapter export (no adapter.json); train with "
+                             "finetune.export=adapter")
+    saved = json.loads(uri.read_text(path))
+    if saved.get("family") != "talker" or saved["codec"]["n_codebooks"] != final.manifest["codec"]["n_codebooks"] \
+            or {k: v for k, v in saved["build"].items() if k not in SIZES} != \
+            {k: v for k, v in final.manifest["build"].items() if k not in SIZES}:
+        raise SynthesisError(f"the adapter {adapter} was trained on another base talker ({saved.get('init_from')})")
+    lora = SimpleNamespace(**saved["lora"])
+    model = grow_and_adapt(model, {key: saved["build"][key] for key in SIZES}, lora, saved["targets"], saved["added"])
+    try:
+        load_adapter_state(model, load(uri.read_bytes(uri.join(adapter, "adapter.safetensors"))))
+    except ValueError as exc:
+        raise SynthesisError(f"{adapter}: {exc}") from None
+    manifest = {**final.manifest, **{key: saved[key] for key in ("build", "speakers", "languages", "g2p",
+                                                                    "frames_per_token")}}
+    return (dataclasses.replace(final, manifest=manifest, vocabulary=Vocabulary(saved["vocabulary"])),
+            merge_lora(model))
+
+
+def load_talker(final_uri: str, codec: Optional[str] = None, adapter: Optional[str] = None) -> TalkerVoice:
+    """A talker export (with an adapter-only export on top when ``adapter`` is given) and the
+    codec its codes decode with: ``codec`` (a codec folder, e.g. a plugin wrapping the decoder of
+    precomputed codes), else the voxray codec the export records."""
     from voxray.codec import PrecomputedCodec, load_codec
 
     final = _read(final_uri, "talker")
     model = talker.build(**final.manifest["build"])
     model.load_state_dict(final.weights)
+    if adapter:
+        final, model = _with_adapter(final, model, adapter)
     described = final.manifest["codec"]
     folder = codec or described.get("codec")
     try:

@@ -63,27 +63,38 @@ def test_a_store_without_codes_is_refused_by_name(sample_store, tmp_path):
         talker.prepare(sample_store, str(tmp_path / "run"), load_config(TALKER_CPU_CONFIG))
 
 
-def test_dora_adapters_fine_tune_stop_and_resume(talker_run, codes_store, tmp_path):
+def test_dora_adapters_fine_tune_stop_resume_and_load_on_the_base(talker_run, codes_store, tmp_path, capsys):
     """DoRA with separate attention / feed-forward ranks from the talker's export, stopped at step 4
     and resumed to 8 from the adapters-only checkpoint (peft's key names must match on resume);
-    the export is the merged plain model."""
+    exported adapter-only, then loaded on the base by synthesize --adapter."""
+    from voxray.synthesize import load_talker
+
     run = str(tmp_path / "dora")
-    common = [f"finetune.init_from={talker_run}/final", "lora.rank=4", "lora.ff_rank=2", "lora.dora=true",
-              "train.val_every=4", "train.log_every=2", "train.max_failures=0", "train.warmup_steps=0"]
+    common = [f"finetune.init_from={talker_run}/final", "finetune.export=adapter", "lora.rank=4", "lora.ff_rank=2",
+              "lora.dora=true", "train.val_every=4", "train.log_every=2", "train.max_failures=0",
+              "train.warmup_steps=0", "train.adapter_lr=5e-3"]
     for steps in (4, 8):
         assert cli.main(["train", "talker", "--data", codes_store, "--output", run, "--config", TALKER_CPU_CONFIG,
                          f"train.max_steps={steps}", *common]) == 0
     assert [r["step"] for r in metrics(run, "resumed")] == [4]
     assert [v["step"] for v in metrics(run, "val")] == [4, 8]
+    adapter = Path(run, "final", "adapter")
+    assert sorted(p.name for p in Path(run, "final").iterdir()) == ["adapter"]
+    saved = json.loads((adapter / "adapter.json").read_text())
+    assert saved["lora"]["dora"] is True and saved["lora"]["ff_rank"] == 2
+    assert (adapter / "adapter.safetensors").stat().st_size < 0.5 * Path(talker_run, "final", "model.safetensors").stat().st_size
     base = load_file(f"{talker_run}/final/model.safetensors")
-    tuned = load_file(f"{run}/final/model.safetensors")
+    tuned = load_talker(f"{talker_run}/final", adapter=str(adapter)).model.state_dict()
     assert set(tuned) == set(base)                              # merged: no adapter keys left
-    changed = [k for k in base if not (tuned[k] == base[k]).all()]
+    changed = [k for k in base if not torch.equal(tuned[k], base[k])]
     assert any(".attn.qkv." in k for k in changed) and any(".ffn.up." in k for k in changed)
     assert not any("code_embeddings" in k or k.startswith("heads.") for k in changed)    # frozen
-    manifest = json.loads(Path(run, "final", "model.json").read_text())
-    assert manifest["lora_rank"] == 4 and manifest["dora"] is True
-
+    out = tmp_path / "x.wav"
+    assert cli.main(["synthesize", "--model", f"{talker_run}/final", "--adapter", str(adapter), "--text", "Hello.",
+                     "--out", str(out), "--seed", "0", "--max-length-factor", "1"]) == 0
+    assert cli.main(["synthesize", "--model", f"{talker_run}/final", "--adapter", str(tmp_path), "--text", "Hello.",
+                     "--out", str(out)]) == 2
+    assert "is not an adapter export" in capsys.readouterr().err
 
 def test_references_come_from_ref_audio_else_the_same_speaker():
     rows = [{"source": "a.wav", "ref_audio": "c.wav", "speaker_index": 0},
@@ -132,3 +143,10 @@ def test_parameter_groups_set_rates_by_kind_and_depth():
     names = {id(p): n for n, p in net.named_parameters()}
     assert {names[id(p)] for p in groups["rest/depth1"]["params"]} == {
         n for n in names.values() if n.startswith("decoder.blocks.0.")}
+
+
+def test_an_adapter_export_needs_adapters():
+    from voxray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="finetune.export=adapter needs adapters"):
+        load_config(TALKER_CPU_CONFIG, ["finetune.export=adapter"])

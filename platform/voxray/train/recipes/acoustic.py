@@ -30,7 +30,8 @@ from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
 from voxray.train.ema import EMA, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
-from voxray.train.finetune import grow_and_adapt, map_labels, merge_labels, merge_lora, store_labels
+from voxray.models.adapters import grow_and_adapt, merge_lora
+from voxray.train.finetune import map_labels, merge_labels, store_labels
 from voxray.train.meter import Meter
 from voxray.train.worker import Worker, start
 

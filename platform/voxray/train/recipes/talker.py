@@ -10,18 +10,20 @@ rows of tokens, speakers and languages new to that model train.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 import torch
+from safetensors.torch import save
 
 from voxray import uri
 from voxray.audio import AudioSpec
 from voxray.config import Config
 from voxray.data.batching import PAD_ID
-from voxray.export import FINAL_DIR, read_final, write_final
+from voxray.export import ADAPTER_DIR, FINAL_DIR, read_final, write_final
 from voxray.losses.talker import combine, names, talker_losses
 from voxray.models import talker as talker_model
 from voxray.train import launch
@@ -30,7 +32,8 @@ from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
 from voxray.train.ema import EMA, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
-from voxray.train.finetune import grow_and_adapt, map_labels, merge_labels, merge_lora, store_labels
+from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora
+from voxray.train.finetune import map_labels, merge_labels, store_labels
 from voxray.train.meter import Meter
 from voxray.train.worker import Worker, start
 
@@ -312,14 +315,22 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
 def export(plan: Plan, eval_model, ema: EMA, step: int, frames_per_token: Optional[float]) -> None:
     """RUN_URI/final: the weights (EMA when kept, adapters merged), the codec they speak, and code
-    frames per text token (generation's length limit scales with it)."""
+    frames per text token (generation's length limit scales with it). With
+    ``finetune.export=adapter``: only RUN_URI/final/adapter/, the adapters and new embedding rows
+    with the label sets they need, to load on top of the base export."""
     ema.copy_to(eval_model)
-    merged = merge_lora(eval_model)
     manifest = {"family": FAMILY, "build": {**plan.build_args, "checkpointing": False}, "speakers": plan.speakers,
                 "languages": plan.languages, "g2p": plan.g2p, "codec": plan.codec,
                 "frames_per_token": frames_per_token, "step": step, "init_from": plan.init_from,
                 "lora_rank": plan.config.lora.rank, "dora": plan.config.lora.dora}
-    write_final(uri.join(plan.run, FINAL_DIR), weights=merged.state_dict(), manifest=manifest,
+    if plan.config.finetune.export == "adapter":
+        folder = uri.join(plan.run, FINAL_DIR, ADAPTER_DIR)
+        uri.write_bytes(uri.join(folder, "adapter.safetensors"), save(adapter_state(eval_model)))
+        uri.write_text(uri.join(folder, "adapter.json"), json.dumps(
+            {**manifest, "vocabulary": plan.vocabulary, "added": plan.added, "lora": plan.config.lora.model_dump(),
+             "targets": LORA_TARGETS}, indent=1, ensure_ascii=False))
+        return
+    write_final(uri.join(plan.run, FINAL_DIR), weights=merge_lora(eval_model).state_dict(), manifest=manifest,
                 config=plan.config, vocabulary=plan.vocabulary, stats=plan.store_stats)
 
 

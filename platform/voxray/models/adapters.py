@@ -1,0 +1,79 @@
+"""Adapters and grown embeddings, shared by training and synthesis: a base model's label
+embeddings grown to new tokens, speakers and languages (new rows start at the mean of the known
+ones), LoRA or DoRA adapters from peft on chosen projections (with new embedding rows trainable
+through peft's ``trainable_token_indices``), merged back into plain weights, or saved and loaded
+alone (an adapter-only export)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def grow_embedding(embedding: nn.Embedding, rows: int) -> nn.Embedding:
+    """A copy of ``embedding`` with ``rows`` rows; rows beyond the old ones start at their mean."""
+    old = embedding.num_embeddings
+    if rows <= old:
+        return embedding
+    grown = nn.Embedding(rows, embedding.embedding_dim, padding_idx=embedding.padding_idx)
+    grown.weight[:old] = embedding.weight
+    known = embedding.weight[1:] if embedding.padding_idx == 0 and old > 1 else embedding.weight
+    grown.weight[old:] = known.mean(dim=0)
+    return grown
+
+
+FEED_FORWARD = r"ffn\.(up|down)"          # the feed-forward projections, for ``lora.ff_rank``
+
+
+def apply_lora(model: nn.Module, lora: Any, target_modules: str,
+               trainable_tokens: Optional[dict[str, list[int]]] = None) -> nn.Module:
+    """Freeze ``model``; train adapters (``lora``: the config's LoRA section: rank, ff_rank, alpha,
+    dropout, dora) on ``target_modules`` (a regex over module names) and the embedding rows listed
+    in ``trainable_tokens`` ({embedding module name: indices})."""
+    from peft import LoraConfig, get_peft_model
+
+    tokens = {name: sorted(set(ids)) for name, ids in (trainable_tokens or {}).items() if ids}
+    ranks = {FEED_FORWARD: lora.ff_rank} if lora.ff_rank else {}
+    config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_dora=lora.dora,
+                        target_modules=target_modules, rank_pattern=ranks,
+                        trainable_token_indices=tokens or None, bias="none")
+    return get_peft_model(model, config)
+
+
+def grow_and_adapt(model: nn.Module, sizes: dict[str, int], lora: Any, target_modules: str,
+                   added: dict[str, list[int]]) -> nn.Module:
+    """A base model's token/speaker/language embeddings grown to ``sizes`` (``merge_labels``),
+    wrapped with adapters when ``lora.rank > 0`` (the new rows train, the base rows stay)."""
+    for name, size in (("token_embedding", "vocab_size"), ("speaker_embedding", "n_speakers"),
+                       ("language_embedding", "n_languages")):
+        setattr(model, name, grow_embedding(getattr(model, name), sizes[size]))
+    if lora.rank > 0:
+        model = apply_lora(model, lora, target_modules=target_modules, trainable_tokens=added)
+    return model
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """The plain model with adapters (and trained token rows) merged into its weights."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What an adapter-only export holds: the adapters' weights and the trained embedding rows."""
+    from peft import get_peft_model_state_dict
+
+    return {name: value.detach().cpu().contiguous() for name, value in get_peft_model_state_dict(model).items()}
+
+
+def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``adapter_state`` into a model wrapped the same way (``grow_and_adapt``); an adapter
+    whose names do not all fit is an error, not a silent partial load."""
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(model, state)
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise ValueError(f"the adapter does not fit this model: {len(unexpected)} weights have no place "
+                         f"(e.g. {unexpected[0]})")
