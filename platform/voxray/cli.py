@@ -10,7 +10,8 @@ from typing import Optional
 from voxray.config import FAMILIES, ConfigError, config_class, describe, load_config
 
 FAMILY_HELP = {"acoustic": "FastSpeech2-family acoustic model: phonemes -> mel",
-               "vocoder": "HiFi-GAN (or Vocos-style) vocoder: mel -> waveform, a GAN on two DeepSpeed engines"}
+               "vocoder": "HiFi-GAN (or Vocos-style) vocoder: mel -> waveform, a GAN on two DeepSpeed engines",
+               "talker": "codec language model: text -> audio codes (LoRA/DoRA fine-tuning)"}
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:

@@ -38,7 +38,10 @@ from voxray.train.meter import Meter
 from voxray.train.worker import Worker, start
 
 FAMILY = "talker"
-METRIC = "val_ce"                       # the training loss on the val split: best-k, early stopping, sweeps
+METRIC = "val_ce"                       # best-k, early stopping, sweeps: see REFERENCE_WEIGHTS
+# val_ce weighs the codebooks' cross-entropies as the loss does at its defaults, whatever loss.*
+# says, so that runs (and sweep trials over loss.sub_codebooks) compare; val_loss is the run's own.
+REFERENCE_WEIGHTS = {"first_codebook": 1.0, "sub_codebooks": 0.3, "text_weight": 0.0}
 METRIC_LABEL = "val cross-entropy"
 COLUMNS = ["id", "token_ids", "speaker_index", "language_index", "n_frames", "audio_codes"]
 LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and feed-forward projections
@@ -237,8 +240,9 @@ def losses(model, batch: dict[str, Any], config: Config, device: torch.device) -
 
 @torch.no_grad()
 def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model, ema: EMA) -> dict[str, float]:
-    """Every val row of every rank counted once: per-codebook cross-entropy and accuracy, the
-    training loss on them (``val_ce``), and code frames per text token (for generation's limit)."""
+    """Every val row of every rank counted once: per-codebook cross-entropy and accuracy,
+    ``val_ce`` (at the reference weights), ``val_loss`` (the run's loss), and code frames per text
+    token (for generation's limit)."""
     ema.copy_to(eval_model)
     eval_model.eval()
     k_books = plan.build_args["n_codebooks"]
@@ -254,10 +258,11 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model,
     totals = all_reduce_sum(sums.tolist(), worker.device)
     ce = [totals[2 * k] / max(totals[2 * k + 1], 1) for k in range(k_books)]
     text = totals[2 * k_books] / max(totals[2 * k_books + 1], 1)
-    weights = plan.config.loss
-    val_ce = combine([torch.tensor(c) for c in ce], torch.tensor(text), first_codebook=weights.first_codebook,
-                     sub_codebooks=weights.sub_codebooks, text_weight=weights.text)
-    metrics = {METRIC: float(val_ce), "val_text_ce": text,
+    weights, ce_t = plan.config.loss, [torch.tensor(c) for c in ce]
+    loss = combine(ce_t, torch.tensor(text), first_codebook=weights.first_codebook,
+                   sub_codebooks=weights.sub_codebooks, text_weight=weights.text)
+    fixed = combine(ce_t, torch.tensor(text), **REFERENCE_WEIGHTS)
+    metrics = {METRIC: float(fixed), "val_loss": float(loss), "val_text_ce": text,
                "val_frames_per_token": totals[-2] / max(totals[-1], 1)}
     for k in range(k_books):
         metrics[f"val_ce_{k}"] = ce[k]
