@@ -37,7 +37,7 @@ def main() -> None:
     from voxray.config import load_config
     from voxray.models.acoustic import fastspeech2
     from voxray.data.store import arrow_rows
-    from voxray.train.data import bucketed
+    from voxray.train.data import bucketed, frames as mel_frames
     from voxray.train.deepspeed_config import deepspeed_config
     from voxray.train.engine import OptimizerSettings, build_engine
     from voxray.train.recipes.acoustic import COLUMNS, collate, losses, prepare
@@ -55,7 +55,7 @@ def main() -> None:
     plan = prepare(store, os.path.join(tempfile.mkdtemp(), "run"), load_config(overrides=overrides))
     rows = [r for f in sorted(glob.glob(f"{store}/train/*.parquet"))
             for r in arrow_rows(pq.read_table(f, columns=COLUMNS))]
-    batches = [collate(plan, b) for b in bucketed(rows, "n_frames", args.batch_size, random.Random(0))]
+    batches = [collate(plan, b) for b in bucketed(rows, mel_frames, args.batch_size, random.Random(0))]
     cpu = torch.device("cpu")
 
     def bare() -> float:

@@ -56,7 +56,7 @@ def bare_loop(store: str, steps: int, preset: str, batch_size: int, device: str)
 
     from voxray.config import load_config
     from voxray.data.store import arrow_rows
-    from voxray.train.data import bucketed
+    from voxray.train.data import bucketed, frames as mel_frames
     from voxray.train.recipes.acoustic import COLUMNS, collate, losses, prepare
     from voxray.train.ema import EMA
     from voxray.train.schedules import scheduler
@@ -76,7 +76,7 @@ def bare_loop(store: str, steps: int, preset: str, batch_size: int, device: str)
     batches, epoch, frames, started = [], 0, 0, None
     for step in range(steps):
         if not batches:
-            batches = bucketed(rows, "n_frames", batch_size, random.Random(epoch))
+            batches = bucketed(rows, mel_frames, batch_size, random.Random(epoch))
             epoch += 1
         batch = collate(plan, batches.pop())
         if step == 10:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import signal
 import tempfile
 import time
@@ -176,11 +177,17 @@ class Worker:
         steps_per_s = (step - self._last_log[0]) / max(now - self._last_log[1], 1e-9)
         self._last_log = (step, now)
         self.runlog.scalars(step, {**values, **scalars, "epoch": self.state.position.epoch,
-                                   "skipped_steps": self.state.skipped_steps})
+                                   "skipped_steps": self.state.skipped_steps, "peak_memory_mb": self.peak_memory_mb()})
         self._send({"kind": "train", "step": step, "max_steps": self.train.max_steps,
                     "values": {k: values[k] for k in self._progress if k in values},
                     "lr": scalars.get("lr", float("nan")), "rate": values[f"{unit}_per_s"], "unit": unit,
                     "steps_per_s": steps_per_s})
+
+    def peak_memory_mb(self) -> float:
+        """This rank's peak memory so far: the GPU's allocated peak, else the process's peak RSS."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024          # kB on Linux
 
     def checkpoint(self, metrics: dict[str, float], *, engines: dict[str, Any], emas: dict[str, EMA],
                    stream: BatchStream, trainable_only: bool = False) -> None:

@@ -1,0 +1,178 @@
+"""Talker training throughput and memory, measured side by side in one run.
+
+    .venv/bin/python benchmarks/train_talker.py [--store STORE] [--steps 60] [--batch-size 8]
+                                                [--memory-steps 6] [--gpu]
+
+On the committed sample corpus (preprocessed, then voxray's mel codec fitted and applied: 4
+codebooks of 64 codes at ~21.5 Hz), or a store with ``audio_codes`` given by ``--store``:
+
+  bare loop      one process, plain PyTorch: the recipe's collate, model (tiny, depth head), loss,
+                 AdamW and schedule over length-bucketed batches; no Ray, no DeepSpeed
+  ray+ds 1 / 2   ``voxray train talker`` with 1 and 2 Ray Train workers (DeepSpeed ZeRO-2), the
+                 code frames/s the recipe logs after the first log interval
+
+Target: bare / ray+ds 1 worker <= 1.15. Then the ``small`` preset (8 x 512) on 2 workers at ZeRO
+0, 1, 2 and 3, fully trained and with LoRA (rank 16) from a small export: each rank's peak memory
+(the process's peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on a GPU), as the recipe logs
+it (``peak_memory_mb``, rank 0), and the checkpoint's optimizer-state bytes per rank. Each trainer
+gets one CPU (one torch thread). With ``--gpu`` (a CUDA machine): bf16 code frames/s of the
+``base`` preset on one GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CPU_CONFIG = str(REPO / "jobs" / "configs" / "talker-cpu.yaml")
+
+
+def ensure_codes(store: str | None, scratch: str) -> str:
+    """A store with audio codes: ``store``, else the sample corpus preprocessed and encoded."""
+    if store:
+        return store
+    from train_acoustic import ensure_store          # benchmarks/ is on sys.path
+
+    from voxray import cli
+
+    plain = ensure_store(None, scratch)
+    codec, codes = os.path.join(scratch, "codec"), os.path.join(scratch, "codes")
+    assert cli.main(["codec", "fit", "--data", plain, "--output", codec, "codec.n_codebooks=4",
+                     "codec.codebook_size=64", "codec.fit_vectors=2000", "codec.fit_steps=60"]) == 0
+    assert cli.main(["codec", "encode", "--codec", codec, "--data", plain, "--output", codes]) == 0
+    return codes
+
+
+def bare_loop(store: str, steps: int, batch_size: int, device: str) -> dict:
+    """Plain PyTorch on the same data; code frames/s after 10 warm-up steps."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from voxray.config import load_config
+    from voxray.data.store import arrow_rows
+    from voxray.models import talker as talker_model
+    from voxray.train.data import bucketed
+    from voxray.train.recipes.talker import COLUMNS, collate, losses, parameter_groups, prepare, tokens_and_frames
+    from voxray.train.schedules import scheduler
+
+    torch.set_num_threads(1)
+    config = load_config(CPU_CONFIG, [f"train.batch_size={batch_size}", f"train.max_steps={steps}"])
+    plan = prepare(store, os.path.join(tempfile.mkdtemp(), "bare"), config)
+    train = config.train
+    torch.manual_seed(0)
+    model = talker_model.build(**plan.build_args).to(device)
+    optimizer = torch.optim.AdamW(parameter_groups(model, train, talker_model.layers(plan.build_args)),
+                                  lr=train.lr, betas=train.betas, eps=train.eps, weight_decay=train.weight_decay)
+    schedule = scheduler(optimizer, schedule=train.schedule, warmup_steps=train.warmup_steps, max_steps=steps)
+    rows = [r for f in sorted(glob.glob(f"{store}/train/*.parquet")) for r in arrow_rows(pq.read_table(f, columns=COLUMNS))]
+    batches, epoch, frames, started = [], 0, 0, None
+    for step in range(steps):
+        if not batches:
+            batches = bucketed(rows, tokens_and_frames, batch_size, random.Random(epoch))
+            epoch += 1
+        batch = collate(plan, batches.pop())
+        if step == 10:
+            started, frames = time.perf_counter(), 0
+        parts = losses(model, batch, config, torch.device(device))
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        optimizer.step()
+        schedule.step()
+        frames += int(batch["code_lengths"].sum())
+    return {"code_frames_per_s": frames / (time.perf_counter() - started)}
+
+
+def ray_run(store: str, scratch: str, name: str, overrides: list[str]) -> dict:
+    from voxray.config import load_config
+    from voxray.train.recipes.talker import train
+
+    run = os.path.join(scratch, name)
+    config = load_config(CPU_CONFIG, ["train.max_failures=0", *overrides])
+    started = time.perf_counter()
+    train(store, run, config, console=False)
+    wall = time.perf_counter() - started
+    records = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    logged = [r for r in records if r["kind"] == "train"]
+    rates = [r["code_frames_per_s"] for r in logged][1:] or [r["code_frames_per_s"] for r in logged]
+    return {"run": run, "code_frames_per_s": statistics.mean(rates), "wall_s": wall,
+            "peak_memory_mb": max(r["peak_memory_mb"] for r in logged)}
+
+
+def optimizer_bytes(run: str) -> list[int]:
+    """Bytes of each rank's optimizer-state file in the run's last checkpoint."""
+    last = sorted(glob.glob(os.path.join(run, "checkpoint_0*")))[-1]
+    files = sorted(glob.glob(os.path.join(last, "ds", "model", "*optim_states.pt")))
+    if not files:                                           # ZeRO-0: one file holds model and optimizer
+        files = sorted(glob.glob(os.path.join(last, "ds", "model", "mp_rank_*_model_states.pt")))
+    return [os.path.getsize(f) for f in files]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--memory-steps", type=int, default=6)
+    parser.add_argument("--gpu", action="store_true", help="also the base preset in bf16 on a CUDA GPU")
+    args = parser.parse_args()
+
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    scratch = tempfile.mkdtemp(prefix="voxray-bench-")
+    store = ensure_codes(args.store, scratch)
+    common = [f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", f"train.val_every={args.steps}",
+              "train.log_every=10", "train.cpus_per_worker=1", "deepspeed.zero_stage=2"]
+    bare = bare_loop(store, max(30, args.steps), args.batch_size, "cpu")
+    one = ray_run(store, scratch, "tiny-1", [*common, "train.num_workers=1"])
+    two = ray_run(store, scratch, "tiny-2", [*common, "train.num_workers=2"])
+    print(f"\ncode frames/s (tiny, depth head, batch {args.batch_size} per worker, {args.steps} steps, 1 CPU per worker)")
+    for label, result in (("bare PyTorch loop", bare), ("Ray Train + DS, 1 worker", one),
+                          ("Ray Train + DS, 2 workers", two)):
+        print(f"  {label:28}{result['code_frames_per_s']:>10,.0f}")
+    print(f"  overhead bare / ray 1 worker {bare['code_frames_per_s'] / one['code_frames_per_s']:.3f} (target <= 1.15); "
+          f"2 workers / 1 worker {two['code_frames_per_s'] / one['code_frames_per_s']:.2f}")
+
+    steps = args.memory_steps
+    memory = ["train.batch_size=4", f"train.max_steps={steps}", f"train.val_every={steps}", "train.log_every=2",
+              "train.cpus_per_worker=1", "train.num_workers=2", "model.preset=small", "train.warmup_steps=0"]
+    base = ray_run(store, scratch, "small-base", [*memory[:-2], "train.num_workers=1", "train.warmup_steps=0"])
+    print(f"\nsmall preset, 2 workers, batch 4 per worker, {steps} steps: rank 0's peak RSS (MB) and optimizer "
+          "state per rank (MB)")
+    print(f"  {'ZeRO':6}{'full':>10}{'optim/rank':>12}{'LoRA r16':>12}{'optim/rank':>12}")
+    for stage in (0, 1, 2, 3):
+        cells = []
+        for name, extra in ((f"small-z{stage}", []),
+                            (f"small-z{stage}-lora", [f"finetune.init_from={base['run']}/final", "lora.rank=16"])):
+            try:
+                result = ray_run(store, scratch, name, [*memory, f"deepspeed.zero_stage={stage}", *extra])
+                cells += [f"{result['peak_memory_mb']:>10,.0f}",
+                          f"{statistics.mean(optimizer_bytes(result['run'])) / 2**20:>12.2f}"]
+            except Exception as exc:                       # a stage that cannot run says why, the table goes on
+                cells += [f"{'failed':>10}", f"{type(exc).__name__:>12}"]
+                print(f"  ZeRO-{stage} {name}: {exc}")
+        print(f"  {stage:<6}{cells[0]}{cells[1]}  {cells[2]}{cells[3]}")
+
+    if args.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--gpu: no CUDA device here")
+        gpu = ray_run(store, scratch, "gpu", ["train.batch_size=16", f"train.max_steps={args.steps}",
+                                              f"train.val_every={args.steps}", "train.log_every=10",
+                                              "train.use_gpu=true", "deepspeed.precision=bf16", "model.preset=base"])
+        print(f"\nGPU: base preset, bf16, 1 worker: {gpu['code_frames_per_s']:,.0f} code frames/s, "
+              f"peak {gpu['peak_memory_mb']:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
