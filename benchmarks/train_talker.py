@@ -1,6 +1,6 @@
 """Talker training throughput and memory, measured side by side in one run.
 
-    .venv/bin/python benchmarks/train_talker.py [--store STORE] [--steps 60] [--batch-size 8]
+    .venv/bin/python benchmarks/train_talker.py [--store STORE] [--steps 60] [--batch-size 8] [--small-steps 24]
                                                 [--memory-steps 6] [--gpu]
 
 On the committed sample corpus (preprocessed, then voxray's mel codec fitted and applied: 4
@@ -11,7 +11,8 @@ codebooks of 64 codes at ~21.5 Hz), or a store with ``audio_codes`` given by ``-
   ray+ds 1 / 2   ``voxray train talker`` with 1 and 2 Ray Train workers (DeepSpeed ZeRO-2), the
                  code frames/s the recipe logs after the first log interval
 
-Target: bare / ray+ds 1 worker <= 1.15. Then the ``small`` preset (8 x 512) on 2 workers at ZeRO
+for the ``tiny`` preset (batch 8) and the ``small`` one (batch 4). Target: bare / ray+ds 1 worker
+<= 1.15. Then the ``small`` preset (8 x 512) on 2 workers at ZeRO
 0, 1, 2 and 3, fully trained and with LoRA (rank 16) from a small export: each rank's peak memory
 (the process's peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on a GPU), as the recipe logs
 it (``peak_memory_mb``, rank 0), and the checkpoint's optimizer-state bytes per rank. Each trainer
@@ -51,7 +52,7 @@ def ensure_codes(store: str | None, scratch: str) -> str:
     return codes
 
 
-def bare_loop(store: str, steps: int, batch_size: int, device: str) -> dict:
+def bare_loop(store: str, steps: int, batch_size: int, device: str, preset: str = "tiny") -> dict:
     """Plain PyTorch on the same data; code frames/s after 10 warm-up steps."""
     import pyarrow.parquet as pq
     import torch
@@ -64,7 +65,8 @@ def bare_loop(store: str, steps: int, batch_size: int, device: str) -> dict:
     from voxray.train.schedules import scheduler
 
     torch.set_num_threads(1)
-    config = load_config(CPU_CONFIG, [f"train.batch_size={batch_size}", f"train.max_steps={steps}"])
+    config = load_config(CPU_CONFIG, [f"train.batch_size={batch_size}", f"train.max_steps={steps}",
+                                      f"model.preset={preset}"])
     plan = prepare(store, os.path.join(tempfile.mkdtemp(), "bare"), config)
     train = config.train
     torch.manual_seed(0)
@@ -79,7 +81,7 @@ def bare_loop(store: str, steps: int, batch_size: int, device: str) -> dict:
             batches = bucketed(rows, tokens_and_frames, batch_size, random.Random(epoch))
             epoch += 1
         batch = collate(plan, batches.pop())
-        if step == 10:
+        if step == min(10, steps // 3):
             started, frames = time.perf_counter(), 0
         parts = losses(model, batch, config, torch.device(device))
         optimizer.zero_grad(set_to_none=True)
@@ -121,6 +123,7 @@ def main() -> None:
     parser.add_argument("--store")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--small-steps", type=int, default=24, help="steps of the small preset's throughput runs")
     parser.add_argument("--memory-steps", type=int, default=6)
     parser.add_argument("--gpu", action="store_true", help="also the base preset in bf16 on a CUDA GPU")
     args = parser.parse_args()
@@ -130,17 +133,20 @@ def main() -> None:
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     scratch = tempfile.mkdtemp(prefix="voxray-bench-")
     store = ensure_codes(args.store, scratch)
-    common = [f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", f"train.val_every={args.steps}",
-              "train.log_every=10", "train.cpus_per_worker=1", "deepspeed.zero_stage=2"]
-    bare = bare_loop(store, max(30, args.steps), args.batch_size, "cpu")
-    one = ray_run(store, scratch, "tiny-1", [*common, "train.num_workers=1"])
-    two = ray_run(store, scratch, "tiny-2", [*common, "train.num_workers=2"])
-    print(f"\ncode frames/s (tiny, depth head, batch {args.batch_size} per worker, {args.steps} steps, 1 CPU per worker)")
-    for label, result in (("bare PyTorch loop", bare), ("Ray Train + DS, 1 worker", one),
-                          ("Ray Train + DS, 2 workers", two)):
-        print(f"  {label:28}{result['code_frames_per_s']:>10,.0f}")
-    print(f"  overhead bare / ray 1 worker {bare['code_frames_per_s'] / one['code_frames_per_s']:.3f} (target <= 1.15); "
-          f"2 workers / 1 worker {two['code_frames_per_s'] / one['code_frames_per_s']:.2f}")
+    for preset, batch_size, steps in (("tiny", args.batch_size, args.steps), ("small", 4, args.small_steps)):
+        common = [f"train.batch_size={batch_size}", f"train.max_steps={steps}", f"train.val_every={steps}",
+                  f"train.log_every={max(steps // 6, 1)}", "train.cpus_per_worker=1", "deepspeed.zero_stage=2",
+                  f"model.preset={preset}"]
+        bare = bare_loop(store, max(30, steps), batch_size, "cpu", preset)
+        one = ray_run(store, scratch, f"{preset}-1", [*common, "train.num_workers=1"])
+        two = ray_run(store, scratch, f"{preset}-2", [*common, "train.num_workers=2"])
+        print(f"\ncode frames/s ({preset}, depth head, batch {batch_size} per worker, {steps} steps, 1 CPU per worker)")
+        for label, result in (("bare PyTorch loop", bare), ("Ray Train + DS, 1 worker", one),
+                              ("Ray Train + DS, 2 workers", two)):
+            print(f"  {label:28}{result['code_frames_per_s']:>10,.0f}")
+        print(f"  overhead bare / ray 1 worker {bare['code_frames_per_s'] / one['code_frames_per_s']:.3f} "
+              f"(target <= 1.15); 2 workers / 1 worker {two['code_frames_per_s'] / one['code_frames_per_s']:.2f}",
+              flush=True)
 
     steps = args.memory_steps
     memory = ["train.batch_size=4", f"train.max_steps={steps}", f"train.val_every={steps}", "train.log_every=2",

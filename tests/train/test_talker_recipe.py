@@ -133,16 +133,18 @@ def test_parameter_groups_set_rates_by_kind_and_depth():
     from voxray.models.talker import build
 
     train = load_config(TALKER_CPU_CONFIG, ["train.lr=1.0", "train.head_lr=0.5", "train.embedding_lr=2.0",
-                                            "train.layer_decay=0.5", "train.weight_decay=0.1"]).train
+                                            "train.layer_decay=0.25", "train.weight_decay=0.1"]).train
     net = build("tiny", vocab_size=8, n_speakers=2, n_languages=1, n_codebooks=2, codebook_size=16)
     groups = {g["name"]: g for g in talker.parameter_groups(net, train, layers=2)}
     assert {name: g["lr"] for name, g in groups.items()} == {
-        "embeddings": 2.0, "rest/depth1": 0.5, "rest/depth0": 1.0, "rest": 1.0, "heads": 0.5}
+        "embeddings": 2.0, "rest/depth1": 0.25, "rest/depth0+rest": 1.0, "heads": 0.5}
     assert groups["embeddings"]["weight_decay"] == 0.0 and groups["heads"]["weight_decay"] == 0.1
     assert sum(len(g["params"]) for g in groups.values()) == len(list(net.parameters()))
     names = {id(p): n for n, p in net.named_parameters()}
     assert {names[id(p)] for p in groups["rest/depth1"]["params"]} == {
         n for n in names.values() if n.startswith("decoder.blocks.0.")}
+    defaults = talker.parameter_groups(net, load_config(TALKER_CPU_CONFIG).train, layers=2)
+    assert [(g["name"], g["weight_decay"]) for g in defaults] == [("embeddings", 0.0), ("rest+heads", 0.1)]
 
 
 def test_an_adapter_export_needs_adapters():

@@ -138,8 +138,10 @@ BLOCK = re.compile(r"(^|\.)decoder\.blocks\.(\d+)\.")
 def parameter_groups(model: torch.nn.Module, train: Any, layers: int) -> list[dict[str, Any]]:
     """The optimizer's parameter groups (trainable parameters only): adapters, embeddings, heads
     and the rest, each with its learning rate and weight decay (``train.*_lr``, ``*_weight_decay``),
-    and decoder block i of ``layers`` at ``layer_decay^(layers - 1 - i)`` times its group's rate."""
-    groups: dict[tuple[str, int], dict[str, Any]] = {}           # (kind, depth; -1 outside the blocks)
+    and decoder block i of ``layers`` at ``layer_decay^(layers - 1 - i)`` times its group's rate.
+    Parameters that end up with the same rate and decay share one group (each group costs
+    DeepSpeed's ZeRO optimizer a pass per step)."""
+    groups: dict[tuple[float, float], dict[str, Any]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
@@ -153,12 +155,13 @@ def parameter_groups(model: torch.nn.Module, train: Any, layers: int) -> list[di
             kind, lr, decay = "rest", None, None
         block = BLOCK.search(name)
         depth = layers - 1 - int(block.group(2)) if block else 0
-        group = groups.setdefault((kind, depth if block else -1), {
-            "name": f"{kind}" + (f"/depth{depth}" if block else ""), "params": [],
-            "lr": (lr or train.lr) * train.layer_decay ** depth,
-            "weight_decay": train.weight_decay if decay is None else decay})
+        rate, decay = (lr or train.lr) * train.layer_decay ** depth, train.weight_decay if decay is None else decay
+        group = groups.setdefault((rate, decay), {"names": [], "params": [], "lr": rate, "weight_decay": decay})
+        label = kind + (f"/depth{depth}" if block and train.layer_decay != 1 else "")
+        if label not in group["names"]:
+            group["names"].append(label)
         group["params"].append(parameter)
-    return list(groups.values())
+    return [{**group, "name": "+".join(group.pop("names"))} for group in groups.values()]
 
 
 def _pad(arrays: list[np.ndarray], value: int) -> np.ndarray:
