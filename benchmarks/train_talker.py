@@ -1,7 +1,7 @@
 """Talker training throughput and memory, measured side by side in one run.
 
     .venv/bin/python benchmarks/train_talker.py [--store STORE] [--steps 60] [--batch-size 8] [--small-steps 24]
-                                                [--memory-steps 6] [--gpu]
+                                                [--zero-stage 2] [--memory-steps 6] [--no-memory] [--gpu]
 
 On the committed sample corpus (preprocessed, then voxray's mel codec fitted and applied: 4
 codebooks of 64 codes at ~21.5 Hz), or a store with ``audio_codes`` given by ``--store``:
@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--small-steps", type=int, default=24, help="steps of the small preset's throughput runs")
     parser.add_argument("--memory-steps", type=int, default=6)
+    parser.add_argument("--zero-stage", type=int, default=2, help="ZeRO stage of the throughput runs")
+    parser.add_argument("--no-memory", action="store_true", help="throughput only")
     parser.add_argument("--gpu", action="store_true", help="also the base preset in bf16 on a CUDA GPU")
     args = parser.parse_args()
 
@@ -135,12 +137,14 @@ def main() -> None:
     store = ensure_codes(args.store, scratch)
     for preset, batch_size, steps in (("tiny", args.batch_size, args.steps), ("small", 4, args.small_steps)):
         common = [f"train.batch_size={batch_size}", f"train.max_steps={steps}", f"train.val_every={steps}",
-                  f"train.log_every={max(steps // 6, 1)}", "train.cpus_per_worker=1", "deepspeed.zero_stage=2",
+                  f"train.log_every={max(steps // 6, 1)}", "train.cpus_per_worker=1",
+                  f"deepspeed.zero_stage={args.zero_stage}",
                   f"model.preset={preset}"]
         bare = bare_loop(store, max(30, steps), batch_size, "cpu", preset)
         one = ray_run(store, scratch, f"{preset}-1", [*common, "train.num_workers=1"])
         two = ray_run(store, scratch, f"{preset}-2", [*common, "train.num_workers=2"])
-        print(f"\ncode frames/s ({preset}, depth head, batch {batch_size} per worker, {steps} steps, 1 CPU per worker)")
+        print(f"\ncode frames/s ({preset}, depth head, batch {batch_size} per worker, {steps} steps, 1 CPU per worker, "
+              f"ZeRO-{args.zero_stage})")
         for label, result in (("bare PyTorch loop", bare), ("Ray Train + DS, 1 worker", one),
                               ("Ray Train + DS, 2 workers", two)):
             print(f"  {label:28}{result['code_frames_per_s']:>10,.0f}")
@@ -148,6 +152,8 @@ def main() -> None:
               f"(target <= 1.15); 2 workers / 1 worker {two['code_frames_per_s'] / one['code_frames_per_s']:.2f}",
               flush=True)
 
+    if args.no_memory:
+        return
     steps = args.memory_steps
     memory = ["train.batch_size=4", f"train.max_steps={steps}", f"train.val_every={steps}", "train.log_every=2",
               "train.cpus_per_worker=1", "train.num_workers=2", "model.preset=small", "train.warmup_steps=0"]

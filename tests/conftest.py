@@ -201,7 +201,7 @@ def codes_store(sample_store, codec_folder, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def talker_run(codes_store, tmp_path_factory) -> str:
     """The tiny talker trained on the encoded store through the CLI and the CPU config from
-    jobs/configs, on 2 workers at ZeRO-3 (the CPU config's ZeRO-2 on one worker is the demo's)."""
+    jobs/configs, on 2 workers at ZeRO-3 (the CPU config's one worker at ZeRO-0 is the demo's)."""
     from voxray import cli
 
     run = str(tmp_path_factory.mktemp("talker") / "run")
