@@ -295,7 +295,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     loss_names = names(plan.build_args["n_codebooks"])
     meter = Meter(loss_names, unit="code_frames")
-    frames_per_token = {"value": None}
+    frames_per_token: Optional[float] = None            # from the last validation, for the export
     while worker.training():
         model.train()
         batch = stream.next()
@@ -314,11 +314,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             meter.reset()
         if worker.validation_due():
             metrics = validate(plan, worker, val_shard, eval_model, ema)
-            frames_per_token["value"] = metrics["val_frames_per_token"]
+            frames_per_token = metrics["val_frames_per_token"]
             worker.checkpoint(metrics, engines={"model": engine}, emas={"model": ema}, stream=stream,
                               trainable_only=trainable_only)
             meter.reset()
-    worker.finish(lambda: export(plan, eval_model, ema, worker.state.step, frames_per_token["value"]))
+    worker.finish(lambda: export(plan, eval_model, ema, worker.state.step, frames_per_token))
 
 
 def export(plan: Plan, eval_model, ema: EMA, step: int, frames_per_token: Optional[float]) -> None:
