@@ -12,15 +12,17 @@ STAMP="$VENV/.voxray-setup"
 WANT=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
 
 system_packages() {
-    # espeak-ng gives phonemes (libespeak-ng) and built the sample corpus.
-    if ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 && command -v espeak-ng >/dev/null; then
+    # espeak-ng gives phonemes (libespeak-ng) and built the sample corpus; Chromium and its
+    # driver open voxray evaluate's HTML report in the tests (a real headless browser).
+    if ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 && command -v espeak-ng >/dev/null \
+            && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
         return 0
     fi
     local apt=""
     if [ "$(id -u)" = 0 ]; then apt="apt-get"; elif sudo -n true 2>/dev/null; then apt="sudo apt-get"; fi
     if [ -n "$apt" ] && command -v apt-get >/dev/null; then
-        echo "setup: installing espeak-ng with $apt"
-        $apt update -qq && DEBIAN_FRONTEND=noninteractive $apt install -y -qq espeak-ng >/dev/null
+        echo "setup: installing espeak-ng, chromium and chromium-driver with $apt"
+        $apt update -qq && DEBIAN_FRONTEND=noninteractive $apt install -y -qq espeak-ng chromium chromium-driver >/dev/null
     else
         cat >&2 <<'MSG'
 setup: WARNING: espeak-ng is missing and cannot be installed here (no root, no apt).
@@ -28,6 +30,7 @@ setup: WARNING: espeak-ng is missing and cannot be installed here (no root, no a
                              sudo dnf install espeak-ng          (Fedora)
                              brew install espeak-ng              (macOS)
        Until then voxray falls back to character tokens for every language.
+       The report test needs chromium and chromium-driver the same way.
 MSG
     fi
 }
@@ -45,6 +48,8 @@ $PIP install -c constraints.txt pip setuptools wheel
 # torch first: DeepSpeed builds against the installed torch, without build isolation.
 $PIP install -c constraints.txt torch torchaudio
 DS_BUILD_OPS=0 $PIP install --no-build-isolation -c constraints.txt deepspeed
+# pysptk and pesq build from source against numpy with Cython (no build isolation: pinned versions).
+$PIP install -c constraints.txt Cython numpy
 $PIP install --no-build-isolation -c constraints.txt -e ".[dev]"
 "$VENV/bin/python" -c 'import voxray.cli' >/dev/null 2>&1 || { echo "setup: voxray does not import" >&2; exit 1; }
 echo "$WANT" > "$STAMP"

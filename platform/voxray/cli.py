@@ -89,6 +89,26 @@ def _parser() -> argparse.ArgumentParser:
     decode.add_argument("--vocoder", help="RUN_URI/final of a trained vocoder (default: Griffin-Lim)")
     decode.add_argument("--out", required=True, help="output .wav (path or s3://)")
 
+    evaluate = commands.add_parser("evaluate", help="synthesise a store's split and measure it against the recordings "
+                                                    "(MCD, F0, durations, PESQ/STOI, WER, speaker similarity)")
+    evaluate.add_argument("--model", help="RUN_URI/final of an acoustic model or talker")
+    evaluate.add_argument("--vocoder", help="RUN_URI/final of a vocoder, or 'griffin-lim'; alone: copy synthesis of "
+                                            "the stored mels (default with --model: Griffin-Lim)")
+    evaluate.add_argument("--data", required=True, help="feature store (path or s3://)")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--limit", type=int, help="only the first N utterances of the split (by id)")
+    evaluate.add_argument("--output", required=True, help="folder for metrics.json, utterances.parquet, audio/, "
+                                                          "report.html (path or s3://)")
+    evaluate.add_argument("--asr", action="append", default=[], metavar="LANG=DIR",
+                          help="a local pocketsphinx model folder for a language (English has one built in)")
+    evaluate.add_argument("--speaker-encoder", help="Resemblyzer weights file (default: the ones it ships)")
+    evaluate.add_argument("--actors", type=int, default=1, help="model replicas (Ray Data actors)")
+    evaluate.add_argument("--batch-size", type=int, default=4, help="utterances per actor call")
+    evaluate.add_argument("--gpu", action="store_true", help="one GPU per actor")
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling seed of a talker")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an output folder that is not empty")
+    evaluate.add_argument("--verbose", action="store_true", help="show Ray's own logs (INFO and up) too")
+
     synth = commands.add_parser("synthesize", help="text -> waveform with an exported acoustic model or talker")
     synth.add_argument("--model", required=True, help="RUN_URI/final of a trained acoustic model or talker")
     synth.add_argument("--text", required=True)
@@ -263,6 +283,34 @@ def _decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from voxray.evaluate.report import LABELS
+    from voxray.evaluate.run import evaluate
+
+    asr = {}
+    for item in args.asr:
+        language, _, folder = item.partition("=")
+        if not language or not folder:
+            raise UsageError(f"--asr {item}: expected LANG=DIR, e.g. --asr fa=/models/pocketsphinx-fa")
+        asr[language] = folder
+    try:
+        summary = evaluate(args.data, args.output, model=args.model, vocoder=args.vocoder, split=args.split,
+                           limit=args.limit, asr=asr, speaker_encoder=args.speaker_encoder, actors=args.actors,
+                           batch_size=args.batch_size, seed=args.seed, use_gpu=args.gpu, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"voxray evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nevaluation: {args.output}  ({summary['mode']}, {summary['split']} split, {summary['utterances']} "
+          f"utterances, {summary['failed']} failed, {summary['wall_seconds']:.0f} s)")
+    for name, value in summary["metrics"].items():
+        target = summary["targets"].get(name)
+        print(f"  {LABELS[name]:22}{value:10.3f}" + (f"   (target {target})" if target else ""))
+    for error in summary["errors"][:3]:
+        print(f"  failed: {error}")
+    print(f"  report: {args.output}/report.html")
+    return 0
+
+
 def _speak(args: argparse.Namespace) -> int:
     from voxray.synthesize import SynthesisError, load_talker, load_vocoder, speak, write_wav
 
@@ -341,6 +389,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 return _codec(args)
             case "synthesize":
                 return _synthesize(args)
+            case "evaluate":
+                return _evaluate(args)
     except ConfigError as exc:
         print(f"voxray {args.command}: config error: {exc}", file=sys.stderr)
         return 2

@@ -145,6 +145,14 @@ class FastSpeech2(nn.Module):
     def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speakers: torch.Tensor,
               languages: torch.Tensor, pace: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens [B, N] -> (mel [B, T, n_mels], mel_lengths [B]) from predicted variances."""
+        mel, mel_lengths, _ = self.infer_with_durations(tokens, token_lengths, speakers, languages, pace)
+        return mel, mel_lengths
+
+    @torch.no_grad()
+    def infer_with_durations(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speakers: torch.Tensor,
+                             languages: torch.Tensor, pace: float = 1.0
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``infer`` and the frames it gave each token: (mel, mel_lengths, durations [B, N])."""
         _, encoded, text_mask = self._encode(tokens, token_lengths, speakers, languages)
         log_duration = self.duration_predictor(encoded, text_mask)
         durations = torch.clamp(torch.round((torch.exp(log_duration) - 1) / pace), min=1)
@@ -155,7 +163,7 @@ class FastSpeech2(nn.Module):
         mel_lengths = durations.sum(dim=1)
         frames = length_regulate(adapted, durations, int(mel_lengths.max()))
         mel_mask = padding_mask(mel_lengths, frames.shape[1])
-        return self._to_mel(self.decoder(frames, mel_mask)).masked_fill(mel_mask[..., None], 0), mel_lengths
+        return self._to_mel(self.decoder(frames, mel_mask)).masked_fill(mel_mask[..., None], 0), mel_lengths, durations
 
 
 def build(preset: str, *, vocab_size: int, n_mels: int, n_speakers: int, n_languages: int,

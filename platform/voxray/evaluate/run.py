@@ -1,0 +1,257 @@
+"""``voxray evaluate``: synthesise every utterance of a store's split and measure it against the
+recording, with Ray Data batch inference (one model and listener load per actor).
+
+What is synthesised depends on what is given:
+
+  --model ACOUSTIC/final [--vocoder V/final]   text -> mel (predicted durations) -> vocoder
+                                               (Griffin-Lim without one)
+  --model TALKER/final [--vocoder V/final]     text -> codes -> the talker's codec (-> vocoder)
+  --vocoder V/final | --vocoder griffin-lim    copy synthesis of the stored mel: the vocoder's own
+                                               quality, time-aligned with the recording
+
+Per utterance (``utterances.parquet``) and averaged (``metrics.json``): MCD, F0 RMSE (Hz, cents),
+voicing error (see ``metrics``), duration MAE (acoustic models), PESQ and STOI (copy synthesis),
+WER/CER of the recogniser on the synthesis and on the recording, speaker similarity. The audio
+lands in ``audio/<id>.wav`` and ``report.html`` shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from voxray import uri
+from voxray.audio import AudioSpec
+from voxray.data import store
+from voxray.data.derive import actor_class, read_stats, split_dataset
+from voxray.evaluate import metrics
+from voxray.evaluate.listeners import Recognisers, SpeakerEncoder
+
+GRIFFIN_LIM = "griffin-lim"
+COLUMNS = ["id", "speaker_id", "language", "text", "token_ids", "speaker_index", "language_index", "mel", "f0",
+           "energy", "durations", "audio", "n_frames", "ref_audio", "ref_text"]
+FLOAT_METRICS = ("mcd_db", "f0_rmse_hz", "f0_rmse_cents", "vuv_error", "duration_mae_ms", "pesq", "stoi",
+                 "wer", "cer", "wer_recorded", "cer_recorded", "speaker_similarity")
+SCHEMA = pa.schema([("id", pa.string()), ("speaker_id", pa.string()), ("language", pa.string()),
+                    ("text", pa.string()), ("recording_seconds", pa.float32()), ("synthesis_seconds", pa.float32()),
+                    *((name, pa.float64()) for name in FLOAT_METRICS), ("aligned_frames", pa.int32()),
+                    ("transcript", pa.string()), ("transcript_recorded", pa.string()), ("error", pa.string())])
+# the users' targets after fine-tuning (the report shows them next to the means)
+TARGETS = {"mcd_db": "5.5-6.5 dB", "f0_rmse_hz": "15-25 Hz", "duration_mae_ms": "30-50 ms"}
+
+
+class EvaluationError(ValueError):
+    """The evaluation cannot run as asked; the message says what to change."""
+
+
+@dataclass
+class Plan:
+    """What the actors need (plain data: it travels to them inside the actor class)."""
+    data: str
+    output: str
+    spec: AudioSpec
+    mode: str                                   # acoustic | talker | copy
+    model: Optional[str] = None
+    vocoder: Optional[str] = None               # a vocoder export, or None: Griffin-Lim
+    maps: dict[str, list[int]] = field(default_factory=dict)
+    asr: dict[str, str] = field(default_factory=dict)
+    speaker_encoder: Optional[str] = None
+    seed: int = 0
+    use_gpu: bool = False
+
+
+def audio_name(utterance: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in utterance) + ".wav"
+
+
+class Evaluator:
+    """A Ray Data actor: synthesises each row of a batch and measures it."""
+
+    def __init__(self, plan: Plan) -> None:
+        from voxray.synthesize import load_talker, load_vocoder, load_voice
+
+        torch.manual_seed(plan.seed)
+        self.plan = plan
+        self.vocoder = load_vocoder(plan.vocoder, plan.spec) if plan.vocoder else None
+        self.voice = load_voice(plan.model) if plan.mode == "acoustic" else None
+        self.talker = load_talker(plan.model) if plan.mode == "talker" else None
+        self.maps = {column: np.asarray(lookup, dtype=np.int64) for column, lookup in plan.maps.items()}
+        self.recognisers = Recognisers(plan.asr)
+        self.speakers = SpeakerEncoder(plan.speaker_encoder)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist([self.measure(row) for row in store.arrow_rows(table)], schema=SCHEMA)
+
+    @torch.no_grad()
+    def synthesise(self, row: dict[str, Any]) -> tuple[np.ndarray, dict[str, float]]:
+        from voxray.dsp import griffin_lim
+        from voxray.synthesize import speak
+
+        spec = self.plan.spec
+        if self.plan.mode == "copy":
+            mel = torch.from_numpy(np.asarray(row["mel"], dtype=np.float32))
+            audio = self.vocoder(mel) if self.vocoder else griffin_lim(mel, spec, iterations=60)
+            return audio.numpy(), {}
+        if self.plan.mode == "talker":
+            audio, _, _ = speak(self.talker, row["text"], speaker=row["speaker_id"], language=row["language"],
+                                vocoder=self.vocoder, ref_audio=row.get("ref_audio"), ref_text=row.get("ref_text"),
+                                seed=self.plan.seed)
+            return audio, {}
+        ids = self.maps["token_ids"][np.asarray(row["token_ids"], dtype=np.int64)]
+        tokens = torch.from_numpy(ids)[None]
+        speaker = torch.tensor([int(self.maps["speaker_index"][row["speaker_index"]])])
+        language = torch.tensor([int(self.maps["language_index"][row["language_index"]])])
+        model = self.voice.model
+        mel, lengths, durations = model.infer_with_durations(tokens, torch.tensor([len(ids)]), speaker, language)
+        mel = mel[0, : int(lengths[0])]
+        audio = self.vocoder(mel) if self.vocoder else griffin_lim(mel, spec, iterations=60)
+        return audio.numpy(), {"duration_mae_ms": self.duration_error(row, tokens, speaker, language, durations[0])}
+
+    def duration_error(self, row, tokens, speaker, language, predicted: torch.Tensor) -> float:
+        """Mean |predicted - reference| token duration in ms; the reference is the store's
+        durations, else the model's own alignment of the recording."""
+        reference = row["durations"]
+        if reference is None:
+            model = self.voice.model
+            if model.aligner is None:
+                return math.nan
+            mel = torch.from_numpy(np.asarray(row["mel"], dtype=np.float32))[None]
+            f0 = torch.from_numpy(np.asarray(row["f0"], dtype=np.float32))[None]
+            energy = torch.from_numpy(np.asarray(row["energy"], dtype=np.float32))[None]
+            reference = model(tokens, torch.tensor([tokens.shape[1]]), speaker, language, mel,
+                              torch.tensor([mel.shape[1]]), f0, energy)["durations"][0].numpy()
+        frame_ms = 1000.0 * self.plan.spec.hop_length / self.plan.spec.sample_rate
+        return float(np.mean(np.abs(predicted.numpy() - np.asarray(reference))) * frame_ms)
+
+    def measure(self, row: dict[str, Any]) -> dict[str, Any]:
+        from voxray.synthesize import SynthesisError, write_wav
+
+        spec = self.plan.spec
+        recording = np.asarray(row["audio"], dtype=np.float32)
+        out: dict[str, Any] = {"id": row["id"], "speaker_id": row["speaker_id"], "language": row["language"],
+                               "text": row["text"], "recording_seconds": len(recording) / spec.sample_rate,
+                               **{name: math.nan for name in FLOAT_METRICS}}
+        try:
+            synthesis, extra = self.synthesise(row)
+        except (SynthesisError, ValueError) as exc:
+            return {**out, "error": f"synthesis: {exc}"}
+        write_wav(uri.join(self.plan.output, "audio", audio_name(row["id"])), synthesis, spec.sample_rate)
+        out.update(extra, synthesis_seconds=len(synthesis) / spec.sample_rate)
+        try:
+            out.update(metrics.compare(metrics.analyse(recording, spec.sample_rate),
+                                       metrics.analyse(synthesis, spec.sample_rate)))
+        except ValueError as exc:
+            out["error"] = f"analysis: {exc}"
+        if self.plan.mode == "copy":
+            out.update(metrics.pesq_stoi(recording, synthesis, spec.sample_rate))
+        heard = self.recognisers.transcribe(synthesis, spec.sample_rate, row["language"])
+        if heard is not None:
+            recorded = self.recognisers.transcribe(recording, spec.sample_rate, row["language"])
+            rates, recorded_rates = metrics.error_rates(row["text"], heard), metrics.error_rates(row["text"], recorded)
+            out.update(rates, transcript=heard, transcript_recorded=recorded,
+                       wer_recorded=recorded_rates["wer"], cer_recorded=recorded_rates["cer"])
+        if np.any(synthesis):
+            out["speaker_similarity"] = self.speakers.similarity(self.speakers.embed(recording, spec.sample_rate),
+                                                                 self.speakers.embed(synthesis, spec.sample_rate))
+        return out
+
+
+def _plan(data: str, output: str, model: Optional[str], vocoder: Optional[str], asr: dict[str, str],
+          speaker_encoder: Optional[str], seed: int, use_gpu: bool) -> Plan:
+    """Check that the models fit the store (and each other) before any actor starts."""
+    from voxray.export import read_final
+    from voxray.predict_mels import label_maps
+    from voxray.synthesize import SynthesisError, load_vocoder
+
+    if not model and not vocoder:
+        raise EvaluationError("give --model (an acoustic model or talker), --vocoder, or both")
+    stats = read_stats(data)
+    spec = AudioSpec(**stats["audio_spec"])
+    plan = Plan(data=data, output=output, spec=spec, mode="copy", asr=asr, speaker_encoder=speaker_encoder,
+                seed=seed, use_gpu=use_gpu, vocoder=None if vocoder in (None, GRIFFIN_LIM) else uri.absolute(vocoder))
+    if model:
+        plan.model = uri.absolute(model)
+        final = read_final(plan.model)
+        if final.family not in ("acoustic", "talker"):
+            raise EvaluationError(f"--model {model} is a {final.family} model; give a vocoder as --vocoder")
+        plan.mode = final.family
+        if final.audio_spec != spec:
+            raise EvaluationError(f"the store's AudioSpec {spec.model_dump()} differs from the model's "
+                                  f"{final.audio_spec.model_dump()}")
+        if final.family == "acoustic":
+            plan.maps = label_maps(final.manifest, final.vocabulary.tokens, stats)
+    if plan.vocoder:
+        try:
+            load_vocoder(plan.vocoder, spec)
+        except SynthesisError as exc:
+            raise EvaluationError(str(exc)) from None
+    Recognisers(asr)                                    # a missing model folder fails here, not in an actor
+    return plan
+
+
+def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Optional[str] = None,
+             split: str = "test", limit: Optional[int] = None, asr: Optional[dict[str, str]] = None,
+             speaker_encoder: Optional[str] = None, actors: int = 1, batch_size: int = 4, seed: int = 0,
+             use_gpu: bool = False, overwrite: bool = False, report_utterances: int = 3) -> dict[str, Any]:
+    """Evaluate on DATA's ``split``; writes OUTPUT/metrics.json, utterances.parquet, audio/ and
+    report.html, and returns the metrics."""
+    import ray
+
+    from voxray.cluster import ensure_ray
+    from voxray.data.derive import prepare_output
+    from voxray.evaluate.report import write_report
+
+    started = time.time()
+    data, output = uri.absolute(data), uri.absolute(output)
+    plan = _plan(data, output, model, vocoder, asr or {}, speaker_encoder, seed, use_gpu)
+    ids = sorted(store.read_split(data, split, ["id"])["id"].to_pylist()) if store.split_files(data, split) else []
+    if not ids:
+        raise EvaluationError(f"the store {data} has no {split} rows")
+    chosen = ids[:limit] if limit else ids
+    prepare_output(output, overwrite)
+    ensure_ray(cpus=actors + 1)
+    wanted = pa.array(chosen)
+    dataset = split_dataset(data, split, COLUMNS)
+    if limit:
+        dataset = dataset.map_batches(lambda t: t.filter(pc.is_in(t["id"], value_set=wanted)), batch_format="pyarrow")
+    measured = dataset.map_batches(actor_class(lambda: Evaluator(plan)), batch_size=batch_size, batch_format="pyarrow",
+                                   compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0)
+    table = pa.concat_tables([ray.get(ref) for ref in measured.to_arrow_refs()]).sort_by("id")
+    summary = summarise(table, split=split, plan=plan, model=model, vocoder=vocoder or None)
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    store.write_part(table, uri.join(output, "utterances.parquet"))
+    uri.write_text(uri.join(output, "metrics.json"), json.dumps(summary, indent=1, ensure_ascii=False))
+    write_report(output, data, split, table, summary, plan.spec, report_utterances)
+    return summary
+
+
+def summarise(table: pa.Table, *, split: str, plan: Plan, model: Optional[str], vocoder: Optional[str]) -> dict:
+    """The means (NaN-free: an utterance without a value is not counted), with counts and what listened."""
+    means, counts = {}, {}
+    for name in FLOAT_METRICS:
+        values = np.asarray(table[name].to_pylist(), dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        counts[name] = int(finite.size)
+        if finite.size:
+            means[name] = float(finite.mean())
+    recognisers = Recognisers(plan.asr)
+    languages = sorted(set(table["language"].to_pylist()))
+    errors = [e for e in table["error"].to_pylist() if e]
+    return {"split": split, "mode": plan.mode, "model": model, "vocoder": vocoder or GRIFFIN_LIM,
+            "utterances": table.num_rows, "failed": len(errors), "errors": errors[:10],
+            "metrics": means, "counts": counts,
+            "recognisers": {lang: recognisers.name(lang) or "none (no recogniser for this language)"
+                            for lang in languages},
+            "speaker_encoder": SpeakerEncoder.describe(plan.speaker_encoder),
+            "mcd": {"order": metrics.MCD_ORDER, "alignment": "DTW", "silence": f"speech frames only (within "
+                    f"{metrics.SPEECH_DB:g} dB of each signal's loudest frame)", "c0": "excluded"},
+            "targets": TARGETS}
