@@ -59,7 +59,8 @@ def sample_store(ray_cluster, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def base_run(sample_store, tmp_path_factory) -> str:
     """120 steps of the tiny model through the CLI and the CPU config from jobs/configs, with a
-    relative --output as a user would type it (Ray workers run in another directory)."""
+    relative --output as a user would type it (Ray workers run in another directory); evaluated
+    on 2 test utterances at the end (RUN/eval)."""
     from voxray import cli
 
     folder = tmp_path_factory.mktemp("base")
@@ -67,7 +68,8 @@ def base_run(sample_store, tmp_path_factory) -> str:
     os.chdir(folder)
     try:
         code = cli.main(["train", "acoustic", "--data", sample_store, "--output", "run", "--config", CPU_CONFIG,
-                         "train.max_steps=120", "train.val_every=20", "train.max_failures=0"])
+                         "train.max_steps=120", "train.val_every=20", "train.max_failures=0",
+                         "train.evaluate_at_end=true", "train.evaluate_limit=2"])
     finally:
         os.chdir(cwd)
     assert code == 0

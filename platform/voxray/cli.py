@@ -190,6 +190,11 @@ def _train(args: argparse.Namespace) -> int:
     for path, value, step in summary["best"]:
         print(f"  checkpoint step {step}: {label} {value:.4f}  {path}")
     print(f"  model: {summary['final']}")
+    if "evaluation" in summary:
+        evaluation = summary["evaluation"]
+        print(f"  evaluation ({evaluation['utterances']} test utterances): "
+              + ", ".join(f"{name} {value:.3f}" for name, value in evaluation["metrics"].items())
+              + f"  {summary['run']}/eval/report.html")
     return 0
 
 

@@ -103,3 +103,13 @@ def test_requests_that_cannot_run_say_why(base_run, vocoder_run, sample_store, t
     assert "no such model folder" in refused("--model", f"{base_run}/final", "--asr", f"ms={tmp_path}/none")
     assert "not a voxray model export" in refused("--model", str(tmp_path))
     assert not os.path.exists(tmp_path / "out")           # nothing written by a refused request
+
+
+def test_evaluate_a_talker_through_its_codec(talker_run, codes_store, tmp_path):
+    """text -> sampled codes -> the mel codec the export records -> Griffin-Lim; no duration MAE."""
+    output = str(tmp_path / "talker")
+    assert cli.main(["evaluate", "--model", f"{talker_run}/final", "--data", codes_store, "--split", "val",
+                     "--limit", "2", "--output", output]) == 0
+    summary = json.load(open(os.path.join(output, "metrics.json")))
+    assert summary["mode"] == "talker" and summary["utterances"] == 2 and summary["failed"] == 0
+    assert summary["counts"]["mcd_db"] == 2 and "duration_mae_ms" not in summary["metrics"]

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -57,15 +58,19 @@ def test_training_config_errors_name_the_field(override, named):
 
 
 @pytest.mark.integration
-def test_real_deepspeed_engine_accepts_every_stage():
-    """One CPU process, gloo: DeepSpeed builds an engine from our config and trains a toy model."""
+def test_real_deepspeed_engine_accepts_every_stage(tmp_path):
+    """One CPU process, gloo: DeepSpeed adopts the process group as a worker's does, builds an
+    engine from our config and trains a toy model; it compiles no C++ op on the way (its CPU
+    backend would JIT-build the inference-only shared-memory all-reduce)."""
     script = textwrap.dedent('''
         import json, os, torch
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
         import deepspeed
         from voxray.config import load_config
         from voxray.train.deepspeed_config import deepspeed_config
+        from voxray.train.distributed import init_deepspeed_distributed
         torch.distributed.init_process_group("gloo")
+        init_deepspeed_distributed(0, 0, 1)
         results = {}
         for stage in (0, 1, 2, 3):
             cfg = load_config(overrides=[f"deepspeed.zero_stage={stage}", "train.batch_size=4", "train.grad_accum=2"])
@@ -84,9 +89,12 @@ def test_real_deepspeed_engine_accepts_every_stage():
             results[stage] = [engine.global_steps, losses[0], losses[-1]]
         print("RESULT", json.dumps(results))
     ''')
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    extensions = tmp_path / "torch_extensions"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions)})
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, done.stderr[-3000:]
+    assert not extensions.exists() or not any(extensions.iterdir()), list(extensions.rglob("*"))[:5]
     for stage, (steps, first, last) in json.loads(lines[0][7:]).items():
         assert steps == 20, (stage, steps)          # 40 micro-steps / grad_accum 2
         assert last < 0.5 * first, (stage, first, last)

@@ -192,17 +192,21 @@ def test_best_yaml_is_the_best_trial_and_trains(sweep, sample_store, tmp_path):
 
 
 def test_fine_tuning_sweep_searches_the_lora_rank(ray_cluster, sample_store, base_run, tmp_path):
+    """... and minimises the metric ``tune.metric`` names (a quality metric), by which the trials
+    rank their checkpoints too."""
     out = tmp_path / "lora-sweep"
     code = cli.main(["tune", "acoustic", "--data", sample_store, "--output", str(out), "--trials", "2",
                      "--config", CPU_CONFIG, f"finetune.init_from={base_run}/final", "train.max_steps=5",
-                     "train.val_every=5", "train.batch_size=4", "train.max_failures=0"])
+                     "train.val_every=5", "train.batch_size=4", "train.max_failures=0", "tune.metric=val_mcd_mel_db"])
     assert code == 0
     rows = _read_csv(out / "trials.csv")
-    assert list(rows[0])[1:7] == ["train.lr", "loss.mel", "loss.duration", "loss.pitch", "loss.energy", "lora.rank"]
+    assert list(rows[0])[1:8] == ["train.lr", "loss.mel", "loss.duration", "loss.pitch", "loss.energy", "lora.rank",
+                                  "best_val_mcd_mel_db"]
     for row in rows:
-        assert int(row["lora.rank"]) in (4, 8, 16, 32, 64)
+        assert int(row["lora.rank"]) in (4, 8, 16, 32, 64) and float(row["best_val_mcd_mel_db"]) > 0
         run = glob.glob(str(out / "trials" / f"*{row['trial'][-8:]}"))[0]
-        assert load_config(os.path.join(run, "config.yaml")).lora.rank == int(row["lora.rank"])
+        config = load_config(os.path.join(run, "config.yaml"))
+        assert config.lora.rank == int(row["lora.rank"]) and config.train.checkpoint_metric == "val_mcd_mel_db"
     assert load_config(str(out / "best.yaml")).finetune.init_from == f"{base_run}/final"
 
 

@@ -104,7 +104,16 @@ class TrainConfig(Strict):
     log_every: int = Field(10, ge=1, description="steps between logged scalars and console lines")
     shard_cache_mb: int = Field(1024, ge=0, description="keep a worker's shard in memory after epoch 0 when it fits")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of the weights (warmed up)")
-    keep_best: int = Field(3, ge=1, description="best checkpoints kept (by the family's metric), plus the latest")
+    keep_best: int = Field(3, ge=1, description="best checkpoints kept (by checkpoint_metric), plus the latest")
+    checkpoint_metric: str = Field(
+        "", description="validation metric that ranks best-k checkpoints and early stopping, lower is better "
+                        "(empty: the family's: acoustic val_mel, vocoder val_mel, talker val_ce; acoustic also "
+                        "val_mcd_mel_db, val_f0_rmse_hz, val_duration_mae_ms; vocoder val_mcd_mel_db)")
+    evaluate_at_end: bool = Field(False, description="evaluate the final model on the test split into RUN/eval/ "
+                                                     "(voxray evaluate's metrics.json, report.html)")
+    evaluate_vocoder: str = Field("", description="evaluate_at_end: the vocoder export that speaks an acoustic "
+                                                  "model's or talker's mels (empty: Griffin-Lim)")
+    evaluate_limit: int = Field(0, ge=0, description="evaluate_at_end: only the first N test utterances (0: all)")
     patience: int = Field(0, ge=0, description="validations without improvement before stopping (0: off)")
     min_delta: float = Field(0.0, ge=0, description="smallest improvement that counts, for patience")
     max_nonfinite_steps: int = Field(20, ge=1, description="consecutive non-finite steps before the run stops")
@@ -177,3 +186,5 @@ class TuneSection(Strict):
     grace_period: int = Field(2, ge=1, description="ASHA: validations every trial gets before it may be stopped")
     reduction_factor: int = Field(2, ge=2, description="ASHA: keep 1 in reduction_factor at each rung")
     seed: int = Field(0, description="sampler seed")
+    metric: str = Field("", description="what the sweep minimises (empty: train.checkpoint_metric, else the "
+                                        "family's metric); trials rank their checkpoints by it too")

@@ -16,7 +16,22 @@ def init_deepspeed_distributed(rank: int, local_rank: int, world_size: int) -> N
     os.environ["LOCAL_RANK"] = str(local_rank)
     os.environ["RANK"] = str(rank)
     os.environ["WORLD_SIZE"] = str(world_size)
+    skip_inference_shm_op()
     deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
+
+
+def skip_inference_shm_op() -> None:
+    """On CPU, DeepSpeed's comm backend JIT-compiles its shared-memory all-reduce
+    (``deepspeed_shm_comm``) when it starts: a minute of g++ on every new node, and a compiler
+    needed there, for a kernel only ``inference_all_reduce`` calls. Training never does: mark the op
+    incompatible so the backend skips it (the builder's own switch, ``deepspeed.ops.__compatible_ops__``)."""
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() == "cpu":
+        builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+        if builder is not None:
+            deepspeed.ops.__compatible_ops__[builder.NAME] = False
 
 
 def is_distributed() -> bool:

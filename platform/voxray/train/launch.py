@@ -165,3 +165,39 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
     return {"run": run, "final": uri.join(run, FINAL_DIR), "step": metrics.get("step"), "metric": metric,
             metric: metrics.get(metric), "metrics": metrics,
             "best": [(c.path, m.get(metric), m.get("step")) for c, m in (result.best_checkpoints or [])]}
+
+
+def checkpoint_metric(recipe, config: Config) -> tuple[str, str]:
+    """(the metric that ranks checkpoints and stops early, its console label): ``train.checkpoint_metric``
+    when set, else the recipe's ``METRIC``; an error naming the recipe's ``METRICS`` otherwise."""
+    name = config.train.checkpoint_metric or recipe.METRIC
+    if name not in recipe.METRICS:
+        raise ConfigError(f"train.checkpoint_metric={name!r}: the {recipe.FAMILY} family validates "
+                          f"{', '.join(recipe.METRICS)}")
+    return name, recipe.METRIC_LABEL if name == recipe.METRIC else name.replace("_", " ")
+
+
+def fit_recipe(recipe, plan: Any, *, columns: list[str], callbacks: Optional[list] = None, gate: Any = None,
+               console: bool = True) -> dict[str, Any]:
+    """A recipe's ``train_loop`` on Ray Train with its plan (``plan.run``, ``plan.store``,
+    ``plan.config``), ranked by ``checkpoint_metric``; then, with ``train.evaluate_at_end``, the
+    final model evaluated on the test split into ``RUN/eval/``."""
+    metric, label = checkpoint_metric(recipe, plan.config)
+    summary = fit(recipe.train_loop, loop_config={"plan": plan, "gate": gate}, run=plan.run, config=plan.config,
+                  store=plan.store, columns=columns, metric=metric, callbacks=callbacks, console=console)
+    summary["metric_label"] = label
+    if plan.config.train.evaluate_at_end:
+        summary["evaluation"] = evaluate_final(recipe.FAMILY, plan.store, plan.run, plan.config, console)
+    return summary
+
+
+def evaluate_final(family: str, store: str, run: str, config: Config, console: bool = True) -> dict[str, Any]:
+    """``voxray evaluate`` of RUN/final on the test split (a vocoder by copy synthesis) into RUN/eval."""
+    from voxray.evaluate.run import evaluate
+
+    final, train = uri.join(run, FINAL_DIR), config.train
+    model, vocoder = (None, final) if family == "vocoder" else (final, train.evaluate_vocoder or None)
+    if console:
+        say(f"evaluating {final} on the test split into {uri.join(run, 'eval')}")
+    return evaluate(store, uri.join(run, "eval"), model=model, vocoder=vocoder, split="test",
+                    limit=train.evaluate_limit or None, overwrite=True)

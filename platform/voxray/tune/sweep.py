@@ -36,6 +36,7 @@ def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config, gate
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from voxray.train.launch import checkpoint_metric
     from voxray.train.recipes import recipe
 
     # The trial runs in an actor of the cluster, which has the cluster's environment, not the
@@ -59,7 +60,9 @@ def tune(store: str, sweep: str, trials: int, base: Config, space_path: Optional
     from voxray.train.recipes import recipe
     from voxray.tune.study import StudySearch, open_study_file
 
-    metric, label = recipe(base.family).METRIC, recipe(base.family).METRIC_LABEL
+    if base.tune.metric:                                 # the trials rank their checkpoints by it too
+        base = apply(base, {"train.checkpoint_metric": base.tune.metric})
+    metric, label = checkpoint_metric(recipe(base.family), base)
 
     if trials < 1:
         raise ValueError(f"--trials must be >= 1, got {trials}")

@@ -9,6 +9,8 @@ adapters and the embedding rows of tokens/speakers/languages new to that model t
 
 from __future__ import annotations
 
+import sys
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -38,6 +40,8 @@ from voxray.train.worker import Worker, start
 FAMILY = "acoustic"
 METRIC = "val_mel"                      # best-k checkpoints, early stopping, sweeps
 METRIC_LABEL = "val mel L1"             # the metric, as the console names it
+METRICS = ("val_mel", "val_total", "val_duration", "val_pitch", "val_energy", "val_mcd_mel_db",
+           "val_f0_rmse_hz", "val_duration_mae_ms")   # what train.checkpoint_metric may name
 COLUMNS = ["id", "token_ids", "speaker_index", "language_index", "n_frames", "mel", "f0", "energy",
            "durations"]
 LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and feed-forward projections
@@ -129,14 +133,23 @@ def collate(plan: Plan, rows: list[dict[str, Any]], rng: Optional[np.random.Gene
     return batching.collate(rows)
 
 
-def losses(model, batch: dict[str, Any], config: Config, device: torch.device,
-           dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Teacher-forced forward pass and the weighted loss components (fp32)."""
+def forward(model, batch: dict[str, Any], device: torch.device, dtype: torch.dtype
+            ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Teacher-forced forward pass: (the model's outputs in fp32, the batch on ``device``)."""
     moved = {k: (None if v is None else v.to(device)) for k, v in batch.items()}
     floats = {k: moved[k].to(dtype) for k in ("mels", "pitch", "energy")}
     out = model(moved["tokens"], moved["token_lengths"], moved["speakers"], moved["languages"],
                 floats["mels"], moved["mel_lengths"], floats["pitch"], floats["energy"], moved["durations"])
-    out = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}
+    return {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}, moved
+
+
+def losses(model, batch: dict[str, Any], config: Config, device: torch.device,
+           dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Teacher-forced forward pass and the weighted loss components (fp32)."""
+    return weighted_losses(*forward(model, batch, device, dtype), config)
+
+
+def weighted_losses(out: dict[str, torch.Tensor], moved: dict[str, Any], config: Config) -> dict[str, torch.Tensor]:
     weights = config.loss
     return acoustic_losses(out, moved["mels"].float(), moved["token_lengths"], moved["mel_lengths"],
                            mel=weights.mel, duration=weights.duration, pitch=weights.pitch,
@@ -146,6 +159,24 @@ def losses(model, batch: dict[str, Any], config: Config, device: torch.device,
 
 # ------------------------------------------------------------------------------------ worker
 
+def quality_sums(model, out: dict[str, torch.Tensor], moved: dict[str, Any]) -> list[float]:
+    """Sums behind the cheap quality measures of a teacher-forced batch, to be added over ranks:
+    |predicted - reference| token durations (frames) and the token count; squared token F0 error
+    of the pitch predictor (Hz) and the count of tokens with voiced frames; the mel MCD over speech
+    frames (``metrics.mel_mcd_sums``) and their count."""
+    from voxray.evaluate.metrics import mel_mcd_sums
+
+    tokens = ~out["text_mask"]
+    predicted = torch.clamp(torch.round(torch.exp(out["log_duration"]) - 1), min=1)
+    duration = float(((predicted - out["durations"].float()).abs() * tokens).sum())
+    pitch_std = float(model.variance_stats[1])
+    voiced = fastspeech2.average_by_durations((moved["pitch"] > 0).float(), out["durations"]) > 0
+    voiced &= tokens
+    f0_squares = float((((out["pitch"] - out["token_pitch"]) * pitch_std) ** 2)[voiced].sum())
+    mcd, speech = mel_mcd_sums(out["mel"], moved["mels"], moved["mel_lengths"])
+    return [duration, float(tokens.sum()), f0_squares, float(voiced.sum()), mcd, speech]
+
+
 @torch.no_grad()
 def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model, ema: EMA,
              vocoder: Optional[Vocoder]) -> dict[str, float]:
@@ -154,16 +185,23 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model,
     ema.copy_to(eval_model)
     eval_model.eval()
     sums = np.zeros(len(LOSS_NAMES) + 1)
+    quality = np.zeros(6)
     first = None
     for rows in val_shard.batches(plan.config.train.batch_size):
         batch = collate(plan, rows)
-        parts = losses(eval_model, batch, plan.config, worker.device, torch.float32)
+        out, moved = forward(eval_model, batch, worker.device, torch.float32)
+        parts = weighted_losses(out, moved, plan.config)
         frames = float(batch["mel_lengths"].sum())
         sums[:-1] += [frames * float(parts.get(name, torch.tensor(0.0))) for name in LOSS_NAMES]
         sums[-1] += frames
+        quality += quality_sums(eval_model, out, moved)
         first = first or batch
-    totals = all_reduce_sum(sums.tolist(), worker.device)
-    metrics = {f"val_{name}": totals[i] / max(totals[-1], 1) for i, name in enumerate(LOSS_NAMES)}
+    totals = all_reduce_sum(sums.tolist() + quality.tolist(), worker.device)
+    metrics = {f"val_{name}": totals[i] / max(totals[len(LOSS_NAMES)], 1) for i, name in enumerate(LOSS_NAMES)}
+    duration, tokens, f0_squares, voiced, mcd, speech = totals[len(LOSS_NAMES) + 1:]
+    spec = plan.config.audio
+    metrics.update(val_duration_mae_ms=duration / max(tokens, 1) * 1000 * spec.hop_length / spec.sample_rate,
+                   val_f0_rmse_hz=math.sqrt(f0_squares / max(voiced, 1)), val_mcd_mel_db=mcd / max(speech, 1))
     if worker.runlog is not None and first is not None:
         device = worker.device
         mel, mel_lengths = eval_model.infer(first["tokens"][:1].to(device), first["token_lengths"][:1].to(device),
@@ -240,6 +278,5 @@ def train(store: str, run: str, config: Config, callbacks: Optional[list] = None
     """Train (or resume) on Ray; returns a summary. ``callbacks`` and ``gate`` come from a sweep
     (Tune's report callback, the trial's ``voxray.tune.gate.SchedulerGate``)."""
     plan = prepare(store, run, config)
-    summary = launch.fit(train_loop, loop_config={"plan": plan, "gate": gate}, run=plan.run, config=plan.config,
-                         store=plan.store, columns=COLUMNS, metric=METRIC, callbacks=callbacks, console=console)
-    return {**summary, "metric_label": METRIC_LABEL}
+    return launch.fit_recipe(sys.modules[__name__], plan, columns=COLUMNS, callbacks=callbacks, gate=gate,
+                             console=console)

@@ -10,6 +10,7 @@ rows of tokens, speakers and languages new to that model train.
 
 from __future__ import annotations
 
+import sys
 import json
 import re
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ METRIC = "val_ce"                       # best-k, early stopping, sweeps: see RE
 # says, so that runs (and sweep trials over loss.sub_codebooks) compare; val_loss is the run's own.
 REFERENCE_WEIGHTS = {"first_codebook": 1.0, "sub_codebooks": 0.3, "text_weight": 0.0}
 METRIC_LABEL = "val cross-entropy"
+METRICS = ("val_ce", "val_loss")   # what train.checkpoint_metric may name
 COLUMNS = ["id", "token_ids", "speaker_index", "language_index", "n_frames", "audio_codes"]
 LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and feed-forward projections
 CODEC_KEYS = ("name", "n_codebooks", "codebook_size", "frame_rate")
@@ -348,6 +350,5 @@ def train(store: str, run: str, config: Config, callbacks: Optional[list] = None
           console: bool = True) -> dict[str, Any]:
     """Train (or resume) on Ray; returns a summary. ``callbacks`` and ``gate`` come from a sweep."""
     plan = prepare(store, run, config)
-    summary = launch.fit(train_loop, loop_config={"plan": plan, "gate": gate}, run=plan.run, config=plan.config,
-                         store=plan.store, columns=columns(plan.config), metric=METRIC, callbacks=callbacks, console=console)
-    return {**summary, "metric_label": METRIC_LABEL}
+    return launch.fit_recipe(sys.modules[__name__], plan, columns=columns(plan.config), callbacks=callbacks, gate=gate,
+                             console=console)

@@ -10,6 +10,7 @@ discriminator of that run's latest checkpoint); train it on a store of predicted
 
 from __future__ import annotations
 
+import sys
 import glob
 import os
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from voxray.audio import AudioSpec
 from voxray.cluster import say
 from voxray.config import Config
 from voxray.dsp import log_mel
+from voxray.evaluate.metrics import mel_mcd_sums
 from voxray.export import FINAL_DIR, read_final, write_final
 from voxray.losses.vocoder import adversarial_loss, discriminator_loss, feature_matching_loss, mel_l1
 from voxray.models.vocoder import build_discriminators, build_generator, generator_args
@@ -40,6 +42,7 @@ from voxray.train.worker import Worker, start
 FAMILY = "vocoder"
 METRIC = "val_mel"                      # mel L1 of the generated audio against the target mel
 METRIC_LABEL = "val mel L1 of the generated audio"
+METRICS = ("val_mel", "val_mcd_mel_db")   # what train.checkpoint_metric may name
 COLUMNS = ["id", "n_frames", "mel", "audio"]
 LOSS_NAMES = ("generator", "discriminator", "mel", "adversarial", "feature")
 VAL_SAMPLES = 2                         # val utterances logged as audio and mel images
@@ -194,7 +197,7 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, generator: 
     rank 0 logs the first utterances' audio and generated-vs-target mels."""
     config, spec = plan.config, plan.config.audio
     generator.eval()
-    total = frames = 0.0
+    total = frames = mcd = speech = 0.0
     logged = 0
     for rows in val_shard.batches(config.train.batch_size):
         batch = segments(rows, None, max(int(r["n_frames"]) for r in rows), spec)
@@ -202,6 +205,10 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, generator: 
         count = float(batch["frames"].sum())
         total += float(generated_mel_l1(fake, batch, spec)) * count
         frames += count
+        target = batch["mel"].to(worker.device).transpose(1, 2)
+        distance, counted = mel_mcd_sums(log_mel(fake[:, 0], spec).transpose(1, 2)[:, : target.shape[1]], target,
+                                         batch["frames"].to(worker.device))
+        mcd, speech = mcd + distance, speech + counted
         while worker.runlog is not None and logged < min(VAL_SAMPLES, len(rows)):
             n = int(batch["frames"][logged])
             audio = fake[logged, 0, : n * spec.hop_length].cpu()
@@ -209,9 +216,9 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, generator: 
             worker.runlog.mel(worker.state.step, f"val/mel_{logged}_generated_vs_target",
                               log_mel(audio, spec).T, batch["mel"][logged, :, :n].T)
             logged += 1
-    total, frames = all_reduce_sum([total, frames], worker.device)
+    total, frames, mcd, speech = all_reduce_sum([total, frames, mcd, speech], worker.device)
     generator.train()
-    return {METRIC: total / max(frames, 1)}
+    return {METRIC: total / max(frames, 1), "val_mcd_mel_db": mcd / max(speech, 1)}
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
@@ -292,6 +299,5 @@ def train(store: str, run: str, config: Config, callbacks: Optional[list] = None
           console: bool = True) -> dict[str, Any]:
     """Train (or resume) on Ray; returns a summary."""
     plan = prepare(store, run, config)
-    summary = launch.fit(train_loop, loop_config={"plan": plan, "gate": gate}, run=plan.run, config=plan.config,
-                         store=plan.store, columns=COLUMNS, metric=METRIC, callbacks=callbacks, console=console)
-    return {**summary, "metric_label": METRIC_LABEL}
+    return launch.fit_recipe(sys.modules[__name__], plan, columns=COLUMNS, callbacks=callbacks, gate=gate,
+                             console=console)
