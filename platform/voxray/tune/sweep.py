@@ -57,6 +57,7 @@ def tune(store: str, sweep: str, trials: int, base: Config, space_path: Optional
     from ray.tune.schedulers import ASHAScheduler
 
     from voxray.cluster import ensure_ray
+    from voxray.train.launch import checkpoint_metric
     from voxray.train.recipes import recipe
     from voxray.tune.study import StudySearch, open_study_file
 
