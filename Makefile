@@ -10,7 +10,8 @@ setup:
 
 # The main job on the embedded default: the committed sample corpus -> feature store -> the tiny
 # acoustic model and the tiny vocoder (Ray Train + DeepSpeed on a local in-process Ray) -> a
-# sentence spoken through the vocoder (and through Griffin-Lim, to compare); then voxray's mel
+# sentence spoken through the vocoder (and through Griffin-Lim, to compare), the test split
+# synthesised and measured (out/sample-eval/report.html); then voxray's mel
 # codec fitted and applied, the tiny talker trained on its codes, and the sentence spoken by it.
 # Re-running resumes the runs in out/ (already finished: they only export again).
 demo: setup
@@ -19,6 +20,7 @@ demo: setup
 	$(BIN)/voxray train vocoder --data out/sample-store --output out/sample-vocoder --config jobs/configs/vocoder-cpu.yaml
 	$(BIN)/voxray synthesize --model out/sample-run/final --text "Hello from voxray." --speaker spk_f --language en-us --out out/hello-griffin-lim.wav
 	$(BIN)/voxray synthesize --model out/sample-run/final --vocoder out/sample-vocoder/final --text "Hello from voxray." --speaker spk_f --language en-us --out out/hello.wav
+	$(BIN)/voxray evaluate --model out/sample-run/final --vocoder out/sample-vocoder/final --data out/sample-store --output out/sample-eval --overwrite
 	test -e out/sample-codec/codec.json || $(BIN)/voxray codec fit --data out/sample-store --output out/sample-codec codec.n_codebooks=4 codec.codebook_size=64 codec.fit_steps=100
 	$(BIN)/voxray codec encode --codec out/sample-codec --data out/sample-store --output out/sample-codes --overwrite
 	$(BIN)/voxray train talker --data out/sample-codes --output out/sample-talker --config jobs/configs/talker-cpu.yaml

@@ -1,12 +1,13 @@
 """Voice quality for a fixed CPU budget: the acoustic model (``small``) and a vocoder trained on a
 generated single-speaker corpus, evaluated on its test split with ``voxray evaluate``.
 
-    .venv/bin/python benchmarks/quality.py [--sentences 300] [--acoustic-steps 1500] [--vocoder-steps 600]
+    .venv/bin/python benchmarks/quality.py [--sentences 300] [--acoustic-steps 500] [--batch-size 8]
+                                           [--vocoder-steps 400]
                                            [--scratch DIR] [--gpu]
 
 1. ``scripts/make_quality_corpus.py``: ``--sentences`` espeak-ng sentences, one voice (~16 min
    for 300), then ``voxray preprocess`` (80/10/10 splits).
-2. ``voxray train acoustic`` (``small`` preset, batch 16, one worker) and ``voxray train vocoder``
+2. ``voxray train acoustic`` (``small`` preset, ``--batch-size``, one worker) and ``voxray train vocoder``
    (``tiny`` HiFi-GAN, one worker), each for its number of steps; the wall time is the budget.
 3. ``voxray evaluate`` on the test split: the acoustic model through the vocoder and through
    Griffin-Lim; the vocoder alone and Griffin-Lim alone by copy synthesis of the stored mels.
@@ -42,8 +43,9 @@ def voxray(*args: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sentences", type=int, default=300)
-    parser.add_argument("--acoustic-steps", type=int, default=1500)
-    parser.add_argument("--vocoder-steps", type=int, default=600)
+    parser.add_argument("--acoustic-steps", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=8, help="the acoustic model's")
+    parser.add_argument("--vocoder-steps", type=int, default=400)
     parser.add_argument("--scratch", help="working folder (default: a new temporary one)")
     parser.add_argument("--gpu", action="store_true", help="train on one GPU in bf16 (base preset, HiFi-GAN V1)")
     args = parser.parse_args()
@@ -59,9 +61,9 @@ def main() -> None:
     walls = {
         "acoustic": voxray("train", "acoustic", "--data", str(store), "--output", str(acoustic), "--config",
                            str(REPO / "jobs" / "configs" / "acoustic-cpu.yaml"),
-                           f"model.preset={'base' if args.gpu else 'small'}", "train.batch_size=16",
-                           f"train.max_steps={args.acoustic_steps}", "train.warmup_steps=200",
-                           f"train.val_every={max(args.acoustic_steps // 5, 1)}", "train.log_every=50", *gpu),
+                           f"model.preset={'base' if args.gpu else 'small'}", f"train.batch_size={args.batch_size}",
+                           f"train.max_steps={args.acoustic_steps}", f"train.warmup_steps={args.acoustic_steps // 10}",
+                           f"train.val_every={max(args.acoustic_steps // 5, 1)}", "train.log_every=25", *gpu),
         "vocoder": voxray("train", "vocoder", "--data", str(store), "--output", str(vocoder), "--config",
                           str(REPO / "jobs" / "configs" / "vocoder-cpu.yaml"),
                           f"train.max_steps={args.vocoder_steps}", f"train.val_every={max(args.vocoder_steps // 5, 1)}",
@@ -85,11 +87,14 @@ def main() -> None:
     print(f"budget: acoustic {args.acoustic_steps} steps in {walls['acoustic'] / 60:.1f} min, vocoder "
           f"{args.vocoder_steps} steps in {walls['vocoder'] / 60:.1f} min (wall, this machine, "
           f"{os.cpu_count()} cores{', GPU' if args.gpu else ''})")
-    print(f"{'':30}" + "".join(f"{c:>12}" for c in COLUMNS))
+    widths = [max(9, len(c) + 2) for c in COLUMNS]
+    print(f"{'':30}" + "".join(f"{c:>{w}}" for c, w in zip(COLUMNS, widths)))
     for name, summary in results.items():
         values = summary["metrics"]
-        print(f"{name:30}" + "".join(f"{values[c]:>12.3f}" if c in values else f"{'-':>12}" for c in COLUMNS))
-    print(f"{'users target':30}{'5.5-6.5':>12}{'15-25':>12}{'':>12}{'30-50':>12}")
+        print(f"{name:30}" + "".join(f"{values[c]:>{w}.3f}" if c in values else f"{'-':>{w}}"
+                                     for c, w in zip(COLUMNS, widths)))
+    targets = {"mcd_db": "5.5-6.5", "f0_rmse_hz": "15-25", "duration_mae_ms": "30-50"}
+    print(f"{'users target':30}" + "".join(f"{targets.get(c, ''):>{w}}" for c, w in zip(COLUMNS, widths)))
 
 
 if __name__ == "__main__":

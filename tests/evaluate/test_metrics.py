@@ -111,7 +111,10 @@ def test_listeners_speaker_similarity_and_recognisers(tmp_path):
     assert encoder.similarity(a, b) > encoder.similarity(a, c) + 0.1
 
     recognisers = Recognisers()
-    assert isinstance(recognisers.transcribe(f1, rate, "en-us"), str)
+    first = recognisers.transcribe(f1, rate, "en-us")
+    assert isinstance(first, str) and first
+    recognisers.transcribe(m1, rate, "en-us")
+    assert recognisers.transcribe(f1, rate, "en-us") == first        # nothing carried over between utterances
     assert recognisers.transcribe(f1, rate, "ms") is None and recognisers.name("ms") is None
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         Recognisers({"ms": str(tmp_path / "missing")})

@@ -132,7 +132,8 @@ def test_the_job_server_refuses_a_wrong_token(cluster):
     assert "token" in (result.stdout + result.stderr).lower()
 
 
-@pytest.mark.parametrize("script, usage", [("preprocess", "--input"), ("train", "--data"), ("tune", "--trials")])
+@pytest.mark.parametrize("script, usage", [("preprocess", "--input"), ("train", "--data"), ("tune", "--trials"),
+                                           ("evaluate", "--vocoder")])
 def test_entrypoints_are_the_cli_commands(script, usage):
     result = subprocess.run([sys.executable, f"jobs/{script}.py", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=120)

@@ -38,7 +38,9 @@ class Recognisers:
         if language not in self.decoders:
             from pocketsphinx import Decoder
 
-            options = {"samprate": 16000, "logfn": os.devnull}
+            # cmn=batch: cepstral mean over each utterance alone; the default (live) carries it over
+            # from the utterances decoded before, so a transcript would depend on the actor's order
+            options = {"samprate": 16000, "logfn": os.devnull, "cmn": "batch"}
             folder = self.models.get(language)
             if folder:
                 options.update(hmm=os.path.join(folder, "acoustic-model"),
