@@ -65,19 +65,24 @@ def test_a_store_without_codes_is_refused_by_name(sample_store, tmp_path):
 
 def test_dora_adapters_fine_tune_stop_resume_and_load_on_the_base(talker_run, codes_store, tmp_path, capsys):
     """DoRA with separate attention / feed-forward ranks from the talker's export, stopped at step 4
-    and resumed to 8 from the adapters-only checkpoint (peft's key names must match on resume);
-    exported adapter-only, then loaded on the base by synthesize --adapter."""
+    and resumed to 8 from the adapters-only checkpoint (peft's key names must match on resume),
+    equal to 8 steps straight; exported adapter-only, then loaded on the base by synthesize --adapter."""
     from voxray.synthesize import load_talker
 
-    run = str(tmp_path / "dora")
+    run, straight = str(tmp_path / "dora"), str(tmp_path / "straight")
     common = [f"finetune.init_from={talker_run}/final", "finetune.export=adapter", "lora.rank=4", "lora.ff_rank=2",
-              "lora.dora=true", "train.val_every=4", "train.log_every=2", "train.max_failures=0",
-              "train.warmup_steps=0", "train.adapter_lr=5e-3"]
-    for steps in (4, 8):
-        assert cli.main(["train", "talker", "--data", codes_store, "--output", run, "--config", TALKER_CPU_CONFIG,
+              "lora.dora=true", "lora.dropout=0.1", "train.val_every=4", "train.log_every=2", "train.max_failures=0",
+              "train.warmup_steps=0", "train.adapter_lr=5e-3", "train.schedule=constant"]
+    for output, steps in ((run, 4), (run, 8), (straight, 8)):
+        assert cli.main(["train", "talker", "--data", codes_store, "--output", output, "--config", TALKER_CPU_CONFIG,
                          f"train.max_steps={steps}", *common]) == 0
     assert [r["step"] for r in metrics(run, "resumed")] == [4]
     assert [v["step"] for v in metrics(run, "val")] == [4, 8]
+    resumed, uninterrupted = metrics(run, "train"), metrics(straight, "train")
+    assert [r["step"] for r in resumed] == [r["step"] for r in uninterrupted] == [2, 4, 6, 8]
+    for a, b in zip(resumed, uninterrupted):                   # the same batches, dropout masks and updates
+        assert a["total"] == pytest.approx(b["total"], rel=1e-4) and a["ce_0"] == pytest.approx(b["ce_0"], rel=1e-4)
+    assert metrics(run, "val")[-1]["val_ce"] == pytest.approx(metrics(straight, "val")[-1]["val_ce"], rel=1e-4)
     adapter = Path(run, "final", "adapter")
     assert sorted(p.name for p in Path(run, "final").iterdir()) == ["adapter"]
     saved = json.loads((adapter / "adapter.json").read_text())
