@@ -154,9 +154,7 @@ class FastSpeech2(nn.Module):
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``infer`` and the frames it gave each token: (mel, mel_lengths, durations [B, N])."""
         _, encoded, text_mask = self._encode(tokens, token_lengths, speakers, languages)
-        log_duration = self.duration_predictor(encoded, text_mask)
-        durations = torch.clamp(torch.round((torch.exp(log_duration) - 1) / pace), min=1)
-        durations = durations.masked_fill(text_mask, 0).long()
+        durations = frames_per_token(self.duration_predictor(encoded, text_mask), text_mask, pace)
         pitch = self.pitch_predictor(encoded, text_mask)
         energy = self.energy_predictor(encoded, text_mask)
         adapted = self._adapt(encoded, text_mask, pitch, energy)
@@ -164,6 +162,12 @@ class FastSpeech2(nn.Module):
         frames = length_regulate(adapted, durations, int(mel_lengths.max()))
         mel_mask = padding_mask(mel_lengths, frames.shape[1])
         return self._to_mel(self.decoder(frames, mel_mask)).masked_fill(mel_mask[..., None], 0), mel_lengths, durations
+
+
+def frames_per_token(log_duration: torch.Tensor, text_mask: torch.Tensor, pace: float = 1.0) -> torch.Tensor:
+    """The duration predictor's log(1 + frames) -> whole frames per token (at least 1; 0 on padding)."""
+    durations = torch.clamp(torch.round((torch.exp(log_duration) - 1) / pace), min=1)
+    return durations.masked_fill(text_mask, 0).long()
 
 
 def build(preset: str, *, vocab_size: int, n_mels: int, n_speakers: int, n_languages: int,

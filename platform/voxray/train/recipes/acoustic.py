@@ -167,8 +167,8 @@ def quality_sums(model, out: dict[str, torch.Tensor], moved: dict[str, Any]) -> 
     from voxray.evaluate.metrics import mel_mcd_sums
 
     tokens = ~out["text_mask"]
-    predicted = torch.clamp(torch.round(torch.exp(out["log_duration"]) - 1), min=1)
-    duration = float(((predicted - out["durations"].float()).abs() * tokens).sum())
+    predicted = fastspeech2.frames_per_token(out["log_duration"], out["text_mask"])
+    duration = float(((predicted - out["durations"]).abs() * tokens).sum())
     pitch_std = float(model.variance_stats[1])
     voiced = fastspeech2.average_by_durations((moved["pitch"] > 0).float(), out["durations"]) > 0
     voiced &= tokens

@@ -203,11 +203,11 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, generator: 
         batch = segments(rows, None, max(int(r["n_frames"]) for r in rows), spec)
         fake = generator(batch["mel"].to(worker.device)).float()
         count = float(batch["frames"].sum())
-        total += float(generated_mel_l1(fake, batch, spec)) * count
+        fake_mel = log_mel(fake[:, 0], spec).transpose(1, 2)                  # [B, frames, n_mels], once
+        target, lengths = batch["mel"].to(worker.device).transpose(1, 2), batch["frames"].to(worker.device)
+        total += float(mel_l1(fake_mel, target, lengths)) * count
         frames += count
-        target = batch["mel"].to(worker.device).transpose(1, 2)
-        distance, counted = mel_mcd_sums(log_mel(fake[:, 0], spec).transpose(1, 2)[:, : target.shape[1]], target,
-                                         batch["frames"].to(worker.device))
+        distance, counted = mel_mcd_sums(fake_mel[:, : target.shape[1]], target, lengths)
         mcd, speech = mcd + distance, speech + counted
         while worker.runlog is not None and logged < min(VAL_SAMPLES, len(rows)):
             n = int(batch["frames"][logged])
