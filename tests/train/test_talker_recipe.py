@@ -20,7 +20,6 @@ from tests.train.conftest import latest_checkpoint, metrics
 from voxray import cli
 from voxray.config import load_config
 from voxray.data.store import arrow_rows, read_split
-from voxray.train.ema import EMA
 from voxray.train.recipes import talker
 
 pytestmark = pytest.mark.integration
@@ -121,7 +120,7 @@ def test_a_prompted_talker_speaks_from_a_reference_recording(codes_store, codec_
     assert batch["prompt_frames"].tolist() == [min(16, len(rows[0]["audio_codes"]))] * 2
     assert int(batch["token_lengths"][0]) == 2 * len(rows[0]["token_ids"])
     torch.manual_seed(0)
-    talker.export(plan, talker.build_model(plan), EMA(talker.build_model(plan), 0.0), 0, 1.2)
+    talker.export(plan, talker.build_model(plan), 0, 1.2)
     final = str(tmp_path / "run" / "final")
     out, wav = tmp_path / "x.wav", next((REPO / "corpus" / "sample" / "wavs").glob("*.wav"))
     common = ["synthesize", "--model", final, "--text", "Hello.", "--out", str(out), "--seed", "0"]

@@ -3,6 +3,8 @@ after every applied optimizer step (gathered first under ZeRO-3), used for valid
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -41,7 +43,26 @@ class EMA:
         model.load_state_dict({**model.state_dict(), **self.shadow})
 
 
-def update_ema(ema: EMA, engine, step: int) -> None:
-    """Average the engine's current weights in (full weights on every rank at ZeRO-3)."""
+def make_ema(model: nn.Module, decay: float) -> Optional[EMA]:
+    """An EMA of ``model`` when ``decay`` > 0; None (no copy, no per-step update) when off."""
+    return EMA(model, decay) if decay > 0 else None
+
+
+def update_ema(ema: Optional[EMA], engine, step: int) -> None:
+    """Average the engine's current weights in (full weights on every rank at ZeRO-3); nothing
+    without an EMA."""
+    if ema is None:
+        return
     with gathered(engine):
         ema.update(engine.module, step)
+
+
+@torch.no_grad()
+def load_eval_weights(eval_model: nn.Module, engine, ema: Optional[EMA]) -> None:
+    """The weights validation and export use: the EMA's when one is kept, else the trained ones.
+    Without an EMA at ZeRO-3 this gathers the partitioned parameters: call it on every rank."""
+    if ema is not None:
+        ema.copy_to(eval_model)
+        return
+    with gathered(engine):
+        eval_model.load_state_dict(engine.module.state_dict())

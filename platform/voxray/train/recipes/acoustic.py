@@ -30,7 +30,7 @@ from voxray.train import launch
 from voxray.train.data import PrefetchedShard
 from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
-from voxray.train.ema import EMA, update_ema
+from voxray.train.ema import load_eval_weights, make_ema, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
 from voxray.models.adapters import grow_and_adapt, merge_lora
 from voxray.train.finetune import map_labels, merge_labels, store_labels
@@ -178,11 +178,10 @@ def quality_sums(model, out: dict[str, torch.Tensor], moved: dict[str, Any]) -> 
 
 
 @torch.no_grad()
-def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model, ema: EMA,
+def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model,
              vocoder: Optional[Vocoder]) -> dict[str, float]:
-    """EMA weights on every worker's share of the val split; frame-weighted means over all;
-    rank 0 logs a predicted-vs-target mel and its audio (through ``vocoder``, else Griffin-Lim)."""
-    ema.copy_to(eval_model)
+    """``eval_model`` (the EMA's weights when kept) on every worker's share of the val split;
+    frame-weighted means over all; rank 0 logs a predicted-vs-target mel and its audio (through ``vocoder``, else Griffin-Lim)."""
     eval_model.eval()
     sums = np.zeros(len(LOSS_NAMES) + 1)
     quality = np.zeros(6)
@@ -223,14 +222,15 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     config, train = plan.config, plan.config.train
     worker = start(loop_config, config, plan.run)
     model = build_model(plan).to(worker.device)
-    ema = EMA(model, train.ema_decay)
+    ema = make_ema(model, train.ema_decay)
     eval_model = build_model(plan, load_base=False).to(worker.device)
     vocoder = load_vocoder(train.vocoder, config.audio) if train.vocoder and worker.rank == 0 else None
     engine, lr_schedule = build_engine(model, OptimizerSettings.of(train),
                                        deepspeed_config(train, config.deepspeed, worker.world_size))
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.deepspeed.precision]
     trainable_only = config.lora.rank > 0
-    worker.restore({"model": engine}, {"model": ema}, trainable_only=trainable_only)
+    emas = {"model": ema} if ema is not None else {}
+    worker.restore({"model": engine}, emas, trainable_only=trainable_only)
     stream = worker.train_stream(lambda rows, rng: collate(plan, rows, rng), batch_size=train.batch_size)
     val_shard = worker.val_shard()
     worker.started({"model": parameter_counts(model)}, progress=("total", "mel"))
@@ -253,16 +253,17 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             worker.log(meter.reduce(worker.device), lr=lr_schedule.get_last_lr()[0], grad_norm=grad_norm(engine))
             meter.reset()
         if worker.validation_due():
-            metrics = validate(plan, worker, val_shard, eval_model, ema, vocoder)
-            worker.checkpoint(metrics, engines={"model": engine}, emas={"model": ema}, stream=stream,
+            load_eval_weights(eval_model, engine, ema)
+            metrics = validate(plan, worker, val_shard, eval_model, vocoder)
+            worker.checkpoint(metrics, engines={"model": engine}, emas=emas, stream=stream,
                               trainable_only=trainable_only)
             meter.reset()                              # validation time is not training throughput
-    worker.finish(lambda: export(plan, eval_model, ema, worker.state.step))
+    load_eval_weights(eval_model, engine, ema)          # every rank (gathers at ZeRO-3 without an EMA)
+    worker.finish(lambda: export(plan, eval_model, worker.state.step))
 
 
-def export(plan: Plan, eval_model, ema: EMA, step: int) -> None:
-    """RUN_URI/final from the EMA weights, LoRA merged."""
-    ema.copy_to(eval_model)
+def export(plan: Plan, eval_model, step: int) -> None:
+    """RUN_URI/final from the evaluation weights (EMA when kept), LoRA merged."""
     merged = merge_lora(eval_model)
     manifest = {"family": FAMILY, "build": plan.build_args, "speakers": plan.speakers,
                 "languages": plan.languages, "g2p": plan.g2p, "step": step,

@@ -31,7 +31,7 @@ from voxray.train import launch
 from voxray.train.data import PrefetchedShard
 from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
-from voxray.train.ema import EMA, update_ema
+from voxray.train.ema import load_eval_weights, make_ema, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
 from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora
 from voxray.train.finetune import map_labels, merge_labels, store_labels
@@ -244,11 +244,10 @@ def losses(model, batch: dict[str, Any], config: Config, device: torch.device) -
 # ------------------------------------------------------------------------------------ worker
 
 @torch.no_grad()
-def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model, ema: EMA) -> dict[str, float]:
+def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model) -> dict[str, float]:
     """Every val row of every rank counted once: per-codebook cross-entropy and accuracy,
     ``val_ce`` (at the reference weights), ``val_loss`` (the run's loss), and code frames per text
     token (for generation's limit)."""
-    ema.copy_to(eval_model)
     eval_model.eval()
     k_books = plan.build_args["n_codebooks"]
     sums = torch.zeros(3 * k_books + 4)          # (CE sum, count) per codebook + text, correct per codebook, frames, tokens
@@ -282,13 +281,14 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     config, train = plan.config, plan.config.train
     worker = start(loop_config, config, plan.run)
     model = build_model(plan).to(worker.device)
-    ema = EMA(model, train.ema_decay)
+    ema = make_ema(model, train.ema_decay)
     eval_model = build_model(plan, load_base=False).to(worker.device)
     engine, lr_schedule = build_engine(model, OptimizerSettings.of(train),
                                        deepspeed_config(train, config.deepspeed, worker.world_size),
                                        parameters=parameter_groups(model, train, talker_model.layers(plan.build_args)))
     trainable_only = config.lora.rank > 0
-    worker.restore({"model": engine}, {"model": ema}, trainable_only=trainable_only)
+    emas = {"model": ema} if ema is not None else {}
+    worker.restore({"model": engine}, emas, trainable_only=trainable_only)
     stream = worker.train_stream(lambda rows, rng: collate(plan, rows, rng), batch_size=train.batch_size,
                                  length=tokens_and_frames)
     val_shard = worker.val_shard()
@@ -315,20 +315,21 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             worker.log(meter.reduce(worker.device), lr=lr_schedule.get_last_lr()[0], grad_norm=grad_norm(engine))
             meter.reset()
         if worker.validation_due():
-            metrics = validate(plan, worker, val_shard, eval_model, ema)
+            load_eval_weights(eval_model, engine, ema)
+            metrics = validate(plan, worker, val_shard, eval_model)
             frames_per_token = metrics["val_frames_per_token"]
-            worker.checkpoint(metrics, engines={"model": engine}, emas={"model": ema}, stream=stream,
+            worker.checkpoint(metrics, engines={"model": engine}, emas=emas, stream=stream,
                               trainable_only=trainable_only)
             meter.reset()
-    worker.finish(lambda: export(plan, eval_model, ema, worker.state.step, frames_per_token))
+    load_eval_weights(eval_model, engine, ema)          # every rank (gathers at ZeRO-3 without an EMA)
+    worker.finish(lambda: export(plan, eval_model, worker.state.step, frames_per_token))
 
 
-def export(plan: Plan, eval_model, ema: EMA, step: int, frames_per_token: Optional[float]) -> None:
+def export(plan: Plan, eval_model, step: int, frames_per_token: Optional[float]) -> None:
     """RUN_URI/final: the weights (EMA when kept, adapters merged), the codec they speak, and code
     frames per text token (generation's length limit scales with it). With
     ``finetune.export=adapter``: only RUN_URI/final/adapter/, the adapters and new embedding rows
     with the label sets they need, to load on top of the base export."""
-    ema.copy_to(eval_model)
     manifest = {"family": FAMILY, "build": {**plan.build_args, "checkpointing": False}, "speakers": plan.speakers,
                 "languages": plan.languages, "g2p": plan.g2p, "codec": plan.codec,
                 "frames_per_token": frames_per_token, "step": step, "init_from": plan.init_from,

@@ -34,7 +34,7 @@ from voxray.train.checkpoint import DS_DIR
 from voxray.train.data import PrefetchedShard
 from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
-from voxray.train.ema import EMA, update_ema
+from voxray.train.ema import load_eval_weights, make_ema, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, frozen, grad_norm, parameter_counts
 from voxray.train.meter import Meter
 from voxray.train.worker import Worker, start
@@ -229,7 +229,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     worker = start(loop_config, config, plan.run)
     generator, discriminator = build_models(plan)
     generator, discriminator = generator.to(worker.device), discriminator.to(worker.device)
-    ema = EMA(generator, train.ema_decay) if train.ema_decay > 0 else None
+    ema = make_ema(generator, train.ema_decay)
     eval_generator = build_generator(plan.generator).to(worker.device)
     (g_engine, g_schedule), (d_engine, d_schedule) = build_engines(config, generator, discriminator,
                                                                    worker.world_size)
@@ -261,8 +261,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             g_engine.backward(parts["generator"])
         g_engine.step()
         meter.add({**parts, "discriminator": d_loss}, units=real.shape[0] * real.shape[-1])
-        if worker.count_step(skipped=g_engine.skipped_steps > g_skipped or d_engine.skipped_steps > d_skipped) \
-                and ema is not None:
+        if worker.count_step(skipped=g_engine.skipped_steps > g_skipped or d_engine.skipped_steps > d_skipped):
             update_ema(ema, g_engine, worker.state.step)
         if worker.due(train.log_every):
             worker.log(meter.reduce(worker.device), lr=g_schedule.get_last_lr()[0],
@@ -270,24 +269,16 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                        discriminator_grad_norm=grad_norm(d_engine))
             meter.reset()
         if worker.validation_due():
-            _load_eval_weights(eval_generator, g_engine, ema)
+            load_eval_weights(eval_generator, g_engine, ema)
             metrics = validate(plan, worker, val_shard, eval_generator)
             worker.checkpoint(metrics, engines=engines, emas=emas, stream=stream)
             meter.reset()
-    worker.finish(lambda: export(plan, eval_generator, g_engine, ema, worker.state.step))
+    load_eval_weights(eval_generator, g_engine, ema)
+    worker.finish(lambda: export(plan, eval_generator, worker.state.step))
 
 
-def _load_eval_weights(eval_generator: torch.nn.Module, g_engine, ema: Optional[EMA]) -> None:
-    """The weights validation and export use: the EMA's when there is one, else the trained ones."""
-    if ema is not None:
-        ema.copy_to(eval_generator)
-    else:
-        eval_generator.load_state_dict({k: v.float() for k, v in g_engine.module.state_dict().items()})
-
-
-def export(plan: Plan, eval_generator: torch.nn.Module, g_engine, ema: Optional[EMA], step: int) -> None:
+def export(plan: Plan, eval_generator: torch.nn.Module, step: int) -> None:
     """RUN_URI/final: the generator (no discriminator), its shape, config and AudioSpec."""
-    _load_eval_weights(eval_generator, g_engine, ema)
     manifest = {"family": FAMILY, "build": plan.generator, "step": step, "init_from": plan.init_from}
     write_final(uri.join(plan.run, FINAL_DIR), weights=eval_generator.state_dict(), manifest=manifest,
                 config=plan.config)
