@@ -1,19 +1,23 @@
 """Preprocessing throughput, measured side by side in one run on the same audio.
 
-    .venv/bin/python benchmarks/preprocess.py [--copies 16] [--set key=value ...]
+    .venv/bin/python benchmarks/preprocess.py [--copies 16 [64 160 ...]] [--set key=value ...]
 
-Builds an LJSpeech corpus from ``copies`` copies of the committed sample corpus, then reports
-audio-seconds processed per wall-second (x real time) for:
+Builds an LJSpeech corpus from ``copies`` copies (the first value) of the committed sample
+corpus, then reports audio-seconds processed per wall-second (x real time) for:
 
   mel floor     decoded 22.05 kHz audio -> log-mel only (the compute floor)
   plain loop    one process, the pipeline's own functions (scan pass, feature pass, parquet write)
   ray 1 CPU     the Ray Data pipeline on a fresh local Ray with num_cpus=1
   ray 2 CPUs    the same with num_cpus=2
 
+With more than one ``--copies``: on one fresh Ray of 2 CPUs (after a warm-up run), each corpus
+size in turn, with its wall time and the peak RSS of the driver and of each Ray worker process
+(sampled every 0.2 s): time should grow linearly with the corpus, memory stay flat.
+
 Ray start-up (ray.init) is excluded; everything from planning to the final stats.json is
 included. Each CPU count gets a fresh Ray in a subprocess and runs the pipeline twice: "cold"
 includes starting the worker processes and their imports (~2 s each here), "warm" is the second
-run on the same cluster, as on a long-running one. Targets: pipeline >= 40x real
+run on the same cluster, as on a long-running one. Targets: pipeline >= 100x real
 time per core; Ray per-core overhead <= 20% over the plain loop; 2 CPUs >= 1.7x one CPU.
 """
 
@@ -87,28 +91,95 @@ def run_plain(corpus: Path, output: Path, overrides: list[str]) -> dict:
 
     from voxray.config import load_config
     from voxray.data import readers
-    from voxray.data.process import Context, process_units, scan_units
-    from voxray.data.store import FeatureStoreSink
-
-    class TaskContext:  # what a Datasink sees of its Ray task
-        def __init__(self, index: int) -> None:
-            self.task_idx = index
+    from voxray.data.process import Context, process_and_write, scan_units
 
     config = load_config(overrides=overrides)
     start = time.perf_counter()
     units = readers.plan(str(corpus), "ljspeech")
     per_batch = max(1, config.preprocess.rows_per_task // readers.unit_rows(units[0]))
-    batches = [pa.table({"unit": [json.dumps(u) for u in units[i:i + per_batch]]})
+    batches = [pa.table({"unit": [json.dumps(u) for u in units[i:i + per_batch]],
+                         "index": list(range(i, min(i + per_batch, len(units))))})
                for i in range(0, len(units), per_batch)]
     context = Context(config)
     context.absorb([scan_units(b, context).to_pylist()[0] for b in batches])
-    sink = FeatureStoreSink(str(output), config.audio.n_mels)
     kept, seconds = 0, 0.0
-    for index, batch in enumerate(batches):
-        partial = sink.write([process_units(batch, context)], TaskContext(index))
-        kept += partial.kept
-        seconds += sum(partial.split_seconds.values())
+    for batch in batches:
+        summary = process_and_write(batch, context, str(output)).to_pylist()[0]
+        kept += summary["kept"]
+        seconds += summary["seconds"]
     return {"wall": time.perf_counter() - start, "kept": kept, "audio_seconds": seconds}
+
+
+class PeakMemory:
+    """Peak RSS of this process (the driver) and of each Ray worker process under it, sampled
+    every ``period`` s while a run lasts."""
+
+    def __init__(self, period: float = 0.2) -> None:
+        import threading
+
+        self.period, self.driver, self.workers = period, 0, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            self.driver = max(self.driver, me.memory_info().rss)
+            for child in me.children(recursive=True):
+                try:
+                    if child.cmdline()[:1] and child.cmdline()[0].startswith("ray::"):
+                        self.workers[child.pid] = max(self.workers.get(child.pid, 0), child.memory_info().rss)
+                except Exception:            # a process that just ended
+                    continue
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def scaling_child(work: Path, copies: list[int], cpus: int, overrides: list[str]) -> None:
+    """In a fresh Ray of ``cpus`` CPUs: one warm-up run, then each corpus size; prints RESULT
+    lines (wall, audio seconds, driver and worker peak RSS)."""
+    import ray
+
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    from voxray.config import load_config
+    from voxray.data.pipeline import preprocess
+
+    config = load_config(overrides=overrides)
+    preprocess(str(work / f"corpus{copies[0]}"), str(work / "warmup"), config)
+    for n in copies:
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            stats = preprocess(str(work / f"corpus{n}"), str(work / f"scaled{n}"), config)
+            wall = time.perf_counter() - start
+        shutil.rmtree(work / f"scaled{n}", ignore_errors=True)
+        print("RESULT", json.dumps({"copies": n, "wall": wall, "audio_seconds": stats["audio_seconds"],
+                                    "rows": stats["input_rows"], "driver_mb": memory.driver / 2**20,
+                                    "worker_mb": sorted(v / 2**20 for v in memory.workers.values())}),
+              flush=True)
+
+
+def run_scaling(work: Path, copies: list[int], cpus: int, overrides: list[str]) -> list[dict]:
+    for n in copies:
+        if not (work / f"corpus{n}").exists():
+            build_corpus(work / f"corpus{n}", n)
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    done = subprocess.run([sys.executable, __file__, "--scaling-child", str(work), "--cpus", str(cpus),
+                           "--copies", *map(str, copies), "--set", *overrides],
+                          capture_output=True, text=True, env=env, check=False)
+    results = [json.loads(line[len("RESULT "):]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if len(results) != len(copies):
+        raise RuntimeError(f"scaling run failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return results
 
 
 def run_stages(corpus: Path) -> dict:
@@ -151,25 +222,35 @@ def run_stages(corpus: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--copies", type=int, default=16)
+    parser.add_argument("--copies", type=int, nargs="+", default=[16],
+                        help="corpus sizes in copies of the sample; the first is the throughput corpus, "
+                             "and with more than one, Ray 2 CPUs runs each (time and peak memory)")
     parser.add_argument("--set", nargs="*", default=[], metavar="key=value",
                         help="config overrides for every run, e.g. preprocess.rows_per_task=128")
+    parser.add_argument("--scaling-child", help=argparse.SUPPRESS)
+    parser.add_argument("--cpus", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(1)  # per-core numbers: Ray tasks get one thread per CPU too
+    if args.scaling_child:
+        scaling_child(Path(args.scaling_child), args.copies, args.cpus, args.set)
+        return
     work = Path(tempfile.mkdtemp(prefix="voxray-bench-"))
+    scaled: list[dict] = []
     try:
-        corpus = work / "corpus"
-        decoded = build_corpus(corpus, args.copies)
+        corpus = work / f"corpus{args.copies[0]}"
+        decoded = build_corpus(corpus, args.copies[0])
         print(f"config overrides: {args.set or 'none'}")
-        print(f"corpus: {args.copies} x sample = {len(list((corpus / 'wavs').iterdir()))} files, "
+        print(f"corpus: {args.copies[0]} x sample = {len(list((corpus / 'wavs').iterdir()))} files, "
               f"{decoded:.0f} s decoded audio; machine: {os.cpu_count()} cores")
         stages = run_stages(corpus)
         plain = run_plain(corpus, work / "plain", args.set)
         ray1 = run_ray(corpus, work / "ray1", 1, args.set)
         ray2 = run_ray(corpus, work / "ray2", 2, args.set)
+        if len(args.copies) > 1:
+            scaled = run_scaling(work, args.copies, 2, args.set)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -195,8 +276,17 @@ def main() -> None:
         print(f"  [{run}] ray 1 CPU / plain loop   {one / plain_rate:.2f}   (Ray overhead "
               f"{100 * (plain_rate / one - 1):+.0f}%; target <= +20%)")
         print(f"  [{run}] ray 2 CPUs / ray 1 CPU   {two / one:.2f}   (target >= 1.7)")
-        print(f"  [{run}] x real time per core     1 CPU {one:.1f}, 2 CPUs {two / 2:.1f}   (target >= 40)")
+        print(f"  [{run}] x real time per core     1 CPU {one:.1f}, 2 CPUs {two / 2:.1f}   (target >= 100)")
     print(f"  plain loop / mel floor         {plain_rate / rate['mel floor']:.3f}")
+    if scaled:
+        print("\nscaling, Ray 2 CPUs warm: wall time and peak RSS (driver; each Ray worker process)")
+        base = scaled[0]
+        for r in scaled:
+            workers = r["worker_mb"]
+            print(f"  {r['copies']:>4} copies {r['rows']:>6} rows {r['audio_seconds']:>8.0f} s audio  "
+                  f"wall {r['wall']:7.1f} s ({r['wall'] / base['wall']:5.2f}x for {r['rows'] / base['rows']:5.2f}x rows, "
+                  f"{r['audio_seconds'] / r['wall'] / 2:5.1f}x real time per core)  driver {r['driver_mb']:6.0f} MB  "
+                  f"workers {len(workers)}: max {max(workers, default=0):5.0f} MB, min {min(workers, default=0):5.0f} MB")
 
 
 if __name__ == "__main__":

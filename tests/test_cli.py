@@ -40,7 +40,7 @@ def test_preprocess_command(ray_cluster, tmp_path, capsys):
     assert stats["kept"] == 5
     assert "min_seconds: 0.6" in (out / "config.yaml").read_text()
     assert main(["preprocess", "--input", str(corpus), "--output", str(out)]) == 2
-    assert "not empty" in capsys.readouterr().err
+    assert "holds a finished feature store" in capsys.readouterr().err
 
 
 @pytest.mark.integration

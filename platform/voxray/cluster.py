@@ -25,7 +25,7 @@ VERBOSE_ENV = "VOXRAY_VERBOSE"
 RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.air", "ray.util")
 # Warnings known to be harmless here (Ray 2.60), hidden unless --verbose.
 HARMLESS = ("Token authentication is enabled", "`ExecutionOptions.exclude_resources` is deprecated",
-            "PYTHON worker processes have been started on node")
+            "PYTHON worker processes have been started on node", "Progress bars disabled")
 
 _started_here = False
 
@@ -53,6 +53,9 @@ def quiet_ray_logging() -> None:
     the harmless ones; every other message, errors included, still prints."""
     if verbose():
         return
+    # Ray Data reconfigures its loggers on import and per dataset; this variable outranks its
+    # config (its file logs keep WARNING and up too).
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     for name in RAY_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(logging.WARNING)

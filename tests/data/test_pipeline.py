@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -11,7 +12,7 @@ import pytest
 
 from voxray.config import load_config
 from voxray import cleaning
-from voxray.data import store
+from voxray.data import progress, readers, store
 from voxray.data.pipeline import OutputError, preprocess
 from voxray.data.splits import SPLITS, split_of
 from voxray.text import Vocabulary
@@ -131,8 +132,10 @@ def test_output_must_be_empty_unless_overwrite(ray_cluster, tmp_path):
     corpus = make_ljspeech(tmp_path / "corpus", sample_lines(4))
     out = tmp_path / "store"
     first = run(corpus, out)
-    with pytest.raises(OutputError, match="not empty"):
+    with pytest.raises(OutputError, match="holds a finished feature store"):
         run(corpus, out)
+    with pytest.raises(OutputError, match="not empty"):
+        run(corpus, tmp_path / "corpus")
     (out / "train" / "stale.parquet").write_bytes(b"old run")
     second = run(corpus, out, "preprocess.overwrite=true")
     assert not (out / "train" / "stale.parquet").exists()
@@ -225,3 +228,27 @@ def test_mfa_alignments_give_durations_that_sum_to_the_mel(ray_cluster, tmp_path
         assert row["phonemes"] == ["DH", "AH0", "sp", "B", "ER1", "CH"]
         assert sum(row["durations"]) == row["n_frames"] and min(row["durations"]) >= 0
     assert {"DH", "ER1", "sp"} <= set(stats["vocabulary"])
+
+
+def test_an_interrupted_run_of_other_input_or_settings_is_refused_with_what_changed(tmp_path):
+    """The ledger of an interrupted run (as a killed run leaves it) is compared with the re-run:
+    a changed setting or manifest is named, and nothing of the output is touched."""
+    corpus = make_ljspeech(tmp_path / "corpus", sample_lines(4))
+    out = str(tmp_path / "store")
+    units = readers.plan(str(corpus), "ljspeech")
+    ledger = progress.Ledger(out)
+    assert ledger.open(progress.fingerprint(str(corpus), "ljspeech", units, load_config()), False) is False
+    # The same command again resumes; scheduling settings may change between attempts.
+    again = load_config(overrides=["preprocess.rows_per_task=7", "preprocess.num_cpus=0.5"])
+    assert ledger.open(progress.fingerprint(str(corpus), "ljspeech", units, again), False) is True
+    changed = load_config(overrides=["preprocess.f0_floor=70"])
+    with pytest.raises(OutputError, match=r"preprocess.f0_floor: 65.0 -> 70.0"):
+        run(corpus, out, "preprocess.f0_floor=70")
+    metadata = corpus / "metadata.csv"
+    metadata.write_text(metadata.read_text().replace("|", "| ", 1))
+    with pytest.raises(OutputError, match=r"metadata.csv: contents changed \(4 -> 4 rows\)"):
+        run(corpus, out)
+    assert progress.differences(progress.fingerprint(str(corpus), "ljspeech", units, load_config()),
+                                progress.fingerprint(str(corpus), "ljspeech", units, changed)) \
+        == ["preprocess.f0_floor: 65.0 -> 70.0"]
+    assert sorted(os.listdir(out)) == ["_progress"]

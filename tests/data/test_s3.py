@@ -38,5 +38,5 @@ def test_preprocess_s3_to_s3(ray_cluster, s3_env, tmp_path):
     parts = fs.glob(f"{bucket}/store/*/*.parquet")
     rows = sum(pq.ParquetFile(fs.open(p, "rb")).metadata.num_rows for p in parts)
     assert rows == 6
-    assert not fs.exists(f"{bucket}/store/_rejected")
+    assert not fs.exists(f"{bucket}/store/_progress")
     assert fs.exists(f"{bucket}/store/vocab.json") and fs.exists(f"{bucket}/store/config.yaml")

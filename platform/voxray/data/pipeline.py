@@ -1,8 +1,11 @@
 """The Ray Data preprocessing pipeline: corpus -> feature store.
 
-    plan units (driver, text only) -> scan pass: token symbols, speakers, languages
-    -> vocabulary -> feature pass: read, clean, extract, write (one streaming pass)
-    -> rejected.jsonl, non-empty splits, stats.json, vocab.json, config.yaml
+    plan units (driver, byte ranges of the manifests) -> scan pass: token symbols, speakers,
+    languages -> vocabulary -> feature pass: read, clean, extract, write (one streaming pass;
+    each task commits its parts with a marker) -> non-empty splits -> rejected.jsonl, stats.json,
+    vocab.json, config.yaml
+
+Re-running on the output of an interrupted run continues it (``voxray.data.progress``).
 """
 
 from __future__ import annotations
@@ -16,19 +19,16 @@ from typing import Any, Iterator, Optional
 import ray
 
 from voxray import uri
-from voxray.cluster import ensure_ray
+from voxray.cluster import ensure_ray, say, verbose
 from voxray.config import Config, to_yaml
-from voxray.data import codes, readers, store
-from voxray.data.process import Context, process_units, scan_units
+from voxray.data import codes, progress, readers, store
+from voxray.data.process import Context, process_and_write, scan_units
+from voxray.data.progress import OutputError  # noqa: F401  (the CLI catches it from here)
 from voxray.data.splits import rebalance
 from voxray.text import G2P
 
 MAX_BLOCKS = 4096
 _BACKPRESSURE_KEY = "backpressure_policies.enabled"
-
-
-class OutputError(ValueError):
-    pass
 
 
 def _remote_args(config: Config) -> dict[str, Any]:
@@ -54,28 +54,22 @@ def _without_backpressure() -> Iterator[None]:
     """
     context = ray.data.DataContext.get_current()
     previous = context.get_config(_BACKPRESSURE_KEY, None)
+    bars = context.enable_progress_bars
     context.set_config(_BACKPRESSURE_KEY, [])
+    context.enable_progress_bars = verbose()      # voxray prints its own progress lines
     try:
         yield
     finally:
+        context.enable_progress_bars = bars
         if previous is None:
             context.remove_config(_BACKPRESSURE_KEY)
         else:
             context.set_config(_BACKPRESSURE_KEY, previous)
 
 
-def _prepare_output(output: str, overwrite: bool) -> None:
-    if uri.is_empty_dir(output):
-        return
-    if not overwrite:
-        raise OutputError(
-            f"output {output!r} is not empty; choose another path or pass preprocess.overwrite=true"
-        )
-    uri.remove_tree(output)
-
-
 def preprocess(input_uri: str, output: str, config: Config, fmt: Optional[str] = None) -> dict[str, Any]:
-    """Build the feature store at ``output``; returns the stats written to ``stats.json``."""
+    """Build the feature store at ``output``, or finish the interrupted run there (same input and
+    settings; ``voxray.data.progress``); returns the stats written to ``stats.json``."""
     phases: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -92,59 +86,116 @@ def preprocess(input_uri: str, output: str, config: Config, fmt: Optional[str] =
     units = readers.plan(input_uri, fmt)
     if not units:
         raise readers.InputError(f"{input_uri!r} holds no rows")
-    _prepare_output(output, pre.overwrite)
+    ledger = progress.Ledger(output)
+    resumed = ledger.open(progress.fingerprint(input_uri, fmt, units, config), pre.overwrite)
+    done: set[int] = set()
+    removed = 0
+    if resumed:
+        done = ledger.done_units()
+        removed = ledger.remove_unfinished()
+    pending = [i for i in range(len(units)) if i not in done]
+    rows_done = sum(readers.unit_rows(units[i]) for i in done)
+    rows_pending = sum(readers.unit_rows(units[i]) for i in pending)
+    if resumed:
+        say(f"resuming the interrupted run at {output}: {len(done)} of {len(units)} units ({rows_done} rows) "
+            f"done before and kept, {len(pending)} units ({rows_pending} rows) to process"
+            + (f"; removed {removed} files of unfinished tasks" if removed else ""))
     phase("plan")
     ensure_ray()
     phase("ray_init")
 
-    # One block = one Ray task. Tasks of ~rows_per_task rows keep per-task scheduling cost
-    # small; small corpora still get two tasks per CPU so that every CPU has work.
-    rows = sum(readers.unit_rows(u) for u in units)
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1) // pre.num_cpus))
-    blocks = min(len(units), MAX_BLOCKS, max(math.ceil(rows / pre.rows_per_task), 2 * cpus))
-    remote = _remote_args(config)
     context = Context(config)
-
+    saved = ledger.load_context() if resumed else None
     with _without_backpressure():
-        items = ray.data.from_items([{"unit": json.dumps(u)} for u in units],
-                                    override_num_blocks=blocks)
-        # Pass 1, text only: every symbol must be in the vocabulary before ids are assigned.
-        scans = items.map_batches(scan_units, fn_kwargs={"ctx": context}, batch_size=None,
-                                  batch_format="pyarrow", **remote).take_all()
-        context.absorb(scans)
+        if saved is None:
+            # Pass 1, text only: every symbol must be in the vocabulary before ids are assigned.
+            items = _items(units, range(len(units)), config)
+            scans = items.map_batches(scan_units, fn_kwargs={"ctx": context}, batch_size=None,
+                                      batch_format="pyarrow", **_remote_args(config)).take_all()
+            context.absorb(scans)
+            ledger.save_context(context.vocabulary, context.speakers, context.languages, context.codec)
+        else:
+            context.vocabulary, context.speakers = saved["vocabulary"], saved["speakers"]
+            context.languages, context.codec = saved["languages"], saved["codec"]
         phase("scan_pass")
 
-        # Pass 2: audio and features, written as they stream.
-        codec = context.codec
-        sink = store.FeatureStoreSink(output, config.audio.n_mels,
-                                      (codec.n_codebooks, codec.codebook_size) if codec else None)
-        items.map_batches(process_units, fn_kwargs={"ctx": context}, batch_size=None,
-                          batch_format="pyarrow", **remote).write_datasink(sink, ray_remote_args=remote)
-    totals = sink.stats
-    if totals is None:
-        raise RuntimeError("the feature pass finished without reporting its counts")
+        # Pass 2: audio and features; each task writes its parts and its marker.
+        if pending:
+            items = _items(units, pending, config)
+            summaries = items.map_batches(process_and_write, fn_kwargs={"ctx": context, "output": output},
+                                          batch_size=None, batch_format="pyarrow", **_remote_args(config))
+            _follow(summaries, len(pending), rows_pending)
     phase("feature_pass")
 
-    for step, (from_split, to_split) in enumerate(rebalance(totals.split_utterances, pre.split)):
-        seconds = store.move_row(output, from_split, to_split, f"part-rebalanced-{step:02d}.parquet")
-        totals.move(from_split, to_split, seconds)
+    codec = context.codec
+    totals = ledger.totals(config.audio.n_mels, (codec.n_codebooks, codec.codebook_size) if codec else None)
+    _rebalance(output, totals, config, ledger)
     phase("rebalance")
 
-    stats = _summarise(totals, output, fmt, input_uri, config, context)
+    rejects = ledger.write_rejects(uri.join(output, "rejected.jsonl"))
+    stats = _summarise(totals, rejects, output, fmt, input_uri, config, context)
     uri.write_text(uri.join(output, "vocab.json"), context.vocabulary.to_json())
     uri.write_text(uri.join(output, "config.yaml"), to_yaml(config))
     phase("summary")
     stats["phase_seconds"] = phases
     stats["wall_seconds"] = round(sum(phases.values()), 2)
+    stats["resume"] = {"resumed": resumed, "units_reused": len(done), "rows_reused": rows_done,
+                       "rows_processed": rows_pending, "unfinished_files_removed": removed}
     uri.write_text(uri.join(output, "stats.json"), json.dumps(stats, indent=1, ensure_ascii=False))
+    ledger.close()
     return stats
 
 
-def _summarise(totals, output: str, fmt: str, input_uri: str, config: Config,
+def _items(units: list[dict], indices, config: Config):
+    """The units to process as a dataset, ``index`` numbering them in the plan. One block = one
+    Ray task: tasks of ~rows_per_task rows keep per-task scheduling cost small; small corpora
+    still get two tasks per CPU so that every CPU has work."""
+    pre = config.preprocess
+    indices = list(indices)
+    rows = sum(readers.unit_rows(units[i]) for i in indices)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1) // pre.num_cpus))
+    blocks = min(len(indices), MAX_BLOCKS, max(math.ceil(rows / pre.rows_per_task), 2 * cpus))
+    return ray.data.from_items([{"unit": json.dumps(units[i]), "index": i} for i in indices],
+                               override_num_blocks=blocks)
+
+
+def _follow(summaries, units: int, rows: int, every: float = 10.0) -> None:
+    """Run the feature pass, printing progress (rows, units, x real time, ETA) every ``every`` s."""
+    started = last = time.perf_counter()
+    done_units = done_rows = 0
+    seconds = 0.0
+    for batch in summaries.iter_batches(batch_size=None, batch_format="pyarrow"):
+        done_units += sum(batch.column("units").to_pylist())
+        done_rows += sum(batch.column("rows").to_pylist())
+        seconds += sum(batch.column("seconds").to_pylist())
+        now = time.perf_counter()
+        if now - last >= every or done_units == units:
+            elapsed = now - started
+            eta = elapsed * (rows - done_rows) / done_rows if done_rows else 0.0
+            say(f"features {done_rows}/{rows} rows ({done_units}/{units} units), {seconds:.0f} s of audio, "
+                f"{seconds / max(elapsed, 1e-9):.0f}x real time, ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+            last = now
+
+
+def _rebalance(output: str, totals, config: Config, ledger: progress.Ledger) -> None:
+    """Leave no wanted split empty: each move journalled in the ledger before it is made, and a
+    journal a killed run left replayed first (moves are idempotent)."""
+    journal = ledger.read_json("rebalance.json") or []
+    for move in journal:
+        totals.move(move["from"], move["to"], store.apply_move(output, move))
+    for from_split, to_split in rebalance(totals.split_utterances, config.preprocess.split):
+        utt_id, part = store.highest_row(output, from_split)
+        move = {"from": from_split, "to": to_split, "id": utt_id, "part": part,
+                "moved": f"{to_split}/part-rebalanced-{len(journal):02d}.parquet"}
+        journal.append(move)
+        ledger.write_json("rebalance.json", journal)
+        totals.move(from_split, to_split, store.apply_move(output, move))
+
+
+def _summarise(totals, rejects: int, output: str, fmt: str, input_uri: str, config: Config,
                context: Context) -> dict[str, Any]:
     counts = totals.counts()
     on_disk = store.count_rows(output)
-    rejects = len(store.read_rejects(output))
     # Check the promise against what is really on disk, not only against our own counters.
     if not counts["reconciles"] or sum(on_disk.values()) != totals.kept \
             or rejects != totals.rejected + totals.malformed:

@@ -153,6 +153,18 @@ def process_units(batch: pa.Table, ctx: Context) -> pa.Table:
     return store.to_table(rows, ctx.config.audio.n_mels, ctx.codec.n_codebooks if ctx.codec else None)
 
 
+def process_and_write(batch: pa.Table, ctx: Context, output: str) -> pa.Table:
+    """The feature pass's task: process a batch of units (column ``index`` numbers them in the
+    run's plan) and write them (``store.write_task``); one summary row out for the driver."""
+    table = process_units(batch, ctx)
+    codec = ctx.codec
+    marker = store.write_task(table, output, batch.column("index").to_pylist(), ctx.config.audio.n_mels,
+                              (codec.n_codebooks, codec.codebook_size) if codec else None)
+    stats = marker["stats"]
+    return pa.table({"units": [len(marker["units"])], "rows": [stats["input_rows"]],
+                     "kept": [stats["kept"]], "seconds": [float(sum(stats["split_seconds"].values()))]})
+
+
 def scan_units(batch: pa.Table, ctx: Context) -> pa.Table:
     """First pass, text only: the token symbols, speakers and languages of the input, and the
     shape of each row's codes (with its audio's duration from the file header when

@@ -8,6 +8,7 @@ becomes an item with ``malformed`` set, so that it is counted and recorded, neve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
@@ -68,23 +69,43 @@ def detect_format(input_uri: str) -> str:
     )
 
 
-def _chunks(kind: str, base: str, name: str, lines: Iterator[str], size: int) -> list[dict]:
-    units, chunk = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        chunk.append([number, line])
-        if len(chunk) == size:
-            units.append({"kind": kind, "base": base, "name": name, "lines": chunk})
-            chunk = []
-    if chunk:
-        units.append({"kind": kind, "base": base, "name": name, "lines": chunk})
+def _chunks(kind: str, base: str, name: str, path: str, size: int) -> list[dict]:
+    """Units of ``size`` non-blank lines of a manifest, as byte ranges (the driver never holds the
+    lines: a Qwen3-TTS manifest carries every row's codes). Each unit records the SHA-256 of its
+    bytes, so that a resumed run can tell a changed manifest from the one it started on."""
+    fs, inner = uri.filesystem(path)
+    units: list[dict] = []
+    count, start, first, offset, digest = 0, 0, 0, 0, hashlib.sha256()
+    with fs.open(inner, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if raw.strip():
+                if count == 0:
+                    start, first, digest = offset, number, hashlib.sha256()
+                count += 1
+            if count:
+                digest.update(raw)
+            offset += len(raw)
+            if count == size:
+                units.append({"kind": kind, "base": base, "name": name, "first": first, "start": start,
+                              "end": offset, "rows": count, "sha": digest.hexdigest()})
+                count = 0
+    if count:
+        units.append({"kind": kind, "base": base, "name": name, "first": first, "start": start,
+                      "end": offset, "rows": count, "sha": digest.hexdigest()})
     return units
 
 
+def _unit_lines(unit: dict) -> list[tuple[int, str]]:
+    """(line number, text) of a unit's non-blank lines, read from its byte range."""
+    fs, inner = uri.filesystem(uri.join(unit["base"], unit["name"]))
+    with fs.open(inner, "rb") as handle:
+        handle.seek(unit["start"])
+        data = handle.read(unit["end"] - unit["start"])
+    return [(unit["first"] + i, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+            for i, raw in enumerate(data.splitlines(keepends=True)) if raw.strip()]
+
+
 def unit_rows(unit: dict) -> int:
-    if "lines" in unit:
-        return len(unit["lines"])
     return unit.get("rows", 1)
 
 
@@ -93,16 +114,15 @@ def plan(input_uri: str, fmt: str, rows_per_unit: int = 8) -> list[dict]:
         metadata = input_uri if input_uri.lower().endswith(".csv") else uri.join(input_uri, "metadata.csv")
         if not uri.exists(metadata):
             raise InputError(f"LJSpeech input needs {metadata!r}")
-        return _chunks("ljspeech", uri.parent(metadata), "metadata.csv",
-                       uri.iter_lines(metadata), rows_per_unit)
+        return _chunks("ljspeech", uri.parent(metadata), "metadata.csv", metadata, rows_per_unit)
     if fmt == "jsonl":
         manifests = [input_uri] if not uri.isdir(input_uri) else uri.find(input_uri, (".jsonl",))
         if not manifests or not uri.exists(manifests[0]):
             raise InputError(f"no JSONL manifest at {input_uri!r}")
         units = []
         for manifest in manifests:
-            units += _chunks("jsonl", uri.parent(manifest), posixpath.basename(manifest),
-                             uri.iter_lines(manifest), rows_per_unit)
+            units += _chunks("jsonl", uri.parent(manifest), posixpath.basename(manifest), manifest,
+                             rows_per_unit)
         return units
     if fmt == "hf-parquet":
         shards = [input_uri] if not uri.isdir(input_uri) else uri.find(input_uri, (".parquet",))
@@ -113,27 +133,33 @@ def plan(input_uri: str, fmt: str, rows_per_unit: int = 8) -> list[dict]:
 
 
 def _plan_parquet(shard: str) -> list[dict]:
+    """One unit per row group; its ``sha`` digests the shard's size and the row group's shape
+    (what a resumed run compares; the data pages are not read on the driver)."""
     fs, inner = uri.filesystem(shard)
     try:
+        size = fs.info(inner).get("size")
         with fs.open(inner, "rb") as handle:
             metadata = pq.ParquetFile(handle).metadata
     except Exception as exc:  # a corrupt shard is one malformed input, not a crash
-        return [{"kind": "parquet-broken", "file": shard, "error": f"{type(exc).__name__}: {exc}"}]
+        error = f"{type(exc).__name__}: {exc}"
+        return [{"kind": "parquet-broken", "file": shard, "error": error,
+                 "sha": hashlib.sha256(error.encode()).hexdigest()}]
     units, offset = [], 0
     for group in range(metadata.num_row_groups):
-        rows = metadata.row_group(group).num_rows
+        meta = metadata.row_group(group)
+        shape = json.dumps([size, metadata.num_rows, group, meta.num_rows, meta.total_byte_size])
         units.append({"kind": "parquet", "file": shard, "row_group": group, "offset": offset,
-                      "rows": rows})
-        offset += rows
+                      "rows": meta.num_rows, "sha": hashlib.sha256(shape.encode()).hexdigest()})
+        offset += meta.num_rows
     return units
 
 
 def read_unit(unit: dict, with_audio: bool = True) -> list[RawItem]:
     kind = unit["kind"]
     if kind == "ljspeech":
-        return [_ljspeech_item(unit["base"], n, line) for n, line in unit["lines"]]
+        return [_ljspeech_item(unit["base"], n, line) for n, line in _unit_lines(unit)]
     if kind == "jsonl":
-        return [_jsonl_item(unit["base"], unit["name"], n, line) for n, line in unit["lines"]]
+        return [_jsonl_item(unit["base"], unit["name"], n, line) for n, line in _unit_lines(unit)]
     if kind == "parquet":
         return _parquet_items(unit, with_audio)
     if kind == "parquet-broken":

@@ -45,6 +45,15 @@ class Moments:
         self.low = np.minimum(self.low, values.min(axis=0))
         self.high = np.maximum(self.high, values.max(axis=0))
 
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "total": self.total.tolist(), "squares": self.squares.tolist(),
+                "low": self.low.tolist(), "high": self.high.tolist()}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> "Moments":
+        arrays = {k: np.asarray(value[k], dtype=np.float64) for k in ("total", "squares", "low", "high")}
+        return cls(len(arrays["total"]), value["count"], **arrays)
+
     def merge(self, other: "Moments") -> None:
         self.count += other.count
         self.total += other.total
@@ -134,6 +143,25 @@ class PartialStats:
             self.code_counts = other.code_counts.copy() if self.code_counts is None else self.code_counts + other.code_counts
             self.code_frames += other.code_frames
         return self
+
+    def to_json(self) -> dict[str, Any]:
+        """A task's partial stats as JSON (its marker in ``_progress/done``)."""
+        return {**{name: getattr(self, name) for name in ("input_rows", "kept", "rejected", "malformed", "code_frames")},
+                **{name: dict(getattr(self, name)) for name in ("reasons", "split_utterances", "split_seconds",
+                                                               "speakers", "languages")},
+                "mel": self.mel.to_json(), "f0": self.f0.to_json(), "energy": self.energy.to_json(),
+                "code_counts": None if self.code_counts is None else self.code_counts.tolist()}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any], n_mels: int, codebooks: Optional[tuple[int, int]]) -> "PartialStats":
+        stats = cls(n_mels, codebooks, mel=Moments.from_json(value["mel"]), f0=Moments.from_json(value["f0"]),
+                    energy=Moments.from_json(value["energy"]),
+                    code_counts=None if value["code_counts"] is None else np.asarray(value["code_counts"], np.int64))
+        for name in ("input_rows", "kept", "rejected", "malformed", "code_frames"):
+            setattr(stats, name, value[name])
+        for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages"):
+            setattr(stats, name, Counter(value[name]))
+        return stats
 
     def move(self, from_split: str, to_split: str, seconds: float) -> None:
         self.split_utterances[from_split] -= 1

@@ -1,29 +1,25 @@
 """The feature store: ``OUTPUT/{train,val,test}/*.parquet``, ``rejected.jsonl``, ``stats.json``.
 
-``FeatureStoreSink`` is a Ray Data ``Datasink``: each write task splits its rows by status and
-split, writes one parquet part per split and one rejects part, and returns its partial stats;
-the driver merges them. One streaming pass, nothing materialised.
+Each feature task writes its own parts, rejects and marker (``write_task``); the driver merges
+the markers' partial stats (``voxray.data.progress``). One streaming pass, nothing materialised.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from ray.data import Datasink
-from ray.data.block import Block
-from ray.data.datasource.datasink import WriteResult
 
 from voxray import uri
+from voxray.data import progress
 from voxray.data.splits import SPLITS, unit_interval
 from voxray.data.stats import PartialStats
 
-REJECTS_STAGING = "_rejected"
 STATUS_COLUMNS = ("status", "reason", "detail")
 
 
@@ -122,55 +118,35 @@ def write_part(table: pa.Table, path: str) -> None:
         pq.write_table(table, handle, compression="zstd", use_dictionary=strings)
 
 
-class FeatureStoreSink(Datasink[PartialStats]):
-    def __init__(self, output: str, n_mels: int, codebooks: Optional[tuple[int, int]] = None) -> None:
-        self.output = output
-        self.n_mels = n_mels
-        self.codebooks = codebooks                   # (n_codebooks, codebook_size) when rows carry codes
-        self.stats: Optional[PartialStats] = None
-
-    def write(self, blocks: Iterable[Block], ctx) -> PartialStats:
-        tables = [b for b in blocks if b.num_rows]
-        stats = PartialStats(self.n_mels, self.codebooks)
-        if not tables:
-            return stats
-        table = pa.concat_tables(tables)
-        is_kept = pc.equal(table["status"], "kept")
-        kept = table.filter(is_kept).drop_columns(list(STATUS_COLUMNS))
-        for split in SPLITS:
-            part = kept.filter(pc.equal(kept["split"], split))
-            if part.num_rows:
-                # Named by task index, so a retried task overwrites its own part.
-                write_part(part, uri.join(self.output, split, f"part-{ctx.task_idx:05d}.parquet"))
-        rejects = table.filter(pc.invert(is_kept)).select(
-            ["id", "source", "status", "reason", "detail", "speaker_id", "language"]).to_pylist()
-        if rejects:
-            lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects)
-            uri.write_text(uri.join(self.output, REJECTS_STAGING, f"part-{ctx.task_idx:05d}.jsonl"), lines)
-        stats.add_kept(kept)
-        stats.add_rejects(rejects)
-        return stats
-
-    def on_write_complete(self, write_result: WriteResult[PartialStats]) -> None:
-        merged = PartialStats(self.n_mels, self.codebooks)
-        for partial in write_result.write_returns:
-            merged.merge(partial)
-        self.stats = merged
-        collect_rejects(self.output)
-
-
-def collect_rejects(output: str) -> int:
-    """Concatenate the rejects parts into ``rejected.jsonl`` (sorted by source), drop the parts."""
-    staging = uri.join(output, REJECTS_STAGING)
-    rows = []
-    if uri.exists(staging):
-        for part in uri.find(staging, (".jsonl",)):
-            rows += [json.loads(line) for line in uri.read_text(part).splitlines() if line.strip()]
-        uri.remove_tree(staging)
-    rows.sort(key=lambda r: (r["source"] or "", r["id"] or ""))
-    uri.write_text(uri.join(output, "rejected.jsonl"),
-                   "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return len(rows)
+def write_task(table: pa.Table, output: str, units: list[int], n_mels: int,
+               codebooks: Optional[tuple[int, int]] = None) -> dict[str, Any]:
+    """Write one feature task's rows: a parquet part per split of its kept rows, its rejects
+    (sorted, for the streaming merge into ``rejected.jsonl``), then its marker in
+    ``_progress/done`` naming them (the marker is the commit: written last). Named by the task's
+    first unit, so a retried task overwrites its own files. Returns the marker."""
+    name = progress.task_name(units[0])
+    stats = PartialStats(n_mels, codebooks)
+    is_kept = pc.equal(table["status"], "kept")
+    kept = table.filter(is_kept).drop_columns(list(STATUS_COLUMNS))
+    parts = []
+    for split in SPLITS:
+        part = kept.filter(pc.equal(kept["split"], split))
+        if part.num_rows:
+            relative = f"{split}/{progress.PART_PREFIX}{name[1:]}.parquet"
+            write_part(part, uri.join(output, relative))
+            parts.append(relative)
+    rejects = sorted(table.filter(pc.invert(is_kept)).select(
+        ["id", "source", "status", "reason", "detail", "speaker_id", "language"]).to_pylist(), key=progress.reject_key)
+    rejects_file = None
+    if rejects:
+        rejects_file = f"rejects/{name}.jsonl"
+        uri.write_text(uri.join(output, progress.PROGRESS_DIR, rejects_file),
+                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+    stats.add_kept(kept)
+    stats.add_rejects(rejects)
+    marker = {"units": units, "parts": parts, "rejects": rejects_file, "stats": stats.to_json()}
+    uri.write_text(uri.join(output, progress.PROGRESS_DIR, "done", f"{name}.json"), json.dumps(marker))
+    return marker
 
 
 def read_rejects(output: str) -> list[dict]:
@@ -202,31 +178,39 @@ def read_split(output: str, split: str, columns: Optional[list[str]] = None) -> 
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
-def move_row(output: str, from_split: str, to_split: str, moved_name: str) -> float:
-    """Move the row of ``from_split`` with the highest split hash into ``to_split``.
-
-    Returns the moved row's audio seconds. Deterministic: the same row moves on every run.
-    """
-    best: Optional[tuple[float, str, int]] = None
-    for path in split_files(output, from_split):
-        ids = read_part(path, ["id"])["id"].to_pylist()
-        for index, utt_id in enumerate(ids):
-            key = (unit_interval(utt_id), path, index)
+def highest_row(output: str, split: str) -> tuple[str, str]:
+    """(id, part as ``split/name``) of the split's row with the highest split hash: the row a
+    rebalancing move takes (deterministic: the same row on every run)."""
+    best: Optional[tuple[float, str, str]] = None
+    for path in split_files(output, split):
+        for utt_id in read_part(path, ["id"])["id"].to_pylist():
+            key = (unit_interval(utt_id), utt_id, f"{split}/{os.path.basename(path)}")
             if best is None or key > best:
                 best = key
     if best is None:
-        raise RuntimeError(f"split {from_split!r} has no row to move")
-    _, path, index = best
-    table = read_part(path)
-    row = table.slice(index, 1).set_column(
-        table.schema.get_field_index("split"), "split", pa.array([to_split]))
+        raise RuntimeError(f"split {split!r} has no row to move")
+    return best[1], best[2]
+
+
+def apply_move(output: str, move: dict[str, str]) -> float:
+    """Move row ``move["id"]`` from part ``move["part"]`` into the new part ``move["moved"]`` (its
+    split column rewritten); returns its audio seconds. Idempotent, for a journalled move that a
+    killed run may have left half done: the moved part is written before the row leaves its part."""
+    path, moved = uri.join(output, move["part"]), uri.join(output, move["moved"])
+    table = read_part(path) if uri.exists(path) else None
+    ids = table["id"].to_pylist() if table is not None else []
+    if move["id"] not in ids:                      # done before the interruption
+        return float(read_part(moved, ["audio_seconds"])["audio_seconds"][0].as_py())
+    index = ids.index(move["id"])
+    row = table.slice(index, 1).set_column(table.schema.get_field_index("split"), "split",
+                                           pa.array([move["to"]]))
+    write_part(row, moved)
     rest = pa.concat_tables([table.slice(0, index), table.slice(index + 1)])
     if rest.num_rows:
         write_part(rest, path)
     else:
         fs, inner = uri.filesystem(path)
         fs.rm(inner)
-    write_part(row, uri.join(output, to_split, moved_name))
     return float(row["audio_seconds"][0].as_py())
 
 
