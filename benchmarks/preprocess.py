@@ -209,7 +209,7 @@ def run_stages(corpus: Path) -> dict:
     start = time.perf_counter()
     for wave in cleaned:
         n = spec.frames_for(wave.shape[0])
-        dsp.f0_contour(wave[: n * spec.hop_length], spec, n, pre.f0_floor, pre.f0_ceil)
+        dsp.f0_contour(wave[: n * spec.hop_length], spec, n, pre.f0_floor, pre.f0_ceil, pre.f0_rate, pre.f0_speed)
     timings["f0"] = time.perf_counter() - start
     g2p = G2P("espeak")
     start = time.perf_counter()

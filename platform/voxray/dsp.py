@@ -52,14 +52,37 @@ def log_mel(waveform: torch.Tensor, spec: AudioSpec) -> torch.Tensor:
     return mel_from_magnitude(magnitude(waveform, spec), spec)
 
 
+@lru_cache(maxsize=16)
+def _resampler(source_rate: int, target_rate: int) -> torchaudio.transforms.Resample:
+    # The windowed-sinc kernel is built once per rate pair and reused for every file.
+    return torchaudio.transforms.Resample(source_rate, target_rate)
+
+
+def resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """[samples] float32 at ``source_rate`` -> at ``target_rate`` (windowed sinc)."""
+    if source_rate == target_rate:
+        return waveform
+    with torch.inference_mode():
+        out = _resampler(source_rate, target_rate)(torch.from_numpy(np.ascontiguousarray(waveform))[None])[0]
+    return out.numpy()
+
+
 def f0_contour(waveform: np.ndarray, spec: AudioSpec, n_frames: int, floor: float,
-               ceil: float) -> np.ndarray:
-    """WORLD DIO + StoneMask, sampled at the mel frame centres: [n_frames] Hz, 0 where unvoiced."""
-    shifted = waveform[spec.hop_length // 2:].astype(np.float64)
+               ceil: float, rate: int = 0, speed: int = 1) -> np.ndarray:
+    """WORLD DIO + StoneMask, sampled at the mel frame centres: [n_frames] Hz, 0 where unvoiced.
+
+    ``rate``: estimate on the audio resampled to this rate first (0, or not below the audio's
+    rate: on the audio itself). F0 lives far below Nyquist at 11025 Hz, and DIO and StoneMask
+    cost in proportion to the samples (see ``preprocess.f0_rate``). ``speed``: DIO's own
+    decimation (1: none)."""
+    shifted = waveform[spec.hop_length // 2:]
+    fs = spec.sample_rate
+    if 0 < rate < fs:
+        shifted, fs = resample(shifted, fs, rate), rate
+    shifted = shifted.astype(np.float64)
     period_ms = 1000 * spec.hop_length / spec.sample_rate
-    f0, times = pyworld.dio(shifted, spec.sample_rate, f0_floor=floor, f0_ceil=ceil,
-                            frame_period=period_ms)
-    f0 = pyworld.stonemask(shifted, f0, times, spec.sample_rate)
+    f0, times = pyworld.dio(shifted, fs, f0_floor=floor, f0_ceil=ceil, frame_period=period_ms, speed=speed)
+    f0 = pyworld.stonemask(shifted, f0, times, fs)
     out = np.zeros(n_frames, dtype=np.float32)
     out[: min(n_frames, f0.shape[0])] = f0[:n_frames]
     return out

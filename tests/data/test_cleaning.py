@@ -66,3 +66,23 @@ def test_trim_bounds_on_pure_signal_keep_everything():
     signal = tone(1.0, 22050)
     start, end = trim_bounds(signal, 40, 1024, 256)
     assert start == 0 and end >= signal.shape[0] - 256
+
+
+@pytest.mark.parametrize("rate", [16000, 22050, 44100])
+def test_loudness_equals_torchaudio(rate):
+    """The scipy implementation of BS.1770 gives torchaudio's number: speech, a tone loud enough
+    for the K-weighting to clamp, a signal with quiet blocks under the relative gate."""
+    import soundfile
+    import torch
+    import torchaudio
+
+    from tests.conftest import SAMPLE
+
+    speech, source = soundfile.read(next(iter(sorted((SAMPLE / "wavs").glob("*.wav")))), dtype="float32")
+    speech = cleaning.resample(speech, source, rate)
+    rng = np.random.default_rng(0)
+    gated = np.concatenate([tone(1.0, rate, 300.0, 0.5), 0.001 * rng.standard_normal(rate).astype(np.float32),
+                            tone(0.7, rate, 120.0, 0.2)])
+    for signal in (speech, tone(1.2, rate, 3000.0, 0.99), gated):
+        expected = float(torchaudio.functional.loudness(torch.from_numpy(np.ascontiguousarray(signal))[None], rate))
+        assert loudness(signal, rate) == pytest.approx(expected, abs=1e-3)

@@ -49,6 +49,10 @@ class PreprocessConfig(Strict):
     # Features.
     f0_floor: float = Field(65.0, description="lowest F0 searched, Hz")
     f0_ceil: float = Field(800.0, description="highest F0 searched, Hz")
+    f0_rate: int = Field(11025, ge=0, description="F0 (WORLD DIO + StoneMask) on the audio resampled to this "
+                         "rate: 2.7x cheaper than at 22050 Hz; 0: at the audio's own rate")
+    f0_speed: int = Field(1, ge=1, le=12, description="WORLD DIO's own decimation (1: none; 2 halves its cost "
+                          "again, with more voicing disagreement: benchmarks/RESULTS.md)")
     store_audio: bool = Field(True, description="keep the processed waveform (vocoder/codec training)")
     # Text and labels.
     g2p: Literal["espeak", "char"] = Field("espeak", description="phonemes from espeak-ng, or characters")
@@ -72,6 +76,9 @@ class PreprocessConfig(Strict):
             )
         if not 0 < self.f0_floor < self.f0_ceil:
             raise ValueError(f"need 0 < f0_floor ({self.f0_floor}) < f0_ceil ({self.f0_ceil})")
+        if self.f0_rate and self.f0_rate < 4 * self.f0_ceil:
+            raise ValueError(f"preprocess.f0_rate {self.f0_rate} is too low for f0_ceil {self.f0_ceil} "
+                             f"(need at least {4 * self.f0_ceil:.0f} Hz, or 0 for the audio's own rate)")
         _check_resources("task_resources", self.task_resources, "num_cpus")
         return self
 

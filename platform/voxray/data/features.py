@@ -25,7 +25,7 @@ class Features:
 
 
 def extract(waveform: np.ndarray, spec: AudioSpec, f0_floor: float = 65.0,
-            f0_ceil: float = 800.0) -> Features:
+            f0_ceil: float = 800.0, f0_rate: int = 0, f0_speed: int = 1) -> Features:
     n_frames = spec.frames_for(waveform.shape[0])
     cropped = np.ascontiguousarray(waveform[: n_frames * spec.hop_length], dtype=np.float32)
     with torch.inference_mode():
@@ -33,6 +33,6 @@ def extract(waveform: np.ndarray, spec: AudioSpec, f0_floor: float = 65.0,
         spectrum = magnitude(signal, spec)                       # [n_freqs, n_frames]
         mel = mel_from_magnitude(spectrum, spec).T
         energy = torch.linalg.vector_norm(spectrum, dim=0)
-    f0 = f0_contour(cropped, spec, n_frames, f0_floor, f0_ceil)
+    f0 = f0_contour(cropped, spec, n_frames, f0_floor, f0_ceil, f0_rate, f0_speed)
     return Features(cropped, mel.numpy().astype(np.float32, copy=False),
                     f0, energy.numpy().astype(np.float32, copy=False))

@@ -109,7 +109,7 @@ def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
         audio = clean_audio(data, ctx.config, trim=not has_codes)      # trimming would shift audio against codes
         audio_codes = codes.check(item["audio_codes"], ctx.codec, audio.waveform.shape[0] / spec.sample_rate) \
             if has_codes else None
-        feats = features.extract(audio.waveform, spec, pre.f0_floor, pre.f0_ceil)
+        feats = features.extract(audio.waveform, spec, pre.f0_floor, pre.f0_ceil, pre.f0_rate, pre.f0_speed)
         durations = None
         if pre.alignments:
             intervals = _textgrid(item, speaker, pre.alignments)

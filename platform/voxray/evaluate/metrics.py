@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchaudio
+
+from voxray import dsp
 
 with warnings.catch_warnings():  # pysptk and pyworld import the deprecated pkg_resources
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -89,10 +90,7 @@ def compare(reference: Analysis, synthesis: Analysis) -> dict[str, float]:
 
 
 def resample(waveform: np.ndarray, rate: int, target: int) -> np.ndarray:
-    if rate == target:
-        return np.asarray(waveform, dtype=np.float32)
-    return torchaudio.functional.resample(torch.from_numpy(np.asarray(waveform, dtype=np.float32)), rate,
-                                          target).numpy()
+    return dsp.resample(np.asarray(waveform, dtype=np.float32), rate, target)
 
 
 def pesq_stoi(reference: np.ndarray, synthesis: np.ndarray, sample_rate: int) -> dict[str, float]:
