@@ -154,6 +154,10 @@ def _preprocess(args: argparse.Namespace) -> int:
     except (InputError, OutputError) as exc:
         print(f"voxray preprocess: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nvoxray preprocess: interrupted; finished tasks are kept: run the same command again to "
+              "continue", file=sys.stderr)
+        return 130
     splits = ", ".join(f"{name} {s['utterances']} ({s['audio_seconds']:.1f} s)"
                        for name, s in stats["splits"].items())
     print(f"\nfeature store: {args.output}")

@@ -38,9 +38,13 @@ def test_checks_name_the_problem():
 
 def test_inferred_from_the_rows_where_the_config_is_silent():
     section = load_config().codec
-    seen = [codes.Observation(16, 2047, 25, 2.0), codes.Observation(16, 1900, 51, 4.1),
-            codes.Observation(8, 5000, 30, 2.4)]
+    seen = [codes.observe([[2047] * 16] * 25, 2.0), codes.observe([[1900] * 16] * 51, 4.1),
+            codes.observe([[5000] * 8] * 30, 2.4)]
     info = codes.infer(section, seen)
+    # Summarised (as scan tasks send them) the same rows infer the same codec; counts weigh.
+    assert codes.infer(section, codes.summarise(seen + seen[:1])) == codes.infer(section, seen + seen[:1])
+    assert codes.summarise(seen + seen[:1])[0].count == 2
+    assert codes.infer(section, [codes.Observation(16, 9, 12.0, 3), codes.Observation(16, 9, 13.0, 2)]).frame_rate == 12.0
     assert (info.n_codebooks, info.codebook_size, info.frame_rate) == (16, 2048, pytest.approx(12.47, abs=0.01))
     assert info.inferred == ("n_codebooks", "codebook_size", "frame_rate") and info.name == "unknown"
     fixed = codes.infer(load_config(overrides=["codec.n_codebooks=8", "codec.codebook_size=8192",

@@ -10,10 +10,9 @@ must lie within ``codec.length_tolerance`` frames of ``seconds x frame_rate``.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import pyarrow.compute as pc
@@ -41,17 +40,30 @@ class CodecInfo:
 
 @dataclass(frozen=True)
 class Observation:
-    """What the scan pass learns of one row's codes (shape, largest code, audio seconds)."""
+    """What the scan pass learns of rows' codes: codebooks per frame, the largest code, code
+    frames per second of audio (to 1 mHz; None when the duration could not be read), and how many
+    rows share that width and rate (``summarise``)."""
 
     n_codebooks: int
     max_code: int
-    frames: int
-    seconds: Optional[float]
+    rate: Optional[float]
+    count: int = 1
 
 
 def observe(codes: list[list[int]], seconds: Optional[float]) -> Observation:
     array = np.asarray(codes, dtype=np.int64)
-    return Observation(array.shape[1], int(array.max()), array.shape[0], seconds)
+    return Observation(array.shape[1], int(array.max()), round(array.shape[0] / seconds, 3) if seconds else None)
+
+
+def summarise(observations: Iterable[Observation]) -> list[Observation]:
+    """One observation per (width, rate), counts added and the largest code kept: what a scan
+    task sends the driver, so that the driver holds a few hundred of them, not one per row."""
+    merged: dict[tuple[int, Optional[float]], Observation] = {}
+    for o in observations:
+        seen = merged.get((o.n_codebooks, o.rate))
+        merged[(o.n_codebooks, o.rate)] = o if seen is None else Observation(
+            o.n_codebooks, max(o.max_code, seen.max_code), o.rate, o.count + seen.count)
+    return list(merged.values())
 
 
 def infer(section: CodecSection, observations: list[Observation]) -> Optional[CodecInfo]:
@@ -63,7 +75,9 @@ def infer(section: CodecSection, observations: list[Observation]) -> Optional[Co
     inferred = []
     n_codebooks = section.n_codebooks
     if n_codebooks is None:
-        counts = Counter(o.n_codebooks for o in observations)
+        counts: Counter = Counter()
+        for o in observations:
+            counts[o.n_codebooks] += o.count
         n_codebooks = max(sorted(counts), key=lambda width: counts[width])
         inferred.append("n_codebooks")
     agreeing = [o for o in observations if o.n_codebooks == n_codebooks] or observations
@@ -73,14 +87,28 @@ def infer(section: CodecSection, observations: list[Observation]) -> Optional[Co
         inferred.append("codebook_size")
     frame_rate = section.frame_rate
     if frame_rate is None:
-        rates = [o.frames / o.seconds for o in agreeing if o.seconds]
+        rates = sorted((o.rate, o.count) for o in agreeing if o.rate)
         if not rates:
             raise ValueError("codec.frame_rate is not set and no row's audio duration could be read to infer it")
-        frame_rate = round(statistics.median(rates), 3)
+        frame_rate = round(_weighted_median(rates), 3)
         inferred.append("frame_rate")
     return CodecInfo(name=section.name or ("unknown" if inferred else "unnamed"), n_codebooks=n_codebooks,
                      codebook_size=codebook_size, frame_rate=frame_rate,
                      length_tolerance=section.length_tolerance, inferred=tuple(inferred))
+
+
+def _weighted_median(pairs: list[tuple[float, int]]) -> float:
+    """The median of values given as sorted (value, count) pairs (the mean of the two middle
+    values for an even total)."""
+    total = sum(count for _, count in pairs)
+    middle = [(total - 1) // 2, total // 2]
+    found, seen = [], 0
+    for value, count in pairs:
+        while middle and middle[0] < seen + count:
+            found.append(value)
+            middle.pop(0)
+        seen += count
+    return (found[0] + found[1]) / 2
 
 
 def check(codes: list[list[int]], info: CodecInfo, seconds: float) -> np.ndarray:

@@ -11,6 +11,7 @@ Re-running on the output of an interrupted run continues it (``voxray.data.progr
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -57,6 +58,8 @@ def _without_backpressure() -> Iterator[None]:
     bars = context.enable_progress_bars
     context.set_config(_BACKPRESSURE_KEY, [])
     context.enable_progress_bars = verbose()      # voxray prints its own progress lines
+    if not verbose():                            # ... and Ray Data would say it prints none
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     try:
         yield
     finally:

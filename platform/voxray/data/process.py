@@ -43,8 +43,8 @@ class Context:
         self.vocabulary = Vocabulary.build({s for row in scans for s in row["symbols"]})
         self.speakers = index("speakers")
         self.languages = index("languages")
-        observed = [codes.Observation(int(v[0]), int(v[1]), int(v[2]), v[3] if v[3] >= 0 else None)
-                    for row in scans for v in row["codes"]]
+        observed = codes.summarise(codes.Observation(int(v[0]), int(v[1]), v[2] if v[2] >= 0 else None, int(v[3]))
+                                   for row in scans for v in row["codes"])
         self.codec = codes.infer(self.config.codec, observed)
 
 
@@ -166,13 +166,14 @@ def process_and_write(batch: pa.Table, ctx: Context, output: str) -> pa.Table:
 
 
 def scan_units(batch: pa.Table, ctx: Context) -> pa.Table:
-    """First pass, text only: the token symbols, speakers and languages of the input, and the
-    shape of each row's codes (with its audio's duration from the file header when
-    ``codec.frame_rate`` is to be inferred; -1 when unknown)."""
+    """First pass, text only: the token symbols, speakers and languages of the input, and what
+    the rows' codes look like (``codes.summarise``: width, largest code, code frames per second of
+    audio from the file header when ``codec.frame_rate`` is to be inferred, -1 when unknown; one
+    entry per distinct width and rate, not one per row)."""
     symbols: set[str] = set()
     speakers: set[str] = set()
     languages: set[str] = set()
-    shapes: list[list[float]] = []
+    seen: list[codes.Observation] = []
     for unit in _units(batch):
         for item in readers.read_unit(unit, with_audio=False):
             if item.get("malformed"):
@@ -182,8 +183,7 @@ def scan_units(batch: pa.Table, ctx: Context) -> pa.Table:
             languages.add(language)
             if item.get("audio_codes") is not None:
                 seconds = readers.audio_seconds(item) if ctx.config.codec.frame_rate is None else None
-                seen = codes.observe(item["audio_codes"], seconds)
-                shapes.append([seen.n_codebooks, seen.max_code, seen.frames, -1.0 if seconds is None else seconds])
+                seen.append(codes.observe(item["audio_codes"], seconds))
             text = normalize_text(item.get("text") or "")
             if not text:
                 continue
@@ -192,4 +192,6 @@ def scan_units(batch: pa.Table, ctx: Context) -> pa.Table:
             except Exception:  # the feature pass records the reason for this row
                 continue
     return pa.table({"symbols": [sorted(symbols)], "speakers": [sorted(speakers)],
-                     "languages": [sorted(languages)], "codes": pa.array([shapes], pa.list_(pa.list_(pa.float64())))})
+                     "languages": [sorted(languages)],
+                     "codes": pa.array([[[o.n_codebooks, o.max_code, -1.0 if o.rate is None else o.rate, o.count]
+                                         for o in codes.summarise(seen)]], pa.list_(pa.list_(pa.float64())))})
