@@ -252,3 +252,22 @@ def test_an_interrupted_run_of_other_input_or_settings_is_refused_with_what_chan
                                 progress.fingerprint(str(corpus), "ljspeech", units, changed)) \
         == ["preprocess.f0_floor: 65.0 -> 70.0"]
     assert sorted(os.listdir(out)) == ["_progress"]
+
+
+def test_unfinished_files_are_found_whatever_form_the_output_path_has(tmp_path, monkeypatch):
+    """A resumed run deletes exactly the files no marker names, with the output given relative
+    to the working directory (fsspec lists absolute paths) as well as absolute."""
+    monkeypatch.chdir(tmp_path)
+    for output in ("store", str(tmp_path / "store2")):
+        for name in ("train/part-u0000000.parquet", "train/part-u0000008.parquet", "val/part-u0000008.parquet",
+                     "train/part-rebalanced-00.parquet", "_progress/rejects/u0000000.jsonl",
+                     "_progress/rejects/u0000008.jsonl"):
+            os.makedirs(os.path.dirname(os.path.join(output, name)), exist_ok=True)
+            open(os.path.join(output, name), "w").close()
+        ledger = progress.Ledger(output)
+        ledger.write_json("done/u0000000.json", {"units": [0], "parts": ["train/part-u0000000.parquet"],
+                                                 "rejects": "rejects/u0000000.jsonl", "stats": {}})
+        assert ledger.remove_unfinished() == 3
+        left = sorted(os.path.relpath(os.path.join(d, f), output) for d, _, fs in os.walk(output) for f in fs)
+        assert left == ["_progress/done/u0000000.json", "_progress/rejects/u0000000.jsonl",
+                        "train/part-rebalanced-00.parquet", "train/part-u0000000.parquet"]

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import heapq
 import json
+import os
 import posixpath
 from typing import Any, Iterable, Iterator, Optional
 
@@ -187,16 +188,13 @@ class Ledger:
             candidates += uri.find(self.path("rejects"), (".jsonl",))
         removed = 0
         for path in candidates:
-            if self.relative(path) not in named:
+            if _tail(path) not in named:
                 fs, inner = uri.filesystem(path)
                 fs.rm(inner)
                 removed += 1
         if removed:
             uri.filesystem(self.output)[0].invalidate_cache()
         return removed
-
-    def relative(self, path: str) -> str:
-        return path[len(self.output.rstrip("/")) + 1:]
 
     def totals(self, n_mels: int, codebooks: Optional[tuple[int, int]]) -> PartialStats:
         """Every finished task's counts and moments, merged marker by marker."""
@@ -225,6 +223,12 @@ class Ledger:
     def close(self) -> None:
         """The run is complete: its record goes."""
         uri.remove_tree(self.root)
+
+
+def _tail(path: str) -> str:
+    """``folder/name`` of a file, as markers name their files (``train/part-u0000008.parquet``,
+    ``rejects/u0000008.jsonl``), whatever form the output path was given in."""
+    return "/".join(path.replace(os.sep, "/").rstrip("/").split("/")[-2:])
 
 
 def _lines(path: str) -> Iterator[tuple[tuple[str, str], str]]:
