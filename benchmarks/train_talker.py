@@ -1,6 +1,6 @@
 """Talker training throughput and memory, measured side by side in one run.
 
-    .venv/bin/python benchmarks/train_talker.py [--store STORE] [--steps 60] [--batch-size 8] [--small-steps 24]
+    .venv/bin/python benchmarks/train_talker.py [--store STORE] [--steps 300] [--batch-size 8] [--small-steps 36]
                                                 [--zero-stage 2] [--memory-steps 6] [--no-memory] [--gpu]
 
 On the committed sample corpus (preprocessed, then voxray's mel codec fitted and applied: 4
@@ -121,9 +121,10 @@ def optimizer_bytes(run: str) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store")
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=300,
+                        help="steps of the tiny preset's throughput runs (60 measure ~1 s of training: too noisy)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--small-steps", type=int, default=24, help="steps of the small preset's throughput runs")
+    parser.add_argument("--small-steps", type=int, default=36, help="steps of the small preset's throughput runs")
     parser.add_argument("--memory-steps", type=int, default=6)
     parser.add_argument("--zero-stage", type=int, default=2, help="ZeRO stage of the throughput runs")
     parser.add_argument("--no-memory", action="store_true", help="throughput only")
