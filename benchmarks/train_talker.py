@@ -11,8 +11,9 @@ codebooks of 64 codes at ~21.5 Hz), or a store with ``audio_codes`` given by ``-
   ray+ds 1 / 2   ``voxray train talker`` with 1 and 2 Ray Train workers (DeepSpeed ZeRO-2), the
                  code frames/s the recipe logs after the first log interval
 
-for the ``tiny`` preset (batch 8) and the ``small`` one (batch 4). Target: bare / ray+ds 1 worker
-<= 1.15. Then the ``small`` preset (8 x 512) on 2 workers at ZeRO
+for the ``tiny`` preset (batch 8) and the ``small`` one (batch 4), the bare loop and the 1-worker
+run alternated ``--rounds`` times (medians: one pair of runs moves ~10 % on a shared VM). Target:
+bare / ray+ds 1 worker <= 1.15. Then the ``small`` preset (8 x 512) on 2 workers at ZeRO
 0, 1, 2 and 3, fully trained and with LoRA (rank 16) from a small export: each rank's peak memory
 (the process's peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on a GPU), as the recipe logs
 it (``peak_memory_mb``, rank 0), and the checkpoint's optimizer-state bytes per rank. Each trainer
@@ -128,6 +129,9 @@ def main() -> None:
     parser.add_argument("--memory-steps", type=int, default=6)
     parser.add_argument("--zero-stage", type=int, default=2, help="ZeRO stage of the throughput runs")
     parser.add_argument("--no-memory", action="store_true", help="throughput only")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="bare loop and 1-worker run alternated this many times; medians reported (a single "
+                             "pair moves ~10%% here from one minute to the next)")
     parser.add_argument("--gpu", action="store_true", help="also the base preset in bf16 on a CUDA GPU")
     args = parser.parse_args()
 
@@ -141,17 +145,21 @@ def main() -> None:
                   f"train.log_every={max(steps // 6, 1)}", "train.cpus_per_worker=1",
                   f"deepspeed.zero_stage={args.zero_stage}",
                   f"model.preset={preset}"]
-        bare = bare_loop(store, max(30, steps), batch_size, "cpu", preset)
-        one = ray_run(store, scratch, f"{preset}-1", [*common, "train.num_workers=1"])
-        two = ray_run(store, scratch, f"{preset}-2", [*common, "train.num_workers=2"])
+        bares, ones, ratios = [], [], []
+        for round_ in range(args.rounds):              # alternated: both sides see the same machine
+            bares.append(bare_loop(store, max(30, steps), batch_size, "cpu", preset)["code_frames_per_s"])
+            ones.append(ray_run(store, scratch, f"{preset}-1-{round_}", [*common, "train.num_workers=1"])
+                        ["code_frames_per_s"])
+            ratios.append(bares[-1] / ones[-1])
+        two = ray_run(store, scratch, f"{preset}-2", [*common, "train.num_workers=2"])["code_frames_per_s"]
+        bare, one = statistics.median(bares), statistics.median(ones)
         print(f"\ncode frames/s ({preset}, depth head, batch {batch_size} per worker, {steps} steps, 1 CPU per worker, "
-              f"ZeRO-{args.zero_stage})")
-        for label, result in (("bare PyTorch loop", bare), ("Ray Train + DS, 1 worker", one),
-                              ("Ray Train + DS, 2 workers", two)):
-            print(f"  {label:28}{result['code_frames_per_s']:>10,.0f}")
-        print(f"  overhead bare / ray 1 worker {bare['code_frames_per_s'] / one['code_frames_per_s']:.3f} "
-              f"(target <= 1.15); 2 workers / 1 worker {two['code_frames_per_s'] / one['code_frames_per_s']:.2f}",
-              flush=True)
+              f"ZeRO-{args.zero_stage}; medians of {args.rounds} alternated rounds)")
+        for label, value, each in (("bare PyTorch loop", bare, bares), ("Ray Train + DS, 1 worker", one, ones),
+                                   ("Ray Train + DS, 2 workers", two, [two])):
+            print(f"  {label:28}{value:>10,.0f}   ({', '.join(f'{v:,.0f}' for v in each)})")
+        print(f"  overhead bare / ray 1 worker {statistics.median(ratios):.3f} (target <= 1.15; rounds: "
+              f"{', '.join(f'{r:.3f}' for r in ratios)}); 2 workers / 1 worker {two / one:.2f}", flush=True)
 
     if args.no_memory:
         return
