@@ -108,7 +108,7 @@ def preprocess(input_uri: str, output: str, config: Config, fmt: Optional[str] =
     phase("ray_init")
 
     context = Context(config)
-    saved = ledger.load_context() if resumed else None
+    saved = ledger.read_json("context.json") if resumed else None      # None: stopped before the scan ended
     with _without_backpressure():
         if saved is None:
             # Pass 1, text only: every symbol must be in the vocabulary before ids are assigned.
@@ -116,10 +116,9 @@ def preprocess(input_uri: str, output: str, config: Config, fmt: Optional[str] =
             scans = items.map_batches(scan_units, fn_kwargs={"ctx": context}, batch_size=None,
                                       batch_format="pyarrow", **_remote_args(config)).take_all()
             context.absorb(scans)
-            ledger.save_context(context.vocabulary, context.speakers, context.languages, context.codec)
+            ledger.write_json("context.json", context.to_json())
         else:
-            context.vocabulary, context.speakers = saved["vocabulary"], saved["speakers"]
-            context.languages, context.codec = saved["languages"], saved["codec"]
+            context.restore(saved)
         phase("scan_pass")
 
         # Pass 2: audio and features; each task writes its parts and its marker.
@@ -130,8 +129,7 @@ def preprocess(input_uri: str, output: str, config: Config, fmt: Optional[str] =
             _follow(summaries, len(pending), rows_pending)
     phase("feature_pass")
 
-    codec = context.codec
-    totals = ledger.totals(config.audio.n_mels, (codec.n_codebooks, codec.codebook_size) if codec else None)
+    totals = ledger.totals(config.audio.n_mels, context.codebooks)
     _rebalance(output, totals, config, ledger)
     phase("rebalance")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import posixpath
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 import pyarrow as pa
@@ -46,6 +46,23 @@ class Context:
         observed = codes.summarise(codes.Observation(int(v[0]), int(v[1]), v[2] if v[2] >= 0 else None, int(v[3]))
                                    for row in scans for v in row["codes"])
         self.codec = codes.infer(self.config.codec, observed)
+
+    @property
+    def codebooks(self) -> Optional[tuple[int, int]]:
+        """(n_codebooks, codebook_size) when the rows carry codes."""
+        return (self.codec.n_codebooks, self.codec.codebook_size) if self.codec else None
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``absorb`` fixed, for a resumed run (``_progress/context.json``)."""
+        return {"vocabulary": json.loads(self.vocabulary.to_json()), "speakers": self.speakers,
+                "languages": self.languages, "codec": None if self.codec is None else asdict(self.codec)}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take back what ``to_json`` saved instead of scanning again."""
+        self.vocabulary = Vocabulary.from_json(json.dumps(saved["vocabulary"]))
+        self.speakers, self.languages = saved["speakers"], saved["languages"]
+        codec = saved["codec"]
+        self.codec = None if codec is None else codes.CodecInfo(**{**codec, "inferred": tuple(codec["inferred"])})
 
 
 def clean_audio(data: bytes, config: Config, trim: bool = True) -> cleaning.CleanAudio:
@@ -157,9 +174,8 @@ def process_and_write(batch: pa.Table, ctx: Context, output: str) -> pa.Table:
     """The feature pass's task: process a batch of units (column ``index`` numbers them in the
     run's plan) and write them (``store.write_task``); one summary row out for the driver."""
     table = process_units(batch, ctx)
-    codec = ctx.codec
     marker = store.write_task(table, output, batch.column("index").to_pylist(), ctx.config.audio.n_mels,
-                              (codec.n_codebooks, codec.codebook_size) if codec else None)
+                              ctx.codebooks)
     stats = marker["stats"]
     return pa.table({"units": [len(marker["units"])], "rows": [stats["input_rows"]],
                      "kept": [stats["kept"]], "seconds": [float(sum(stats["split_seconds"].values()))]})

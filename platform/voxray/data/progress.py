@@ -19,7 +19,6 @@ neither the corpus nor the whole ledger is ever held in its memory.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import heapq
 import json
@@ -29,9 +28,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from voxray import uri
 from voxray.config import Config
-from voxray.data import codes
 from voxray.data.stats import PartialStats
-from voxray.text import Vocabulary
 
 PROGRESS_DIR = "_progress"
 PART_PREFIX = "part-u"
@@ -143,22 +140,6 @@ class Ledger:
                 f"changed: {'; '.join(changed)}. Re-run with what it started with to continue it, "
                 "or pass preprocess.overwrite=true to start afresh")
         return True
-
-    def save_context(self, vocabulary: Vocabulary, speakers: dict[str, int], languages: dict[str, int],
-                     codec: Optional[codes.CodecInfo]) -> None:
-        self.write_json("context.json", {
-            "vocabulary": json.loads(vocabulary.to_json()), "speakers": speakers, "languages": languages,
-            "codec": None if codec is None else dataclasses.asdict(codec)})
-
-    def load_context(self) -> Optional[dict[str, Any]]:
-        """The scan pass's result as saved, or None when the run stopped before it was saved."""
-        saved = self.read_json("context.json")
-        if saved is None:
-            return None
-        codec = saved["codec"]
-        return {"vocabulary": Vocabulary.from_json(json.dumps(saved["vocabulary"])),
-                "speakers": saved["speakers"], "languages": saved["languages"],
-                "codec": None if codec is None else codes.CodecInfo(**{**codec, "inferred": tuple(codec["inferred"])})}
 
     # ---------------------------------------------------------------- finished tasks
 
