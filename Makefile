@@ -35,9 +35,10 @@ bench: setup
 	$(BIN)/python benchmarks/train_vocoder.py
 	$(BIN)/python benchmarks/train_talker.py
 
-# Regenerate the committed sample corpus (needs espeak-ng; output is byte-for-byte reproducible).
+# Regenerate the committed sample corpora (needs espeak-ng; output is byte-for-byte reproducible).
 corpus: setup
 	$(BIN)/python scripts/make_sample_corpus.py corpus/sample
+	$(BIN)/python scripts/make_codeswitch_corpus.py corpus/codeswitch
 
 clean:
 	rm -rf out .pytest_cache

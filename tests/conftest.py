@@ -20,6 +20,7 @@ from voxray.cluster import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "corpus" / "sample"
+CODESWITCH = REPO / "corpus" / "codeswitch"
 CPU_CONFIG = str(REPO / "jobs" / "configs" / "acoustic-cpu.yaml")
 
 
@@ -53,6 +54,38 @@ def sample_store(ray_cluster, tmp_path_factory) -> str:
 
     store = str(tmp_path_factory.mktemp("sample") / "store")
     preprocess(str(SAMPLE), store, load_config())
+    return store
+
+
+# Rows appended to the committed code-switched manifest in ``codeswitch_store``: each must be
+# rejected (bad_tags) or malformed, with its reason.
+BAD_CODESWITCH_ROWS = [
+    {"id": "bad_tag_count", "text": "Saya nak pergi shopping lah.", "word_langs": ["ms", "ms", "en"]},
+    {"id": "bad_particle", "text": "Jom makan lah.", "particle_tags": [None, None, "lahh"]},
+    {"id": "bad_language", "text": "Jom makan.", "word_langs": ["ms", "fr"]},
+    {"id": "bad_tag_type", "text": "Jom makan.", "word_langs": "ms ms"},
+    {"id": "two_tag_lists", "text": "Jom makan.", "word_langs": ["ms", "ms"], "language_tags": ["ms", "ms"]},
+]
+
+
+@pytest.fixture(scope="session")
+def codeswitch_store(ray_cluster, tmp_path_factory) -> str:
+    """The committed code-switched corpus (44 utterances, Malay/English, particles) preprocessed
+    once per session with ``preprocess.code_switch=ms,en``, plus ``BAD_CODESWITCH_ROWS``."""
+    import json
+
+    from voxray.config import load_config
+    from voxray.data.pipeline import preprocess
+
+    folder = tmp_path_factory.mktemp("codeswitch")
+    audio = str(CODESWITCH / "wavs" / "cs_spk_f_001.wav")
+    bad = [{"audio": audio, "speaker_id": "spk_f", "language": "ms", **row} for row in BAD_CODESWITCH_ROWS]
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text((CODESWITCH / "manifest.jsonl").read_text(encoding="utf-8").replace(
+        '"audio": "wavs/', f'"audio": "{CODESWITCH}/wavs/') + "".join(json.dumps(r) + "\n" for r in bad),
+        encoding="utf-8")
+    store = str(folder / "store")
+    preprocess(str(manifest), store, load_config(overrides=["preprocess.code_switch=ms,en"]))
     return store
 
 

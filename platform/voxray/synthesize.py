@@ -19,7 +19,7 @@ import soundfile
 import torch
 from safetensors.torch import load
 
-from voxray import uri
+from voxray import codeswitch, uri
 from voxray.audio import AudioSpec
 from voxray.cleaning import Rejected, clean
 from voxray.dsp import griffin_lim, log_mel
@@ -144,21 +144,48 @@ def _pick(kind: str, name: Optional[str], known: list[str]) -> int:
     return known.index(name)
 
 
-def tokens_for(voice: Voice | TalkerVoice, text: str, language: str) -> list[int]:
-    """The text's token ids as the model's store made them (normalisation + G2P of ``language``)."""
+@dataclass(frozen=True)
+class Tokens:
+    ids: list[int]
+    languages: list[int]         # the model's language index of each token
+    particles: list[int]         # particle type of each token (0: none)
+
+
+def tagged_tokens(voice: Voice | TalkerVoice, text: str, language: str) -> Tokens:
+    """The text's tokens as the model's store made them: normalisation + G2P of ``language``, or,
+    for a model trained on a code-switched store (``preprocess.code_switch``), each word's
+    language detected and the word phonemised in it, with particle types."""
     normalized = normalize_text(text)
     if not normalized:
         raise SynthesisError("the text is empty after normalisation")
-    mode = voice.final.manifest["g2p"].get(language, "char")
+    manifest = voice.final.manifest
+    mode = manifest["g2p"].get(language, "char")
     if mode == "textgrid":
         raise SynthesisError(f"this model learned {language!r} from MFA TextGrid phones; it has no "
                              "text front end for that language")
-    phonemes = G2P(mode)(normalized, language)
-    unknown = voice.final.vocabulary.unknown(phonemes)
+    switch = (voice.final.stats or {}).get("code_switch") or {}
+    if switch.get("languages"):
+        words = codeswitch.CodeSwitch(tuple(switch["languages"]), tuple(switch["particles"]),
+                                      switch["margin"]).tag(normalized, language)
+        strange = sorted({w.language for w in words} - set(manifest["languages"]))
+        if strange:
+            raise SynthesisError(f"words of {normalized!r} are in {strange}, which this model never learned "
+                                 f"(it knows {', '.join(manifest['languages'])})")
+        tagged = codeswitch.phonemize(normalized, words, language, G2P(mode))
+    else:
+        phonemes = G2P(mode)(normalized, language)
+        tagged = codeswitch.Tagged(phonemes, [language] * len(phonemes), [0] * len(phonemes))
+    unknown = voice.final.vocabulary.unknown(tagged.tokens)
     if unknown:
         raise SynthesisError(f"the text has symbols this model never saw in training: {' '.join(unknown)} "
                              f"(from {language!r} G2P '{mode}' of {normalized!r})")
-    return voice.final.vocabulary.encode(phonemes)
+    return Tokens(voice.final.vocabulary.encode(tagged.tokens),
+                  [manifest["languages"].index(name) for name in tagged.languages], tagged.particles)
+
+
+def tokens_for(voice: Voice | TalkerVoice, text: str, language: str) -> list[int]:
+    """The text's token ids (``tagged_tokens``)."""
+    return tagged_tokens(voice, text, language).ids
 
 
 @torch.no_grad()
@@ -170,10 +197,11 @@ def synthesize(voice: Voice, text: str, speaker: Optional[str] = None, language:
     speaker_index = _pick("speaker", speaker, manifest["speakers"])
     language_index = _pick("language", language, manifest["languages"])
     language_name = manifest["languages"][language_index]
-    ids = tokens_for(voice, text, language_name)
-    tokens = torch.tensor([ids])
-    mel, lengths = voice.model.infer(tokens, torch.tensor([len(ids)]), torch.tensor([speaker_index]),
-                                     torch.tensor([language_index]), pace=pace)
+    tagged = tagged_tokens(voice, text, language_name)
+    mel, lengths = voice.model.infer(torch.tensor([tagged.ids]), torch.tensor([len(tagged.ids)]),
+                                     torch.tensor([speaker_index]), torch.tensor([language_index]), pace=pace,
+                                     token_languages=torch.tensor([tagged.languages]),
+                                     token_particles=torch.tensor([tagged.particles]))
     log_mel = mel[0, : int(lengths[0])]
     if vocoder is not None:
         audio = vocoder(log_mel)

@@ -57,16 +57,27 @@ def segments(text: str) -> list[tuple[bool, str]]:
 
 def _join_words(items: list[tuple[bool, list[str]]]) -> list[str]:
     """Words (lists of symbols) and punctuation -> one token list with word boundaries."""
+    return join_owned([(is_punct, symbols, -1) for is_punct, symbols in items])[0]
+
+
+def join_owned(items: list[tuple[bool, list[str], int]]) -> tuple[list[str], list[int]]:
+    """``_join_words`` that also says which item each token came from: items are
+    (is_punctuation, symbols, owner); word boundaries get owner -1."""
     tokens: list[str] = []
-    for is_punct, symbols in items:
+    owners: list[int] = []
+    for is_punct, symbols, owner in items:
         if not is_punct and tokens and tokens[-1] != WORD_BOUNDARY:
             tokens.append(WORD_BOUNDARY)
+            owners.append(-1)
         tokens.extend(symbols)
+        owners.extend([owner] * len(symbols))
         if is_punct:
             tokens.append(WORD_BOUNDARY)
+            owners.append(-1)
     while tokens and tokens[-1] == WORD_BOUNDARY:
         tokens.pop()
-    return tokens
+        owners.pop()
+    return tokens, owners
 
 
 def char_tokens(text: str) -> list[str]:
@@ -171,6 +182,14 @@ class G2P:
         if engine is not None and engine.supports(language):
             return f"espeak-ng {engine.version}"
         return "char"
+
+    def word(self, word: str, language: str) -> list[list[str]]:
+        """One written word in ``language`` -> its phoneme words (espeak-ng may read one written
+        word as several: "23" -> "twenty three"); characters where espeak-ng has no voice."""
+        engine = espeak() if self.mode == "espeak" else None
+        if engine is None or not engine.supports(language):
+            return [list(word.lower())]
+        return engine.words(word, language)
 
     def __call__(self, text: str, language: str) -> list[str]:
         engine = espeak() if self.mode == "espeak" else None

@@ -271,3 +271,43 @@ def test_unfinished_files_are_found_whatever_form_the_output_path_has(tmp_path, 
         left = sorted(os.path.relpath(os.path.join(d, f), output) for d, _, fs in os.walk(output) for f in fs)
         assert left == ["_progress/done/u0000000.json", "_progress/rejects/u0000000.jsonl",
                         "train/part-rebalanced-00.parquet", "train/part-u0000000.parquet"]
+
+
+def test_code_switched_store_has_per_token_languages_and_particles(codeswitch_store):
+    from tests.conftest import BAD_CODESWITCH_ROWS
+
+    stats = json.loads(open(os.path.join(codeswitch_store, "stats.json")).read())
+    assert stats["kept"] == 44 and stats["reconciles"]
+    reasons = {r["id"]: (r["reason"], r["detail"]) for r in store.read_rejects(codeswitch_store)}
+    assert set(reasons) == {row["id"] for row in BAD_CODESWITCH_ROWS}
+    assert reasons["bad_tag_count"][0] == "bad_tags" and "3 tags for 5 words" in reasons["bad_tag_count"][1]
+    assert reasons["bad_particle"][0] == "bad_tags" and "'lahh'" in reasons["bad_particle"][1]
+    assert reasons["bad_language"][0] == "bad_tags" and "['fr']" in reasons["bad_language"][1]
+    assert reasons["bad_tag_type"][0] == cleaning.MALFORMED_ROW and "word_langs" in reasons["bad_tag_type"][1]
+    assert reasons["two_tag_lists"][0] == cleaning.MALFORMED_ROW
+    # 12 code-switched sentences read by 2 speakers; the particles of the generator's sentences
+    assert stats["code_switch"]["code_switched_utterances"] == 24
+    assert {k: v for k, v in stats["code_switch"]["particle_words"].items() if v} == \
+        {"lah": 6, "lor": 2, "leh": 2, "mah": 2, "meh": 2}
+    languages = {name: entry["index"] for name, entry in stats["languages"].items()}
+    assert set(languages) == {"en", "ms"}
+    rows = {r["id"]: r for r in all_rows(codeswitch_store).to_pylist()}
+    for row in rows.values():
+        n = len(row["token_ids"])
+        assert len(row["token_languages"]) == len(row["token_particles"]) == n
+        assert row["n_languages"] == len(set(row["token_languages"]))
+        assert row["code_switched"] == (row["n_languages"] > 1)
+    # "Saya nak pergi shopping lah.": shopping in English, lah a Malay particle (type 1)
+    row = next(r for r in rows.values() if r["normalized_text"] == "Saya nak pergi shopping lah."
+               and r["speaker_id"] == "spk_m")                  # untagged: detected
+    vocabulary = Vocabulary(stats["vocabulary"])
+    from voxray.text import G2P
+
+    english = G2P()("shopping", "en")
+    ids = vocabulary.encode(english)
+    start = next(i for i in range(len(row["token_ids"])) if row["token_ids"][i: i + len(ids)] == ids)
+    assert set(row["token_languages"][start: start + len(ids)]) == {languages["en"]}
+    assert set(row["token_languages"][:start - 1]) == {languages["ms"]}
+    assert row["token_particles"][-4:] == [1, 1, 1, 0] and row["accent"] == "kl"    # l ˈ ɑː . (lah, then ".")
+    monolingual = next(r for r in rows.values() if r["normalized_text"] == "Saya suka nasi lemak.")
+    assert not monolingual["code_switched"] and set(monolingual["token_particles"]) == {0}

@@ -109,3 +109,50 @@ def test_tiny_model_overfits_with_a_learned_alignment(store_rows):
     assert torch.isfinite(mel).all()
     ratio = lengths.float() / batch["mel_lengths"].float()
     assert ((ratio > 0.5) & (ratio < 2.0)).all(), ratio
+
+
+def test_per_token_languages_and_particles(store_rows):
+    """A monolingual row's per-token languages are its language: the same output as per utterance;
+    particle type 0 adds nothing; the heads score every token; the particle prosody loss looks at
+    particle tokens only; all heads get gradient."""
+    rows, context = store_rows
+    batch = collate(rows)
+    lengths = batch["token_lengths"]
+    assert batch["token_languages"] is not None and (batch["token_languages"][0, : int(lengths[0])]
+                                                     == batch["languages"][0]).all()
+    torch.manual_seed(0)
+    model = build("tiny", vocab_size=len(context.vocabulary), n_mels=80, n_speakers=len(context.speakers),
+                  n_languages=len(context.languages), rotary=True, swiglu=True, learn_alignment=True, dropout=0.0,
+                  pitch_stats=(150.0, 50.0), energy_stats=(25.0, 20.0), n_particles=3, language_head=True,
+                  particle_head=True).eval()
+    args = [batch[k] for k in ("tokens", "token_lengths", "speakers", "languages", "mels", "mel_lengths", "pitch",
+                               "energy", "durations")]
+    plain = model(*args)
+    per_token = model(*args, batch["token_languages"], torch.zeros_like(batch["tokens"]))
+    assert torch.allclose(plain["mel"], per_token["mel"], atol=1e-5)
+    particles = torch.zeros_like(batch["tokens"])
+    particles[:, 2:4] = 2
+    marked = model(*args, batch["token_languages"], particles)
+    assert not torch.allclose(plain["mel"], marked["mel"], atol=1e-4)
+    assert marked["language_logits"].shape == (*batch["tokens"].shape, len(context.languages))
+    assert marked["particle_logits"].shape == (*batch["tokens"].shape, 4)
+    parts = acoustic_losses(marked, batch["mels"], batch["token_lengths"], batch["mel_lengths"], **WEIGHTS,
+                            mel_mse=1.0, language=0.1, particle=0.2, particle_prosody=0.5,
+                            token_languages=batch["token_languages"], token_particles=particles)
+    assert {"mel_mse", "language", "particle", "particle_prosody", "language_acc", "particle_acc"} <= set(parts)
+    assert 0 <= float(parts["language_acc"]) <= 1
+    # the prosody term sees the particle tokens only
+    other = {**marked, "pitch": marked["pitch"].clone()}
+    other["pitch"][:, 5:] += 3.0
+    again = acoustic_losses(other, batch["mels"], batch["token_lengths"], batch["mel_lengths"], **WEIGHTS,
+                            particle_prosody=0.5, token_particles=particles)
+    assert float(again["particle_prosody"].detach()) == pytest.approx(float(parts["particle_prosody"].detach()))
+    other["pitch"][:, 2] += 3.0
+    moved = acoustic_losses(other, batch["mels"], batch["token_lengths"], batch["mel_lengths"], **WEIGHTS,
+                            particle_prosody=0.5, token_particles=particles)
+    assert float(moved["particle_prosody"]) > float(parts["particle_prosody"])
+    parts["total"].backward()
+    for name in ("language_head.weight", "particle_head.weight", "particle_embedding.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert dict(model.named_parameters())["particle_embedding.weight"].grad[0].abs().sum() == 0   # type 0: none

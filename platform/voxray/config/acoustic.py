@@ -16,10 +16,13 @@ class AcousticTrain(TrainConfig):
 
 
 class AcousticModel(Strict):
-    preset: Literal["tiny", "small", "base"] = Field("tiny", description="size: tiny (CPU, tests), small, base")
+    preset: Literal["tiny", "small", "base", "fs2-ms"] = Field(
+        "tiny", description="size: tiny (CPU, tests), small, base, fs2-ms (the Malaysian plan's: 256 wide, 4 + 4 layers)")
     rotary: bool = Field(True, description="rotary position embeddings in attention")
     swiglu: bool = Field(True, description="SwiGLU feed-forward (else ReLU)")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout in encoder, decoder and predictors")
+    freeze_encoder: bool = Field(False, description="train without the text encoder and token embeddings "
+                                                    "(a later stage of a fine-tuning chain)")
 
 
 class AcousticLoss(Strict):
@@ -29,6 +32,12 @@ class AcousticLoss(Strict):
     energy: float = Field(0.1, ge=0, description="token energy MSE weight")
     alignment: float = Field(1.0, ge=0, description="forward-sum weight, when the model learns its alignment")
     binarization: float = Field(0.1, ge=0, description="hard/soft alignment KL weight")
+    mel_mse: float = Field(0.0, ge=0, description="weight of a mel MSE term next to the L1 (the plan's L1 + MSE)")
+    language: float = Field(0.0, ge=0, description="per-token language classifier on the encoder output "
+                                                   "(cross-entropy weight; 0: no head)")
+    particle: float = Field(0.0, ge=0, description="per-token particle-type classifier (weight; 0: no head; "
+                                                   "needs a store with particle types)")
+    particle_prosody: float = Field(0.0, ge=0, description="pitch + log-duration error on particle tokens only")
 
 
 class AcousticConfig(Config):

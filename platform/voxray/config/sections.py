@@ -5,9 +5,14 @@ meaning (``voxray train FAMILY --help-config`` prints them).
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+import re
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from voxray.codeswitch import MALAYSIAN_PARTICLES, check_languages, primary
 
 
 class Strict(BaseModel):
@@ -59,6 +64,15 @@ class PreprocessConfig(Strict):
     default_speaker: str = Field("speaker0", description="speaker of rows that name none")
     default_language: str = Field("en-us", description="language of rows that name none")
     alignments: Optional[str] = Field(None, description="folder (or s3:// prefix) of MFA TextGrids")
+    code_switch: tuple[str, ...] = Field(
+        (), description="languages a row's words switch between, e.g. ms,en: each word gets one (the "
+                        "manifest's word_langs, else detected by lingua) and is phonemised in it")
+    code_switch_margin: float = Field(
+        0.2, ge=0, lt=1, description="a word whose two likeliest languages are closer than this is "
+                                     "undecided: its neighbours' language, else the row's")
+    particles: tuple[str, ...] = Field(
+        MALAYSIAN_PARTICLES, description="discourse particles (token_particles: 1 + index here; 0 none), found by word "
+                    "or from the manifest's particle_tags")
     # Output and execution.
     split: SplitConfig = SplitConfig()
     rows_per_task: int = Field(128, ge=1, description="target rows per Ray task (fewer on small corpora)")
@@ -68,8 +82,28 @@ class PreprocessConfig(Strict):
                         "preprocessing on CPU nodes")
     overwrite: bool = Field(False, description="replace an output folder that is not empty")
 
+    @field_validator("code_switch", "particles", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        if isinstance(value, str):        # code_switch=ms,en on the command line
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "PreprocessConfig":
+        if self.code_switch:
+            if len(set(self.code_switch)) < 2:
+                raise ValueError(f"preprocess.code_switch needs two or more languages, got {list(self.code_switch)}")
+            if self.alignments:
+                raise ValueError("preprocess.code_switch with preprocess.alignments is not supported: "
+                                 "the TextGrids' phones carry no word languages")
+            check_languages(self.code_switch)
+            primaries = [primary(name) for name in self.code_switch]
+            if len(set(primaries)) < len(primaries):
+                raise ValueError(f"preprocess.code_switch {list(self.code_switch)}: two entries of one "
+                                 "language (per-word detection tells languages, not accents, apart)")
+        if len(set(self.particles)) < len(self.particles) or any(p != p.lower() or not p for p in self.particles):
+            raise ValueError(f"preprocess.particles must be distinct lower-case words, got {list(self.particles)}")
         if not 0 < self.min_seconds < self.max_seconds:
             raise ValueError(
                 f"need 0 < min_seconds ({self.min_seconds}) < max_seconds ({self.max_seconds})"
@@ -81,6 +115,41 @@ class PreprocessConfig(Strict):
                              f"(need at least {4 * self.f0_ceil:.0f} Hz, or 0 for the audio's own rate)")
         _check_resources("task_resources", self.task_resources, "num_cpus")
         return self
+
+
+# Store columns a curriculum stage may filter on (one value per row).
+CURRICULUM_COLUMNS = ("n_languages", "code_switched", "n_frames", "audio_seconds", "speaker_id", "language",
+                      "accent", "speaker_index", "language_index")
+_CONDITION = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*(\S.*?)\s*$")
+
+
+def parse_condition(text: str) -> tuple[str, str, Any]:
+    """``"n_languages <= 1"`` -> ("n_languages", "<=", 1): a store column, an operator, a YAML value."""
+    match = _CONDITION.match(text)
+    if not match:
+        raise ValueError(f"curriculum condition {text!r}: expected 'column op value', op one of <= >= == != < >")
+    column, op, raw = match.groups()
+    if column not in CURRICULUM_COLUMNS:
+        raise ValueError(f"curriculum condition {text!r}: {column!r} is not a column a stage can filter on "
+                         f"({', '.join(CURRICULUM_COLUMNS)})")
+    value = yaml.safe_load(raw)
+    if not isinstance(value, (int, float, str, bool)):
+        raise ValueError(f"curriculum condition {text!r}: the value must be a number, a string or true/false")
+    return column, op, value
+
+
+class CurriculumStage(Strict):
+    name: str = Field("", description="what the console and TensorBoard call the stage")
+    until_step: int = Field(..., ge=1, description="the stage trains the steps before this one")
+    where: tuple[str, ...] = Field((), description="conditions on store columns, all of them true for a row "
+                                                   "to train in the stage, e.g. 'n_languages <= 1'")
+
+    @field_validator("where")
+    @classmethod
+    def _parse(cls, conditions):
+        for condition in conditions:
+            parse_condition(condition)
+        return conditions
 
 
 class TrainConfig(Strict):
@@ -126,10 +195,17 @@ class TrainConfig(Strict):
     max_nonfinite_steps: int = Field(20, ge=1, description="consecutive non-finite steps before the run stops")
     stall_seconds: float = Field(300.0, gt=0, description="no step for this long: say on the console what the run waits for")
     seed: int = Field(1234, description="initial weights, dropout, data order")
+    curriculum: tuple[CurriculumStage, ...] = Field(
+        (), description="stages by step, each training on the rows its conditions keep (then all rows), e.g. "
+                        "[{until_step: 50000, where: ['n_languages <= 1']}, {until_step: 100000, where: "
+                        "['n_languages <= 2']}]")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         _check_resources("worker_resources", self.worker_resources, "cpus_per_worker / use_gpu")
+        ends = [stage.until_step for stage in self.curriculum]
+        if ends != sorted(set(ends)):
+            raise ValueError(f"train.curriculum: until_step must increase from stage to stage, got {ends}")
         if not all(0 <= beta < 1 for beta in self.betas):
             raise ValueError(f"betas={list(self.betas)} must lie in [0, 1)")
         return self

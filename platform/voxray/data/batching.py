@@ -26,8 +26,8 @@ def collate(rows: Sequence[dict[str, Any]]) -> dict[str, Optional[torch.Tensor]]
     """Feature-store rows (dicts of lists/arrays) -> padded batch tensors.
 
     tokens [B, N] (PAD_ID padded), token_lengths [B], speakers [B], languages [B],
-    mels [B, T, n_mels], mel_lengths [B], pitch [B, T], energy [B, T], durations [B, N] or
-    None when any row lacks them.
+    mels [B, T, n_mels], mel_lengths [B], pitch [B, T], energy [B, T]; durations,
+    token_languages, token_particles [B, N] or None when any row lacks them.
     """
     tokens = [np.asarray(r["token_ids"], dtype=np.int64) for r in rows]
     mels = [np.asarray(r["mel"], dtype=np.float32).reshape(len(r["f0"]), -1) for r in rows]
@@ -44,6 +44,10 @@ def collate(rows: Sequence[dict[str, Any]]) -> dict[str, Optional[torch.Tensor]]
         "energy": torch.from_numpy(_pad([np.asarray(r["energy"], np.float32) for r in rows], int(mel_lengths.max()))),
         "durations": None,
     }
+    for column, key in (("token_languages", "token_languages"), ("token_particles", "token_particles")):
+        # per-token labels of code-switched stores (stores written before them lack the columns)
+        batch[key] = torch.from_numpy(_pad([np.asarray(r[column], np.int64) for r in rows], int(token_lengths.max()))) \
+            if all(r.get(column) is not None for r in rows) else None
     if all(r.get("durations") is not None for r in rows):
         batch["durations"] = torch.from_numpy(
             _pad([np.asarray(r["durations"], np.int64) for r in rows], int(token_lengths.max())))

@@ -214,6 +214,12 @@ def _summarise(totals, rejects: int, output: str, fmt: str, input_uri: str, conf
         "languages": {name: {"index": i, "utterances": totals.languages.get(name, 0),
                              "g2p": "textgrid" if config.preprocess.alignments else g2p.backend(name)}
                       for name, i in context.languages.items()},
+        "code_switch": {"languages": list(config.preprocess.code_switch),
+                        "particles": list(config.preprocess.particles),
+                        "margin": config.preprocess.code_switch_margin,
+                        "code_switched_utterances": totals.code_switched,
+                        "particle_words": {name: totals.particles.get(str(i), 0)
+                                           for i, name in enumerate(config.preprocess.particles, start=1)}},
         "features": totals.features(),
         "audio_spec": config.audio.model_dump(),
         "vocabulary": context.vocabulary.tokens,

@@ -16,11 +16,13 @@ import pyarrow as pa
 
 from voxray import uri
 from voxray.config import Config
-from voxray import cleaning
+from voxray import cleaning, codeswitch
 from voxray.data import alignments, codes, features, readers, store
 from voxray.cleaning import Rejected
 from voxray.data.splits import split_of
 from voxray.text import G2P, Vocabulary, normalize_text
+
+BAD_TAGS = "bad_tags"       # per-word tags that do not fit the row's words (rejected.jsonl reason)
 
 
 @dataclass
@@ -34,6 +36,11 @@ class Context:
     @property
     def g2p(self) -> G2P:
         return G2P(self.config.preprocess.g2p)
+
+    @property
+    def code_switch(self) -> codeswitch.CodeSwitch:
+        pre = self.config.preprocess
+        return codeswitch.CodeSwitch(pre.code_switch, pre.particles, pre.code_switch_margin)
 
     def absorb(self, scans: list[dict]) -> None:
         """Fix the vocabulary and the speaker/language ids from the scan pass's rows."""
@@ -96,14 +103,39 @@ def _textgrid(item: readers.RawItem, speaker: str, folder: str) -> list[alignmen
     raise Rejected(cleaning.MISSING_ALIGNMENT, f"no {stems[0]}.TextGrid under {folder}")
 
 
-def tokens_for(item: readers.RawItem, text: str, speaker: str, language: str, ctx: Context) -> list[str]:
-    folder = ctx.config.preprocess.alignments
-    if folder:
+def _word_langs(item: readers.RawItem, language: str, ctx: Context) -> Optional[list[Optional[str]]]:
+    """The manifest's per-word languages; with ``preprocess.code_switch`` each must be one of its
+    languages (matched by primary subtag: "en" is an en-us row's "en-us")."""
+    tags = item.get("word_langs")
+    switch = ctx.code_switch
+    if tags is None or not switch.languages:
+        return tags
+    allowed = {codeswitch.primary(name): name for name in switch.row_languages(language)}
+    unknown = sorted({tag for tag in tags if tag and codeswitch.primary(tag) not in allowed})
+    if unknown:
+        raise codeswitch.TagError(f"word_langs {unknown} not in preprocess.code_switch {list(switch.languages)}")
+    return [allowed[codeswitch.primary(tag)] if tag else None for tag in tags]
+
+
+def front_end(item: readers.RawItem, text: str, speaker: str, language: str, ctx: Context) -> codeswitch.Tagged:
+    """Tokens of a row, each with its language and particle type: from the TextGrid's phones, from
+    the row's text in its language, or word by word (``preprocess.code_switch`` or per-word tags in
+    the manifest). Raises Rejected."""
+    pre = ctx.config.preprocess
+    if pre.alignments:
         try:
-            return alignments.phone_labels(alignments.spoken_span(_textgrid(item, speaker, folder)))
+            tokens = alignments.phone_labels(alignments.spoken_span(_textgrid(item, speaker, pre.alignments)))
         except alignments.TextGridError as exc:
             raise Rejected(cleaning.BAD_ALIGNMENT, str(exc)) from None
-    return ctx.g2p(text, language)
+    elif pre.code_switch or item.get("word_langs") is not None or item.get("particle_tags") is not None:
+        try:
+            words = ctx.code_switch.tag(text, language, _word_langs(item, language, ctx), item.get("particle_tags"))
+        except codeswitch.TagError as exc:
+            raise Rejected(BAD_TAGS, str(exc)) from None
+        return codeswitch.phonemize(text, words, language, ctx.g2p)
+    else:
+        tokens = ctx.g2p(text, language)
+    return codeswitch.Tagged(tokens, [language] * len(tokens), [0] * len(tokens))
 
 
 def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
@@ -135,8 +167,10 @@ def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
                     intervals, audio.trim_start_seconds, feats.n_frames, spec.frame_seconds)
             except alignments.TextGridError as exc:
                 raise Rejected(cleaning.BAD_ALIGNMENT, str(exc)) from None
+            tagged = codeswitch.Tagged(tokens, [language] * len(tokens), [0] * len(tokens))
         else:
-            tokens = ctx.g2p(text, language)
+            tagged = front_end(item, text, speaker, language, ctx)
+            tokens = tagged.tokens
         if not tokens:
             raise Rejected(cleaning.EMPTY_TEXT, "no tokens after grapheme-to-phoneme conversion")
         unknown = ctx.vocabulary.unknown(tokens)
@@ -152,7 +186,10 @@ def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
         **row, "status": "kept", "split": split_of(row["id"], pre.split),
         "speaker_index": ctx.speakers[speaker], "language_index": ctx.languages[language],
         "text": item.get("text"), "normalized_text": text, "phonemes": tokens,
-        "token_ids": ctx.vocabulary.encode(tokens), "n_frames": feats.n_frames,
+        "token_ids": ctx.vocabulary.encode(tokens),
+        "token_languages": [ctx.languages[name] for name in tagged.languages],
+        "token_particles": tagged.particles, "n_languages": tagged.n_languages,
+        "code_switched": tagged.n_languages > 1, "accent": item.get("accent"), "n_frames": feats.n_frames,
         "audio_seconds": feats.waveform.shape[0] / spec.sample_rate,
         "mel": feats.mel, "f0": feats.f0, "energy": feats.energy, "durations": durations,
         "sample_rate": spec.sample_rate, "audio": feats.waveform if pre.store_audio else None,
@@ -182,9 +219,9 @@ def process_and_write(batch: pa.Table, ctx: Context, output: str) -> pa.Table:
 
 
 def scan_units(batch: pa.Table, ctx: Context) -> pa.Table:
-    """First pass, text only: the token symbols, speakers and languages of the input, and what
-    the rows' codes look like (``codes.summarise``: width, largest code, code frames per second of
-    audio from the file header when ``codec.frame_rate`` is to be inferred, -1 when unknown; one
+    """First pass, text only: the token symbols, speakers and languages (rows' and words') of the
+    input, and what the rows' codes look like (``codes.summarise``: width, largest code, code
+    frames per second of audio from the file header when ``codec.frame_rate`` is to be inferred, -1 when unknown; one
     entry per distinct width and rate, not one per row)."""
     symbols: set[str] = set()
     speakers: set[str] = set()
@@ -204,9 +241,11 @@ def scan_units(batch: pa.Table, ctx: Context) -> pa.Table:
             if not text:
                 continue
             try:
-                symbols.update(tokens_for(item, text, speaker, language, ctx))
+                tagged = front_end(item, text, speaker, language, ctx)
             except Exception:  # the feature pass records the reason for this row
                 continue
+            symbols.update(tagged.tokens)
+            languages.update(tagged.languages)
     return pa.table({"symbols": [sorted(symbols)], "speakers": [sorted(speakers)],
                      "languages": [sorted(languages)],
                      "codes": pa.array([[[o.n_codebooks, o.max_code, -1.0 if o.rate is None else o.rate, o.count]

@@ -36,13 +36,20 @@ class RawItem(TypedDict, total=False):
     ref_audio: Optional[str]
     ref_text: Optional[str]
     audio_codes: Optional[list[list[int]]]
+    word_langs: Optional[list[Optional[str]]]      # a language per word (``word_langs`` / ``language_tags``)
+    particle_tags: Optional[list[Optional[str]]]   # a particle name (or null) per word
+    accent: Optional[str]
     metadata: Optional[str]       # JSON of the manifest fields the store has no column for
     malformed: Optional[str]      # why the row could not be parsed
 
 
-# Manifest fields with a column of their own; any other field (gender, age_range, phase,
-# accent, ...) is kept in the row's ``metadata`` column as JSON.
-JSONL_FIELDS = ("audio", "text", "id", "speaker_id", "speaker", "language", "ref_audio", "ref_text", "audio_codes")
+# Per-word tags of code-switched rows (``voxray.codeswitch``); ``language_tags`` is another name
+# for ``word_langs``.
+TAG_FIELDS = ("word_langs", "language_tags", "particle_tags", "accent")
+# Manifest fields with a column of their own; any other field (gender, age_range, phase, ...) is
+# kept in the row's ``metadata`` column as JSON.
+JSONL_FIELDS = ("audio", "text", "id", "speaker_id", "speaker", "language", "ref_audio", "ref_text", "audio_codes",
+                *TAG_FIELDS)
 
 
 def detect_format(input_uri: str) -> str:
@@ -206,6 +213,25 @@ def _optional_str(row: dict, key: str) -> Optional[str]:
     return value or None
 
 
+def _tag_list(row: dict, key: str) -> Optional[list[Optional[str]]]:
+    value = row.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(tag is None or isinstance(tag, str) for tag in value):
+        raise ValueError(f"{key} must be a list of strings (null for a word left to detection)")
+    return [tag or None for tag in value]
+
+
+def _tags(row: dict) -> dict[str, Any]:
+    """The per-word tag fields of a manifest row, checked for type (their fit to the row's words
+    is checked with its text: ``voxray.codeswitch``)."""
+    if row.get("word_langs") is not None and row.get("language_tags") is not None:
+        raise ValueError("give word_langs or language_tags, not both")
+    key = "word_langs" if row.get("word_langs") is not None else "language_tags"
+    return {"word_langs": _tag_list(row, key), "particle_tags": _tag_list(row, "particle_tags"),
+            "accent": _optional_str(row, "accent")}
+
+
 def _jsonl_item(base: str, name: str, number: int, line: str) -> RawItem:
     source = f"{uri.join(base, name)}:{number}"
     fallback_id = f"{name}:{number}"
@@ -228,6 +254,7 @@ def _jsonl_item(base: str, name: str, number: int, line: str) -> RawItem:
             "ref_audio": uri.resolve(ref_audio, base) if ref_audio else None,
             "ref_text": _optional_str(row, "ref_text"),
             "audio_codes": _codes(row["audio_codes"]) if row.get("audio_codes") is not None else None,
+            **_tags(row),
         }
         extra = {key: value for key, value in row.items() if key not in JSONL_FIELDS}
         item["metadata"] = json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None
@@ -244,7 +271,7 @@ def _parquet_items(unit: dict, with_audio: bool) -> list[RawItem]:
     with fs.open(inner, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         present = set(parquet.schema_arrow.names)
-        wanted = [c for c in ("id", "text", "speaker_id", "language") if c in present]
+        wanted = [c for c in ("id", "text", "speaker_id", "language", *TAG_FIELDS) if c in present]
         if with_audio and "audio" in present:
             wanted.append("audio")
         table = parquet.read_row_group(unit["row_group"], columns=wanted)
@@ -264,6 +291,10 @@ def _parquet_items(unit: dict, with_audio: bool) -> list[RawItem]:
                          "language": row.get("language") or None}
         if not isinstance(item["text"], str):
             item["malformed"] = "'text' must be a string"
+        try:
+            item.update(_tags(row))
+        except ValueError as exc:
+            item["malformed"] = str(exc)
         if with_audio:
             audio = row.get("audio") or {}
             if not isinstance(audio, dict):

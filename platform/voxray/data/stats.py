@@ -95,6 +95,8 @@ class PartialStats:
     energy: Moments = field(default_factory=lambda: Moments(1))
     code_counts: Optional[np.ndarray] = None        # [n_codebooks, codebook_size] uses of each code
     code_frames: int = 0
+    code_switched: int = 0                          # kept rows whose words are in more than one language
+    particles: Counter = field(default_factory=Counter)   # particle words by type id (str: JSON keys)
 
     def __post_init__(self) -> None:
         if self.mel is None:
@@ -122,6 +124,10 @@ class PartialStats:
             self.split_seconds[split] += seconds
             self.speakers[speaker] += 1
             self.languages[language] += 1
+        self.code_switched += int(pc.sum(table["code_switched"]).as_py() or 0)
+        for particles in table["token_particles"].to_pylist():
+            # a particle word is a run of tokens of one type (words are separated by boundary tokens)
+            self.particles.update(str(p) for i, p in enumerate(particles) if p and (i == 0 or particles[i - 1] != p))
         if table.num_rows:
             mel = pc.list_flatten(pc.list_flatten(table["mel"])).to_numpy()
             self.mel.add(mel)
@@ -132,9 +138,9 @@ class PartialStats:
             self.code_frames += codes.count(table["audio_codes"], self.code_counts)
 
     def merge(self, other: "PartialStats") -> "PartialStats":
-        for name in ("input_rows", "kept", "rejected", "malformed"):
+        for name in ("input_rows", "kept", "rejected", "malformed", "code_switched"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages"):
+        for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages", "particles"):
             getattr(self, name).update(getattr(other, name))
         self.mel.merge(other.mel)
         self.f0.merge(other.f0)
@@ -146,9 +152,10 @@ class PartialStats:
 
     def to_json(self) -> dict[str, Any]:
         """A task's partial stats as JSON (its marker in ``_progress/done``)."""
-        return {**{name: getattr(self, name) for name in ("input_rows", "kept", "rejected", "malformed", "code_frames")},
+        return {**{name: getattr(self, name) for name in ("input_rows", "kept", "rejected", "malformed", "code_frames",
+                                                          "code_switched")},
                 **{name: dict(getattr(self, name)) for name in ("reasons", "split_utterances", "split_seconds",
-                                                               "speakers", "languages")},
+                                                               "speakers", "languages", "particles")},
                 "mel": self.mel.to_json(), "f0": self.f0.to_json(), "energy": self.energy.to_json(),
                 "code_counts": None if self.code_counts is None else self.code_counts.tolist()}
 
@@ -157,9 +164,9 @@ class PartialStats:
         stats = cls(n_mels, codebooks, mel=Moments.from_json(value["mel"]), f0=Moments.from_json(value["f0"]),
                     energy=Moments.from_json(value["energy"]),
                     code_counts=None if value["code_counts"] is None else np.asarray(value["code_counts"], np.int64))
-        for name in ("input_rows", "kept", "rejected", "malformed", "code_frames"):
+        for name in ("input_rows", "kept", "rejected", "malformed", "code_frames", "code_switched"):
             setattr(stats, name, value[name])
-        for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages"):
+        for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages", "particles"):
             setattr(stats, name, Counter(value[name]))
         return stats
 

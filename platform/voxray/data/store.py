@@ -34,6 +34,9 @@ def feature_schema(n_mels: int, n_codebooks: Optional[int] = None) -> pa.Schema:
         ("speaker_index", pa.int32()), ("language_index", pa.int32()),
         ("text", pa.string()), ("normalized_text", pa.string()),
         ("phonemes", pa.list_(pa.string())), ("token_ids", pa.list_(pa.int32())),
+        ("token_languages", pa.list_(pa.int32())),     # language index of each token (language_index's table)
+        ("token_particles", pa.list_(pa.int32())),     # particle type of each token: 1 + preprocess.particles index
+        ("n_languages", pa.int32()), ("code_switched", pa.bool_()), ("accent", pa.string()),
         ("n_frames", pa.int32()), ("audio_seconds", pa.float32()),
         ("mel", pa.list_(pa.list_(pa.float32(), n_mels))),
         ("f0", floats), ("energy", floats), ("durations", pa.list_(pa.int32())),

@@ -42,10 +42,12 @@ def store_datasets(store: str, columns: list[str], splits: tuple[str, ...] = ("t
 
 @dataclass
 class DataPosition:
-    """Where a worker is in its stream: the epoch and the micro-batches consumed in it."""
+    """Where a worker is in its stream: the epoch and the micro-batches consumed in it (and, in a
+    curriculum, the stage whose shard it streams: ``voxray.train.curriculum``; -1 all rows)."""
 
     epoch: int = 0
     batches: int = 0
+    stage: int = -1
 
 
 def frames(row: dict[str, Any]) -> int:
@@ -164,7 +166,7 @@ class BatchStream:
             if self.position.batches == 0:
                 break
             self._iterator = None
-            self.position = DataPosition(self.position.epoch + 1, 0)
+            self.position = DataPosition(self.position.epoch + 1, 0, self.position.stage)
         raise RuntimeError(
             f"a worker got no training batch in epoch {self.position.epoch}: the store's train split "
             "has fewer rows than train.num_workers; use fewer workers or more data")

@@ -41,10 +41,18 @@ class ShardConfig(DataConfig):
             options.preserve_order = True
             dataset.context.execution_options = options
             dataset.context.enable_progress_bars = False     # the recipe logs its own progress
-            splits = dataset.streaming_split(world_size, equal=(name == "train"))
+            splits = dataset.streaming_split(world_size, equal=name.startswith("train"))   # curriculum stages too
             for rank, split in enumerate(splits):
                 output[rank][name] = split
         return output
+
+
+def training_datasets(store: str, columns: list[str], stages) -> dict[str, Any]:
+    """The train and val splits (reading ``columns``), and one filtered train split per curriculum stage."""
+    from voxray.train import curriculum
+
+    datasets = store_datasets(store, columns + [c for c in curriculum.columns(stages) if c not in columns])
+    return {**datasets, **curriculum.stage_datasets(datasets["train"], stages)}
 
 
 # ------------------------------------------------------------------------------------ run folder
@@ -148,7 +156,7 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
             failure_config=FailureConfig(max_failures=train.max_failures),
             worker_runtime_env={"env_vars": env} if env else None,
             callbacks=callbacks),
-        datasets=store_datasets(store, columns),
+        datasets=training_datasets(store, columns, train.curriculum),
         dataset_config=ShardConfig(),
     )
     try:

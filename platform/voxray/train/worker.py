@@ -33,7 +33,8 @@ import torch
 from voxray import uri
 from voxray.config import Config
 from voxray.train import checkpoint as ckpt
-from voxray.train.data import BatchStream, PrefetchedShard, frames
+from voxray.train import curriculum
+from voxray.train.data import BatchStream, DataPosition, PrefetchedShard, frames
 from voxray.train.distributed import all_reduce_sum, init_deepspeed_distributed
 from voxray.train.ema import EMA
 from voxray.train.runlog import RunLog
@@ -107,13 +108,26 @@ class Worker:
         """This rank's endless stream of training batches, at the restored position."""
         import ray.train
 
-        stream = BatchStream(lambda: ray.train.get_dataset_shard("train"), collate, batch_size=batch_size,
-                             seed=self.train.seed, rank=self.rank, device=self.device,
-                             position=self.state.position, cache_bytes=self.train.shard_cache_mb << 20,
-                             length=length)
+        def open_stream(name: str, position: DataPosition) -> BatchStream:
+            return BatchStream(lambda: ray.train.get_dataset_shard(name), collate, batch_size=batch_size,
+                               seed=self.train.seed, rank=self.rank, device=self.device, position=position,
+                               cache_bytes=self.train.shard_cache_mb << 20, length=length)
+
+        if self.train.curriculum:
+            stream = curriculum.CurriculumStream(self.train.curriculum, lambda: self.state.step, open_stream,
+                                                 self.state.position, self._curriculum_stage)
+        else:
+            stream = open_stream("train", self.state.position)
         if self._collate_rng is not None:
             stream.set_rng_state(self._collate_rng)
         return stream
+
+    def _curriculum_stage(self, stage: int) -> None:
+        """The console and TensorBoard say which curriculum stage trains from this step."""
+        if self.runlog is not None:
+            self._event("curriculum", reason=curriculum.describe(self.train.curriculum, stage))
+            number = len(self.train.curriculum) + 1 if stage == curriculum.EVERYTHING else stage + 1
+            self.runlog.scalars(self.state.step, {"stage": number}, kind="curriculum")
 
     def val_shard(self) -> PrefetchedShard:
         """This rank's share of the validation split (every row counted once over all ranks)."""

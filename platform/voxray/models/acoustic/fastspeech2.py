@@ -3,6 +3,13 @@
 Phoneme encoder, variance adaptor (duration, token-level pitch and energy as in FastPitch),
 length regulator, mel decoder; speaker and language embeddings; rotary attention and SwiGLU
 feed-forward as options. Without store durations, an alignment encoder + MAS learn them.
+
+Code-switched speech: the language embedding is looked up per token when the batch has token
+languages (a monolingual row's tokens all carry its language: the same as per utterance), and a
+particle-type embedding is added per token (``n_particles`` > 0; type 0, no particle, adds
+nothing). Optional heads on the encoder output classify each token's language and particle type;
+they score against the embedding tables (``head @ table.T``), so they grow with them when
+fine-tuning brings new languages.
 Shapes: B batch, N tokens, T mel frames, D width. Masks are True on padding.
 """
 
@@ -31,6 +38,8 @@ PRESETS = {
     "tiny": Preset(dim=64, heads=2, encoder_layers=2, decoder_layers=2, ffn_hidden=128, variance_hidden=64),
     "small": Preset(dim=192, heads=2, encoder_layers=4, decoder_layers=4, ffn_hidden=768, variance_hidden=192),
     "base": Preset(dim=256, heads=2, encoder_layers=4, decoder_layers=6, ffn_hidden=1024, variance_hidden=256),
+    # the Malaysian plan's model: hidden 256, 2 heads, 4 + 4 layers (its dropout 0.2: model.dropout)
+    "fs2-ms": Preset(dim=256, heads=2, encoder_layers=4, decoder_layers=4, ffn_hidden=1024, variance_hidden=256),
 }
 
 
@@ -67,11 +76,17 @@ class FastSpeech2(nn.Module):
                  rotary: bool = True, swiglu: bool = True, learn_alignment: bool = True,
                  pitch_mean: float = 0.0, pitch_std: float = 1.0,
                  energy_mean: float = 0.0, energy_std: float = 1.0,
-                 mel_mean: list[float] | None = None, mel_std: list[float] | None = None) -> None:
+                 mel_mean: list[float] | None = None, mel_std: list[float] | None = None,
+                 n_particles: int = 0, language_head: bool = False, particle_head: bool = False) -> None:
         super().__init__()
         self.token_embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.speaker_embedding = nn.Embedding(max(n_speakers, 1), dim)
         self.language_embedding = nn.Embedding(max(n_languages, 1), dim)
+        if particle_head and not n_particles:
+            raise ValueError("a particle head needs particle types (n_particles > 0)")
+        self.particle_embedding = nn.Embedding(n_particles + 1, dim, padding_idx=0) if n_particles else None
+        self.language_head = nn.Linear(dim, dim) if language_head else None
+        self.particle_head = nn.Linear(dim, dim) if particle_head else None
         stack = dict(dim=dim, heads=heads, ffn_hidden=ffn_hidden, kernel_size=kernel_size,
                      dropout=dropout, rotary=rotary, swiglu=swiglu)
         self.encoder = TransformerStack(encoder_layers, **stack)
@@ -97,11 +112,26 @@ class FastSpeech2(nn.Module):
         normalised = torch.where(pitch > 0, (pitch - p_mean) / p_std, torch.zeros_like(pitch))
         return normalised.to(pitch.dtype), ((energy - e_mean) / e_std).to(energy.dtype)
 
-    def _encode(self, tokens, token_lengths, speakers, languages):
+    def _encode(self, tokens, token_lengths, speakers, languages, token_languages=None, token_particles=None):
         text_mask = padding_mask(token_lengths, tokens.shape[1])
         embedded = self.token_embedding(tokens)
-        conditioned = embedded + (self.speaker_embedding(speakers) + self.language_embedding(languages))[:, None]
+        language = self.language_embedding(languages)[:, None] if token_languages is None \
+            else self.language_embedding(token_languages)
+        conditioned = embedded + self.speaker_embedding(speakers)[:, None] + language
+        if self.particle_embedding is not None and token_particles is not None:
+            conditioned = conditioned + self.particle_embedding(token_particles)
         return embedded, self.encoder(conditioned.masked_fill(text_mask[..., None], 0), text_mask), text_mask
+
+    def _classify(self, encoded: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The multi-task heads' logits per token: language [B, N, n_languages], particle
+        [B, N, n_particles + 1]."""
+        out = {}
+        if self.language_head is not None:
+            out["language_logits"] = self.language_head(encoded) @ self.language_embedding.weight.t()
+        if self.particle_head is not None:     # type 0 (no particle) scores 0: its embedding row stays zero
+            scores = self.particle_head(encoded) @ self.particle_embedding.weight[1:].t()
+            out["particle_logits"] = torch.cat([scores.new_zeros(*scores.shape[:-1], 1), scores], dim=-1)
+        return out
 
     def _adapt(self, encoded, text_mask, token_pitch, token_energy):
         pitch = self.pitch_embedding(token_pitch[:, None]).transpose(1, 2)
@@ -111,10 +141,13 @@ class FastSpeech2(nn.Module):
     def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speakers: torch.Tensor,
                 languages: torch.Tensor, mels: torch.Tensor, mel_lengths: torch.Tensor,
                 pitch: torch.Tensor, energy: torch.Tensor,
-                durations: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Teacher-forced pass. mels [B, T, n_mels]; pitch, energy [B, T]; durations [B, N] or None."""
-        embedded, encoded, text_mask = self._encode(tokens, token_lengths, speakers, languages)
-        out: dict[str, torch.Tensor] = {}
+                durations: torch.Tensor | None = None, token_languages: torch.Tensor | None = None,
+                token_particles: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass. mels [B, T, n_mels]; pitch, energy [B, T]; durations,
+        token_languages, token_particles [B, N] or None."""
+        embedded, encoded, text_mask = self._encode(tokens, token_lengths, speakers, languages,
+                                                    token_languages, token_particles)
+        out: dict[str, torch.Tensor] = self._classify(encoded)
         if durations is None:
             if self.aligner is None:
                 raise ValueError("the store has no durations and learn_alignment is off")
@@ -143,17 +176,21 @@ class FastSpeech2(nn.Module):
 
     @torch.no_grad()
     def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speakers: torch.Tensor,
-              languages: torch.Tensor, pace: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+              languages: torch.Tensor, pace: float = 1.0, token_languages: torch.Tensor | None = None,
+              token_particles: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens [B, N] -> (mel [B, T, n_mels], mel_lengths [B]) from predicted variances."""
-        mel, mel_lengths, _ = self.infer_with_durations(tokens, token_lengths, speakers, languages, pace)
+        mel, mel_lengths, _ = self.infer_with_durations(tokens, token_lengths, speakers, languages, pace,
+                                                        token_languages, token_particles)
         return mel, mel_lengths
 
     @torch.no_grad()
     def infer_with_durations(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speakers: torch.Tensor,
-                             languages: torch.Tensor, pace: float = 1.0
+                             languages: torch.Tensor, pace: float = 1.0, token_languages: torch.Tensor | None = None,
+                             token_particles: torch.Tensor | None = None
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``infer`` and the frames it gave each token: (mel, mel_lengths, durations [B, N])."""
-        _, encoded, text_mask = self._encode(tokens, token_lengths, speakers, languages)
+        _, encoded, text_mask = self._encode(tokens, token_lengths, speakers, languages, token_languages,
+                                             token_particles)
         durations = frames_per_token(self.duration_predictor(encoded, text_mask), text_mask, pace)
         pitch = self.pitch_predictor(encoded, text_mask)
         energy = self.energy_predictor(encoded, text_mask)
@@ -174,7 +211,8 @@ def build(preset: str, *, vocab_size: int, n_mels: int, n_speakers: int, n_langu
           rotary: bool, swiglu: bool, learn_alignment: bool, dropout: float = 0.1,
           pitch_stats: tuple[float, float] = (0.0, 1.0),
           energy_stats: tuple[float, float] = (0.0, 1.0),
-          mel_stats: tuple[list[float], list[float]] | None = None) -> FastSpeech2:
+          mel_stats: tuple[list[float], list[float]] | None = None, n_particles: int = 0,
+          language_head: bool = False, particle_head: bool = False) -> FastSpeech2:
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r} (choose from {', '.join(PRESETS)})")
     p = PRESETS[preset]
@@ -185,4 +223,5 @@ def build(preset: str, *, vocab_size: int, n_mels: int, n_speakers: int, n_langu
                        rotary=rotary, swiglu=swiglu, learn_alignment=learn_alignment,
                        pitch_mean=pitch_stats[0], pitch_std=pitch_stats[1],
                        energy_mean=energy_stats[0], energy_std=energy_stats[1],
-                       mel_mean=mel_stats[0] if mel_stats else None, mel_std=mel_stats[1] if mel_stats else None)
+                       mel_mean=mel_stats[0] if mel_stats else None, mel_std=mel_stats[1] if mel_stats else None,
+                       n_particles=n_particles, language_head=language_head, particle_head=particle_head)

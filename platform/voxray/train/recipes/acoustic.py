@@ -9,8 +9,9 @@ adapters and the embedding rows of tokens/speakers/languages new to that model t
 
 from __future__ import annotations
 
-import sys
 import math
+import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -45,7 +46,11 @@ METRICS = ("val_mel", "val_total", "val_duration", "val_pitch", "val_energy", "v
 COLUMNS = ["id", "token_ids", "speaker_index", "language_index", "n_frames", "mel", "f0", "energy",
            "durations"]
 LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and feed-forward projections
-LOSS_NAMES = ("total", "mel", "duration", "pitch", "energy", "alignment", "binarization")
+LOSS_NAMES = ("total", "mel", "duration", "pitch", "energy", "alignment", "binarization", "mel_mse", "language",
+              "particle", "particle_prosody", "language_acc", "particle_acc")
+CODE_SWITCH_COLUMNS = ["token_languages", "token_particles"]          # stores with a "code_switch" stats entry
+HEADS = ("language_head.", "particle_head.")
+FROZEN_BY_FREEZE_ENCODER = re.compile(r"(^|\.)(token_embedding|encoder)\.")
 SEARCH_SPACE = {"train.lr": {"loguniform": [1.0e-4, 3.0e-3]}, "loss.mel": {"uniform": [0.5, 2.0]},
                 "loss.duration": {"loguniform": [0.01, 1.0]}, "loss.pitch": {"loguniform": [0.01, 1.0]},
                 "loss.energy": {"loguniform": [0.01, 1.0]}}
@@ -97,13 +102,22 @@ def prepare(store: str, run: str, config: Config) -> Plan:
                       energy_stats=(features["energy"]["mean"], features["energy"]["std"] or 1.0),
                       mel_stats=(features["mel"]["mean_per_channel"],
                                  [max(s, 1e-3) for s in features["mel"]["std_per_channel"]]))
+    build_args.update(code_switch_args(stats, config))
     if config.finetune.init_from:
         base = read_final(config.finetune.init_from, family=FAMILY)
         if base.audio_spec != spec:
             raise ValueError(f"the base model's AudioSpec {base.audio_spec} differs from the store's {spec}")
-        config = config.model_copy(update={"model": base.config.model})
+        config = config.model_copy(update={"model": base.config.model.model_copy(
+            update={"freeze_encoder": config.model.freeze_encoder})})
         merged = merge_labels(base, plan)
-        build_args = {**base.manifest["build"], **merged.pop("sizes")}
+        if "token_languages" in columns_of(stats):
+            merged["maps"]["token_languages"] = merged["maps"]["language_index"]
+        base_particles = base.manifest["build"].get("n_particles", 0)
+        if build_args["n_particles"] and base_particles != build_args["n_particles"]:
+            raise ValueError(f"the store has {build_args['n_particles']} particle types, the base model "
+                             f"{base_particles}: preprocess with the base's preprocess.particles")
+        build_args = {**base.manifest["build"], **merged.pop("sizes"),          # heads follow this run's loss
+                      **{key: build_args[key] for key in ("language_head", "particle_head")}}
         plan.update(merged, init_from=config.finetune.init_from, base_build_args=base.manifest["build"])
     if config.train.vocoder:
         config = config.model_copy(update={"train": config.train.model_copy(
@@ -113,18 +127,48 @@ def prepare(store: str, run: str, config: Config) -> Plan:
     return Plan(config=config, build_args=build_args, **plan)
 
 
+def columns_of(stats: dict[str, Any]) -> list[str]:
+    """The store columns training reads: per-token languages and particles when the store has them."""
+    return COLUMNS + (CODE_SWITCH_COLUMNS if "code_switch" in stats else [])
+
+
+def code_switch_args(stats: dict[str, Any], config: Config) -> dict[str, Any]:
+    """Particle types and the multi-task heads of a model on this store (``fastspeech2.build``)."""
+    code_switch = stats.get("code_switch") or {}
+    has_particles = bool(code_switch.get("languages")) or any(code_switch.get("particle_words", {}).values())
+    n_particles = len(code_switch.get("particles", [])) if has_particles else 0
+    if config.loss.particle > 0 and not n_particles:
+        raise ValueError(f"loss.particle={config.loss.particle} needs a store with particle types "
+                         "(preprocessed with preprocess.code_switch, or with particle_tags)")
+    if (config.loss.language > 0 or config.loss.particle_prosody > 0) and "code_switch" not in stats:
+        raise ValueError("loss.language and loss.particle_prosody need per-token labels: this store was written "
+                         "before voxray kept them; preprocess it again")
+    return {"n_particles": n_particles, "language_head": config.loss.language > 0,
+            "particle_head": config.loss.particle > 0}
+
+
 # ------------------------------------------------------------------------------------- model
 
 def build_model(plan: Plan, load_base: bool = True) -> torch.nn.Module:
     """The model a worker trains: built fresh, or the base model grown to the new label sets,
     wrapped with LoRA adapters when ``lora.rank > 0``."""
     if plan.init_from is None:
-        return fastspeech2.build(**plan.build_args)
-    model = fastspeech2.build(**plan.base_build_args)
-    if load_base:
-        model.load_state_dict(read_final(plan.init_from).weights)
-    sizes = {key: plan.build_args[key] for key in ("vocab_size", "n_speakers", "n_languages")}
-    return grow_and_adapt(model, sizes, plan.config.lora, LORA_TARGETS, plan.added)
+        model = fastspeech2.build(**plan.build_args)
+    else:
+        heads = {key: plan.build_args[key] for key in ("language_head", "particle_head")}
+        model = fastspeech2.build(**{**plan.base_build_args, **heads})
+        if load_base:     # a head the base lacks starts fresh; one this run does not train is left out
+            missing, unexpected = model.load_state_dict(read_final(plan.init_from).weights, strict=False)
+            misfit = [name for name in missing + unexpected if not name.startswith(HEADS)]
+            if misfit:
+                raise ValueError(f"the base model's weights do not fit this model: {misfit[:5]}")
+        sizes = {key: plan.build_args[key] for key in ("vocab_size", "n_speakers", "n_languages")}
+        model = grow_and_adapt(model, sizes, plan.config.lora, LORA_TARGETS, plan.added)
+    if plan.config.model.freeze_encoder:
+        for name, parameter in model.named_parameters():
+            if FROZEN_BY_FREEZE_ENCODER.search(name):
+                parameter.requires_grad_(False)
+    return model
 
 
 def collate(plan: Plan, rows: list[dict[str, Any]], rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
@@ -139,7 +183,8 @@ def forward(model, batch: dict[str, Any], device: torch.device, dtype: torch.dty
     moved = {k: (None if v is None else v.to(device)) for k, v in batch.items()}
     floats = {k: moved[k].to(dtype) for k in ("mels", "pitch", "energy")}
     out = model(moved["tokens"], moved["token_lengths"], moved["speakers"], moved["languages"],
-                floats["mels"], moved["mel_lengths"], floats["pitch"], floats["energy"], moved["durations"])
+                floats["mels"], moved["mel_lengths"], floats["pitch"], floats["energy"], moved["durations"],
+                moved["token_languages"], moved["token_particles"])
     return {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in out.items()}, moved
 
 
@@ -154,7 +199,10 @@ def weighted_losses(out: dict[str, torch.Tensor], moved: dict[str, Any], config:
     return acoustic_losses(out, moved["mels"].float(), moved["token_lengths"], moved["mel_lengths"],
                            mel=weights.mel, duration=weights.duration, pitch=weights.pitch,
                            energy=weights.energy, alignment_weight=weights.alignment,
-                           binarization_weight=weights.binarization)
+                           binarization_weight=weights.binarization, mel_mse=weights.mel_mse,
+                           language=weights.language, particle=weights.particle,
+                           particle_prosody=weights.particle_prosody, token_languages=moved["token_languages"],
+                           token_particles=moved["token_particles"])
 
 
 # ------------------------------------------------------------------------------------ worker
@@ -203,8 +251,11 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model,
                    val_f0_rmse_hz=math.sqrt(f0_squares / max(voiced, 1)), val_mcd_mel_db=mcd / max(speech, 1))
     if worker.runlog is not None and first is not None:
         device = worker.device
+        per_token = {key: None if first[key] is None else first[key][:1].to(device)
+                     for key in ("token_languages", "token_particles")}
         mel, mel_lengths = eval_model.infer(first["tokens"][:1].to(device), first["token_lengths"][:1].to(device),
-                                            first["speakers"][:1].to(device), first["languages"][:1].to(device))
+                                            first["speakers"][:1].to(device), first["languages"][:1].to(device),
+                                            **per_token)
         predicted, target = mel[0, : int(mel_lengths[0])], first["mels"][0, : int(first["mel_lengths"][0])]
         worker.runlog.mel(worker.state.step, "val/mel_predicted_vs_target", predicted, target)
         spec = plan.config.audio
@@ -279,5 +330,6 @@ def train(store: str, run: str, config: Config, callbacks: Optional[list] = None
     """Train (or resume) on Ray; returns a summary. ``callbacks`` and ``gate`` come from a sweep
     (Tune's report callback, the trial's ``voxray.tune.gate.SchedulerGate``)."""
     plan = prepare(store, run, config)
-    return launch.fit_recipe(sys.modules[__name__], plan, columns=COLUMNS, callbacks=callbacks, gate=gate,
+    return launch.fit_recipe(sys.modules[__name__], plan, columns=columns_of(plan.store_stats), callbacks=callbacks,
+                             gate=gate,
                              console=console)

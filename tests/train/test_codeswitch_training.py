@@ -1,0 +1,66 @@
+"""The acoustic family on the code-switched store: per-token languages and particles, the
+multi-task heads and their losses, a curriculum switching stages and resumed inside one, and
+synthesis of a code-switched sentence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+
+from voxray import cli
+from voxray.config import load_config
+from voxray.train.recipes import acoustic
+from tests.train.conftest import CPU_CONFIG, latest_checkpoint, metrics, train, trainer_state
+
+pytestmark = pytest.mark.integration
+
+CURRICULUM = ("train.curriculum=[{name: monolingual, until_step: 4, where: ['n_languages <= 1']}, "
+              "{until_step: 8, where: ['n_languages <= 2']}]")
+HEADS = ("loss.language=0.1", "loss.particle=0.2", "loss.particle_prosody=0.2", "loss.mel_mse=1.0")
+
+
+def test_code_switched_training_with_curriculum_heads_and_resume(codeswitch_store, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    common = ("train.batch_size=4", "train.val_every=6", "train.warmup_steps=2", CURRICULUM, *HEADS)
+    train(codeswitch_store, run, "train.max_steps=6", *common)
+    assert trainer_state(latest_checkpoint(run))["position"]["stage"] == 1       # stopped inside stage 2
+    train(codeswitch_store, run, "train.max_steps=10", *common)
+    printed = capsys.readouterr().out
+    assert "curriculum at step 0: stage 1/3 'monolingual' (n_languages <= 1) until step 4" in printed
+    assert "curriculum at step 4: stage 2/3 (n_languages <= 2) until step 8" in printed
+    assert "curriculum at step 8: stage 3/3 (all rows)" in printed
+    # the resumed run lands in stage 2 (announced again at its first step), then moves on
+    stages = [(r["step"], r["reason"].split(" (")[0]) for r in metrics(run, "curriculum") if "reason" in r]
+    assert stages == [(0, "stage 1/3 'monolingual'"), (4, "stage 2/3"), (6, "stage 2/3"), (8, "stage 3/3")]
+    assert [r["stage"] for r in metrics(run, "curriculum") if "stage" in r] == [1, 2, 2, 3]
+    assert [r["step"] for r in metrics(run, "resumed")] == [6]
+    state = trainer_state(latest_checkpoint(run))
+    assert state["step"] == 10 and state["position"]["stage"] == -1
+    logged = metrics(run, "train")[-1]
+    for name in ("language", "particle", "particle_prosody", "mel_mse", "language_acc", "particle_acc"):
+        assert np.isfinite(logged[name]), name
+    assert 0 <= logged["language_acc"] <= 1 and "val_language_acc" in metrics(run, "val")[-1]
+    manifest = json.loads(open(f"{run}/final/model.json").read())
+    assert manifest["build"]["n_particles"] == 10 and manifest["build"]["particle_head"]
+
+    # a code-switched sentence: each word in its language, the particle marked
+    from voxray.synthesize import load_voice, tagged_tokens
+
+    voice = load_voice(f"{run}/final")
+    tokens = tagged_tokens(voice, "Saya nak pergi shopping lah.", "ms")
+    languages = voice.final.manifest["languages"]
+    assert {languages[i] for i in tokens.languages} == {"ms", "en"} and 1 in tokens.particles
+    out = tmp_path / "mixed.wav"
+    assert cli.main(["synthesize", "--model", f"{run}/final", "--text", "Jom kita makan lunch dulu lah.",
+                     "--speaker", "spk_f", "--language", "ms", "--out", str(out)]) == 0
+    audio, _ = soundfile.read(out)
+    assert audio.size > 0 and np.isfinite(audio).all()
+
+
+def test_heads_need_the_labels_of_a_code_switched_store(sample_store, tmp_path):
+    config = load_config(CPU_CONFIG, ["loss.particle=0.2"])
+    with pytest.raises(ValueError, match="loss.particle=0.2 needs a store with particle types"):
+        acoustic.prepare(sample_store, str(tmp_path / "run"), config)
