@@ -71,7 +71,8 @@ BAD_CODESWITCH_ROWS = [
 @pytest.fixture(scope="session")
 def codeswitch_store(ray_cluster, tmp_path_factory) -> str:
     """The committed code-switched corpus (44 utterances, Malay/English, particles) preprocessed
-    once per session with ``preprocess.code_switch=ms,en``, plus ``BAD_CODESWITCH_ROWS``."""
+    once per session with ``preprocess.code_switch=ms,en`` and one augmentation draw per train row,
+    plus ``BAD_CODESWITCH_ROWS``."""
     import json
 
     from voxray.config import load_config
@@ -85,7 +86,8 @@ def codeswitch_store(ray_cluster, tmp_path_factory) -> str:
         '"audio": "wavs/', f'"audio": "{CODESWITCH}/wavs/') + "".join(json.dumps(r) + "\n" for r in bad),
         encoding="utf-8")
     store = str(folder / "store")
-    preprocess(str(manifest), store, load_config(overrides=["preprocess.code_switch=ms,en"]))
+    preprocess(str(manifest), store, load_config(overrides=["preprocess.code_switch=ms,en",
+                                                            "preprocess.augment.copies=1"]))
     return store
 
 

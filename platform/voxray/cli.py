@@ -166,6 +166,13 @@ def _preprocess(args: argparse.Namespace) -> int:
     if stats["rejected_by_reason"]:
         print(f"  rejected by reason: {json.dumps(stats['rejected_by_reason'])}")
     print(f"  splits: {splits}")
+    if stats["augmented"]["utterances"]:
+        made = stats["augmented"]
+        print(f"  augmented train rows {made['utterances']} ({made['audio_seconds']:.1f} s; "
+              f"{', '.join(f'{k} {v}' for k, v in made['by_transform'].items())}), apart from the input rows")
+    if stats["code_switch"]["code_switched_utterances"]:
+        print(f"  code-switched utterances {stats['code_switch']['code_switched_utterances']}; particle words "
+              f"{sum(stats['code_switch']['particle_words'].values())}")
     languages = ", ".join(f"{name} ({info['g2p']})" for name, info in stats["languages"].items())
     print(f"  speakers {len(stats['speakers'])}, languages {languages}, "
           f"vocabulary {len(stats['vocabulary'])} tokens")

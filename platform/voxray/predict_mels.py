@@ -60,13 +60,16 @@ class MelPredictor:
 
     @torch.no_grad()
     def __call__(self, table: pa.Table) -> pa.Table:
+        per_token = [c for c in ("token_languages", "token_particles") if c in table.column_names]
         rows = store.arrow_rows(table.select(["id", "token_ids", "speaker_index", "language_index", "mel", "f0",
-                                              "energy", "durations"]))
+                                              "energy", "durations", *per_token]))
+        maps = {**self.maps, **({"token_languages": self.maps["language_index"]} if per_token else {})}
         mapped = [{**row, **{column: lookup[np.asarray(row[column], dtype=np.int64)]
-                             for column, lookup in self.maps.items()}} for row in rows]
+                             for column, lookup in maps.items()}} for row in rows]
         batch = {k: (None if v is None else v.to(self.device)) for k, v in batching.collate(mapped).items()}
         out = self.model(batch["tokens"], batch["token_lengths"], batch["speakers"], batch["languages"],
-                         batch["mels"], batch["mel_lengths"], batch["pitch"], batch["energy"], batch["durations"])
+                         batch["mels"], batch["mel_lengths"], batch["pitch"], batch["energy"], batch["durations"],
+                         batch["token_languages"], batch["token_particles"])
         lengths = batch["mel_lengths"].tolist()
         predicted = [out["mel"][i, : lengths[i]].float().cpu().numpy() for i in range(len(rows))]
         index = table.schema.get_field_index("mel")

@@ -309,5 +309,28 @@ def test_code_switched_store_has_per_token_languages_and_particles(codeswitch_st
     assert set(row["token_languages"][start: start + len(ids)]) == {languages["en"]}
     assert set(row["token_languages"][:start - 1]) == {languages["ms"]}
     assert row["token_particles"][-4:] == [1, 1, 1, 0] and row["accent"] == "kl"    # l ˈ ɑː . (lah, then ".")
-    monolingual = next(r for r in rows.values() if r["normalized_text"] == "Saya suka nasi lemak.")
+    monolingual = next(r for r in rows.values() if r["normalized_text"] == "Saya suka nasi lemak."
+                       and not r["augmented"])
     assert not monolingual["code_switched"] and set(monolingual["token_particles"]) == {0}
+
+
+def test_augmented_rows_are_train_rows_counted_apart(codeswitch_store):
+    """preprocess.augment.copies=1: about half the train rows get a draw where a transform fired."""
+    stats = json.loads(open(os.path.join(codeswitch_store, "stats.json")).read())
+    rows = all_rows(codeswitch_store).to_pylist()
+    made = [r for r in rows if r["augmented"]]
+    originals = {r["id"]: r for r in rows if not r["augmented"]}
+    assert len(originals) == stats["kept"] == 44 and stats["input_rows"] == 44 + 5 and stats["reconciles"]
+    assert 5 <= len(made) == stats["augmented"]["utterances"] and sum(stats["rows_on_disk"].values()) == 44 + len(made)
+    assert stats["splits"]["train"]["utterances"] == sum(r["split"] == "train" for r in originals.values())
+    assert sum(stats["augmented"]["by_transform"].values()) >= len(made)
+    for row in made:
+        source_id, suffix = row["id"].split("@")
+        source = originals[source_id]
+        assert row["split"] == source["split"] == "train" and row["augmented"] == suffix
+        assert row["token_ids"] == source["token_ids"] and row["token_languages"] == source["token_languages"]
+        if suffix.startswith("speed"):
+            factor = float(suffix.split("+")[0][5:])
+            assert row["n_frames"] == pytest.approx(source["n_frames"] / factor, abs=2)
+        else:
+            assert row["n_frames"] == source["n_frames"] and row["audio"] != source["audio"]

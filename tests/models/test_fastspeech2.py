@@ -112,28 +112,35 @@ def test_tiny_model_overfits_with_a_learned_alignment(store_rows):
 
 
 def test_per_token_languages_and_particles(store_rows):
-    """A monolingual row's per-token languages are its language: the same output as per utterance;
-    particle type 0 adds nothing; the heads score every token; the particle prosody loss looks at
-    particle tokens only; all heads get gradient."""
+    """Per-token labels enter after the encoder: a model without them ignores them; particle type 0
+    adds nothing; the heads read the encoder's own output (the labels cannot leak into what they
+    predict); the particle prosody loss looks at particle tokens only; all heads get gradient."""
     rows, context = store_rows
     batch = collate(rows)
     lengths = batch["token_lengths"]
     assert batch["token_languages"] is not None and (batch["token_languages"][0, : int(lengths[0])]
                                                      == batch["languages"][0]).all()
-    torch.manual_seed(0)
-    model = build("tiny", vocab_size=len(context.vocabulary), n_mels=80, n_speakers=len(context.speakers),
-                  n_languages=len(context.languages), rotary=True, swiglu=True, learn_alignment=True, dropout=0.0,
-                  pitch_stats=(150.0, 50.0), energy_stats=(25.0, 20.0), n_particles=3, language_head=True,
-                  particle_head=True).eval()
     args = [batch[k] for k in ("tokens", "token_lengths", "speakers", "languages", "mels", "mel_lengths", "pitch",
                                "energy", "durations")]
-    plain = model(*args)
-    per_token = model(*args, batch["token_languages"], torch.zeros_like(batch["tokens"]))
-    assert torch.allclose(plain["mel"], per_token["mel"], atol=1e-5)
+
+    def tiny(**extra):
+        torch.manual_seed(0)
+        return build("tiny", vocab_size=len(context.vocabulary), n_mels=80, n_speakers=len(context.speakers),
+                     n_languages=len(context.languages), rotary=True, swiglu=True, learn_alignment=True,
+                     dropout=0.0, pitch_stats=(150.0, 50.0), energy_stats=(25.0, 20.0), **extra).eval()
+
+    plain = tiny()
+    assert torch.equal(plain(*args)["mel"], plain(*args, batch["token_languages"], batch["tokens"] * 0)["mel"])
+    model = tiny(token_labels=True, n_particles=3, language_head=True, particle_head=True)
+    none = model(*args, batch["token_languages"], torch.zeros_like(batch["tokens"]))
+    assert torch.allclose(none["mel"], model(*args, batch["token_languages"])["mel"], atol=1e-6)
     particles = torch.zeros_like(batch["tokens"])
     particles[:, 2:4] = 2
     marked = model(*args, batch["token_languages"], particles)
-    assert not torch.allclose(plain["mel"], marked["mel"], atol=1e-4)
+    assert not torch.allclose(none["mel"], marked["mel"], atol=1e-4)
+    other_languages = model(*args, 1 - batch["token_languages"], particles)
+    assert not torch.allclose(other_languages["mel"], marked["mel"], atol=1e-4)
+    assert torch.equal(other_languages["language_logits"], marked["language_logits"])     # labels enter after
     assert marked["language_logits"].shape == (*batch["tokens"].shape, len(context.languages))
     assert marked["particle_logits"].shape == (*batch["tokens"].shape, 4)
     parts = acoustic_losses(marked, batch["mels"], batch["token_lengths"], batch["mel_lengths"], **WEIGHTS,
@@ -150,7 +157,7 @@ def test_per_token_languages_and_particles(store_rows):
     other["pitch"][:, 2] += 3.0
     moved = acoustic_losses(other, batch["mels"], batch["token_lengths"], batch["mel_lengths"], **WEIGHTS,
                             particle_prosody=0.5, token_particles=particles)
-    assert float(moved["particle_prosody"]) > float(parts["particle_prosody"])
+    assert float(moved["particle_prosody"].detach()) > float(parts["particle_prosody"].detach())
     parts["total"].backward()
     for name in ("language_head.weight", "particle_head.weight", "particle_embedding.weight"):
         grad = dict(model.named_parameters())[name].grad

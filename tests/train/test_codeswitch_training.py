@@ -59,6 +59,18 @@ def test_code_switched_training_with_curriculum_heads_and_resume(codeswitch_stor
     audio, _ = soundfile.read(out)
     assert audio.size > 0 and np.isfinite(audio).all()
 
+    # evaluation of a code-switched store: the heads' accuracy and each particle's prosody
+    from voxray.evaluate.run import evaluate
+
+    summary = evaluate(codeswitch_store, str(tmp_path / "eval"), model=f"{run}/final", split="train", limit=3)
+    assert summary["failed"] == 0 and 0 <= summary["metrics"]["language_accuracy"] <= 1
+    assert 0 <= summary["metrics"]["particle_accuracy"] <= 1
+    lah = summary["particles"]["lah"]           # cs_spk_f_001 and its augmented copy: "... shopping lah."
+    assert lah["count"] >= 1 and lah["recorded"]["count"] == lah["count"]
+    assert lah["expected"] == {"contours": ["rise-fall"], "duration_ratio": [1.2, 1.5]}
+    assert set(lah["meets"]) == {"duration_ratio", "contour"} and lah["recorded"]["duration_ratio"] > 0
+    assert "Discourse particles" in (tmp_path / "eval" / "report.html").read_text()
+
 
 def test_heads_need_the_labels_of_a_code_switched_store(sample_store, tmp_path):
     config = load_config(CPU_CONFIG, ["loss.particle=0.2"])

@@ -42,6 +42,27 @@ class SplitConfig(Strict):
         return self
 
 
+class AugmentConfig(Strict):
+    copies: int = Field(0, ge=0, description="augmented draws per train utterance (0: no augmentation); a "
+                                             "draw where no transform fires adds nothing")
+    speed: float = Field(0.3, ge=0, le=1, description="probability of speed perturbation (tempo and pitch)")
+    pitch: float = Field(0.2, ge=0, le=1, description="probability of a pitch shift (duration kept)")
+    noise: float = Field(0.1, ge=0, le=1, description="probability of additive white noise")
+    speed_range: tuple[float, float] = Field((0.9, 1.1), description="speed factors drawn from (1 % steps)")
+    pitch_semitones: tuple[float, float] = Field((-2.0, 2.0), description="pitch shifts drawn from, semitones")
+    noise_snr_db: tuple[float, float] = Field((15.0, 30.0), description="signal-to-noise ratios drawn from, dB")
+
+    @model_validator(mode="after")
+    def _check(self) -> "AugmentConfig":
+        for name in ("speed_range", "pitch_semitones", "noise_snr_db"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"preprocess.augment.{name}: {low} > {high}")
+        if not 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0:
+            raise ValueError(f"preprocess.augment.speed_range {list(self.speed_range)} must lie in [0.5, 2]")
+        return self
+
+
 class PreprocessConfig(Strict):
     format: Literal["auto", "ljspeech", "jsonl", "hf-parquet"] = Field("auto", description="input layout")
     # Cleaning.
@@ -73,6 +94,8 @@ class PreprocessConfig(Strict):
     particles: tuple[str, ...] = Field(
         MALAYSIAN_PARTICLES, description="discourse particles (token_particles: 1 + index here; 0 none), found by word "
                     "or from the manifest's particle_tags")
+    augment: AugmentConfig = Field(AugmentConfig(), description="extra rows for the train split: speed, pitch, "
+                                                                "noise (voxray.data.augment)")
     # Output and execution.
     split: SplitConfig = SplitConfig()
     rows_per_task: int = Field(128, ge=1, description="target rows per Ray task (fewer on small corpora)")
@@ -102,6 +125,9 @@ class PreprocessConfig(Strict):
             if len(set(primaries)) < len(primaries):
                 raise ValueError(f"preprocess.code_switch {list(self.code_switch)}: two entries of one "
                                  "language (per-word detection tells languages, not accents, apart)")
+        if self.augment.copies and self.augment.speed and self.alignments:
+            raise ValueError("preprocess.augment.speed with preprocess.alignments: the TextGrids' durations would "
+                             "not fit the faster or slower audio (set preprocess.augment.speed=0)")
         if len(set(self.particles)) < len(self.particles) or any(p != p.lower() or not p for p in self.particles):
             raise ValueError(f"preprocess.particles must be distinct lower-case words, got {list(self.particles)}")
         if not 0 < self.min_seconds < self.max_seconds:

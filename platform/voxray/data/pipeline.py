@@ -198,7 +198,7 @@ def _summarise(totals, rejects: int, output: str, fmt: str, input_uri: str, conf
     counts = totals.counts()
     on_disk = store.count_rows(output)
     # Check the promise against what is really on disk, not only against our own counters.
-    if not counts["reconciles"] or sum(on_disk.values()) != totals.kept \
+    if not counts["reconciles"] or sum(on_disk.values()) != totals.kept + totals.augmented \
             or rejects != totals.rejected + totals.malformed:
         raise RuntimeError(
             f"counts do not reconcile: {counts}, rows on disk {on_disk}, rejects file {rejects}")
@@ -220,6 +220,10 @@ def _summarise(totals, rejects: int, output: str, fmt: str, input_uri: str, conf
                         "code_switched_utterances": totals.code_switched,
                         "particle_words": {name: totals.particles.get(str(i), 0)
                                            for i, name in enumerate(config.preprocess.particles, start=1)}},
+        "augmented": {"utterances": totals.augmented, "audio_seconds": round(totals.augmented_seconds, 3),
+                      "by_transform": dict(sorted(totals.transforms.items())),
+                      "note": "train rows made by preprocess.augment, on disk next to the kept rows "
+                              "(rows_on_disk = kept + augmented); not input rows"},
         "features": totals.features(),
         "audio_spec": config.audio.model_dump(),
         "vocabulary": context.vocabulary.tokens,

@@ -12,12 +12,13 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+import numpy as np
 import pyarrow as pa
 
 from voxray import uri
 from voxray.config import Config
 from voxray import cleaning, codeswitch
-from voxray.data import alignments, codes, features, readers, store
+from voxray.data import alignments, augment, codes, features, readers, store
 from voxray.cleaning import Rejected
 from voxray.data.splits import split_of
 from voxray.text import G2P, Vocabulary, normalize_text
@@ -139,12 +140,18 @@ def front_end(item: readers.RawItem, text: str, speaker: str, language: str, ctx
 
 
 def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
+    """One input row -> its store row (kept, with features) or its reject."""
+    return _process(item, ctx)[0]
+
+
+def _process(item: readers.RawItem, ctx: Context) -> tuple[dict[str, Any], Optional[np.ndarray]]:
+    """``process_item``, and the cleaned waveform of a kept row (augmentation starts from it)."""
     speaker, language = _labels(item, ctx)
     row: dict[str, Any] = {"id": item.get("id"), "source": item.get("source"),
                            "speaker_id": speaker, "language": language}
     if item.get("malformed"):
         return {**row, "status": "malformed", "reason": cleaning.MALFORMED_ROW,
-                "detail": item["malformed"]}
+                "detail": item["malformed"]}, None
     pre, spec = ctx.config.preprocess, ctx.config.audio
     try:
         text = normalize_text(item.get("text") or "")
@@ -177,11 +184,11 @@ def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
         if unknown:  # the scan pass saw every token; this means the input changed under us
             raise Rejected(cleaning.PROCESSING_ERROR, f"tokens missing from the vocabulary: {unknown}")
     except Rejected as rejected:
-        return {**row, "status": "rejected", "reason": rejected.reason, "detail": rejected.detail}
+        return {**row, "status": "rejected", "reason": rejected.reason, "detail": rejected.detail}, None
     except Exception as exc:  # never let one utterance crash the run
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return {**row, "status": "rejected", "reason": cleaning.PROCESSING_ERROR,
-                "detail": f"{type(exc).__name__}: {exc} ({posixpath.basename(where.filename)}:{where.lineno})"}
+                "detail": f"{type(exc).__name__}: {exc} ({posixpath.basename(where.filename)}:{where.lineno})"}, None
     return {
         **row, "status": "kept", "split": split_of(row["id"], pre.split),
         "speaker_index": ctx.speakers[speaker], "language_index": ctx.languages[language],
@@ -195,7 +202,27 @@ def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
         "sample_rate": spec.sample_rate, "audio": feats.waveform if pre.store_audio else None,
         "ref_audio": item.get("ref_audio"), "ref_text": item.get("ref_text"),
         "audio_codes": audio_codes, "metadata": item.get("metadata"),
-    }
+    }, feats.waveform
+
+
+def augmented_rows(row: dict[str, Any], waveform: np.ndarray, ctx: Context) -> list[dict[str, Any]]:
+    """The augmented copies of a kept train row (``preprocess.augment``; ``voxray.data.augment``):
+    the same text and labels, features of the transformed audio, ``augmented`` saying what was
+    done. Rows with codes are not augmented (the codes describe the recording)."""
+    pre, spec = ctx.config.preprocess, ctx.config.audio
+    if not pre.augment.copies or row["status"] != "kept" or row["split"] != "train" \
+            or row["audio_codes"] is not None:
+        return []
+    out = []
+    for variant in augment.variants(row["id"], waveform, spec.sample_rate, pre.augment, pre.max_peak):
+        feats = features.extract(variant.waveform, spec, pre.f0_floor, pre.f0_ceil, pre.f0_rate, pre.f0_speed)
+        if row["durations"] is not None and sum(row["durations"]) != feats.n_frames:
+            continue                    # MFA durations fit only audio of the recording's length
+        out.append({**row, "id": f"{row['id']}@{variant.suffix}", "n_frames": feats.n_frames,
+                    "audio_seconds": feats.waveform.shape[0] / spec.sample_rate, "mel": feats.mel, "f0": feats.f0,
+                    "energy": feats.energy, "audio": feats.waveform if pre.store_audio else None,
+                    "augmented": variant.suffix})
+    return out
 
 
 def _units(batch: pa.Table) -> list[dict]:
@@ -203,7 +230,13 @@ def _units(batch: pa.Table) -> list[dict]:
 
 
 def process_units(batch: pa.Table, ctx: Context) -> pa.Table:
-    rows = [process_item(item, ctx) for unit in _units(batch) for item in readers.read_unit(unit)]
+    rows = []
+    for unit in _units(batch):
+        for item in readers.read_unit(unit):
+            row, waveform = _process(item, ctx)
+            rows.append(row)
+            if waveform is not None:
+                rows.extend(augmented_rows(row, waveform, ctx))
     return store.to_table(rows, ctx.config.audio.n_mels, ctx.codec.n_codebooks if ctx.codec else None)
 
 

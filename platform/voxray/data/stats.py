@@ -5,6 +5,7 @@ Counts reconcile exactly: ``kept + rejected + malformed == input_rows``.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -97,6 +98,9 @@ class PartialStats:
     code_frames: int = 0
     code_switched: int = 0                          # kept rows whose words are in more than one language
     particles: Counter = field(default_factory=Counter)   # particle words by type id (str: JSON keys)
+    augmented: int = 0                              # augmented train rows (not input rows: counted apart)
+    augmented_seconds: float = 0.0
+    transforms: Counter = field(default_factory=Counter)  # augmented rows by transform (speed, pitch, noise)
 
     def __post_init__(self) -> None:
         if self.mel is None:
@@ -114,6 +118,15 @@ class PartialStats:
             self.reasons[reject["reason"]] += 1
 
     def add_kept(self, table: pa.Table) -> None:
+        """Kept rows: a recording's counts and feature moments; augmented rows only their own counts."""
+        if "augmented" in table.column_names and table.num_rows:
+            made = pc.is_valid(table["augmented"])
+            extra = table.filter(made)
+            self.augmented += extra.num_rows
+            self.augmented_seconds += float(pc.sum(extra["audio_seconds"]).as_py() or 0)
+            for suffix in extra["augmented"].to_pylist():
+                self.transforms.update(re.findall(r"speed|pitch|noise", suffix))
+            table = table.filter(pc.invert(made))
         self.input_rows += table.num_rows
         self.kept += table.num_rows
         for split, seconds, speaker, language in zip(
@@ -138,9 +151,10 @@ class PartialStats:
             self.code_frames += codes.count(table["audio_codes"], self.code_counts)
 
     def merge(self, other: "PartialStats") -> "PartialStats":
-        for name in ("input_rows", "kept", "rejected", "malformed", "code_switched"):
+        for name in ("input_rows", "kept", "rejected", "malformed", "code_switched", "augmented", "augmented_seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages", "particles"):
+        for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages", "particles",
+                     "transforms"):
             getattr(self, name).update(getattr(other, name))
         self.mel.merge(other.mel)
         self.f0.merge(other.f0)
@@ -153,9 +167,9 @@ class PartialStats:
     def to_json(self) -> dict[str, Any]:
         """A task's partial stats as JSON (its marker in ``_progress/done``)."""
         return {**{name: getattr(self, name) for name in ("input_rows", "kept", "rejected", "malformed", "code_frames",
-                                                          "code_switched")},
+                                                          "code_switched", "augmented", "augmented_seconds")},
                 **{name: dict(getattr(self, name)) for name in ("reasons", "split_utterances", "split_seconds",
-                                                               "speakers", "languages", "particles")},
+                                                               "speakers", "languages", "particles", "transforms")},
                 "mel": self.mel.to_json(), "f0": self.f0.to_json(), "energy": self.energy.to_json(),
                 "code_counts": None if self.code_counts is None else self.code_counts.tolist()}
 
@@ -164,9 +178,11 @@ class PartialStats:
         stats = cls(n_mels, codebooks, mel=Moments.from_json(value["mel"]), f0=Moments.from_json(value["f0"]),
                     energy=Moments.from_json(value["energy"]),
                     code_counts=None if value["code_counts"] is None else np.asarray(value["code_counts"], np.int64))
-        for name in ("input_rows", "kept", "rejected", "malformed", "code_frames", "code_switched"):
+        for name in ("input_rows", "kept", "rejected", "malformed", "code_frames", "code_switched", "augmented",
+                     "augmented_seconds"):
             setattr(stats, name, value[name])
-        for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages", "particles"):
+        for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages", "particles",
+                     "transforms"):
             setattr(stats, name, Counter(value[name]))
         return stats
 

@@ -44,6 +44,7 @@ def feature_schema(n_mels: int, n_codebooks: Optional[int] = None) -> pa.Schema:
         ("ref_audio", pa.string()), ("ref_text", pa.string()),
         ("audio_codes", pa.list_(code_frames)),
         ("metadata", pa.string()),                 # JSON of the manifest's other fields
+        ("augmented", pa.string()),                # what augmentation made this train row (null: a recording)
     ])
 
 
@@ -186,7 +187,10 @@ def highest_row(output: str, split: str) -> tuple[str, str]:
     rebalancing move takes (deterministic: the same row on every run)."""
     best: Optional[tuple[float, str, str]] = None
     for path in split_files(output, split):
-        for utt_id in read_part(path, ["id"])["id"].to_pylist():
+        part = read_part(path, ["id", "augmented"])
+        for utt_id, made in zip(part["id"].to_pylist(), part["augmented"].to_pylist()):
+            if made:                    # an augmented copy stays in train
+                continue
             key = (unit_interval(utt_id), utt_id, f"{split}/{os.path.basename(path)}")
             if best is None or key > best:
                 best = key

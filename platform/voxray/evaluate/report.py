@@ -26,7 +26,8 @@ from voxray.evaluate.run import FLOAT_METRICS, TARGETS, audio_name
 LABELS = {"mcd_db": "MCD (dB)", "f0_rmse_hz": "F0 RMSE (Hz)", "f0_rmse_cents": "F0 RMSE (cents)",
           "vuv_error": "voicing error", "duration_mae_ms": "duration MAE (ms)", "pesq": "PESQ (wb)",
           "stoi": "STOI", "wer": "WER (synthesis)", "cer": "CER (synthesis)", "wer_recorded": "WER (recording)",
-          "cer_recorded": "CER (recording)", "speaker_similarity": "speaker similarity"}
+          "cer_recorded": "CER (recording)", "speaker_similarity": "speaker similarity",
+          "language_accuracy": "language head accuracy", "particle_accuracy": "particle head accuracy"}
 
 
 def _png(figure) -> bytes:
@@ -97,6 +98,8 @@ def _recordings(data: str, split: str, ids: list[str]) -> dict[str, np.ndarray]:
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return "&ndash;"
     if isinstance(value, float):
         return "&ndash;" if math.isnan(value) else f"{value:.3f}"
     return html.escape(str(value))
@@ -131,6 +134,20 @@ def write_report(output: str, data: str, split: str, table: pa.Table, summary: d
             head.append(f"<tr><td>{LABELS[name]}</td><td>{means[name]:.3f}</td><td>{summary['counts'][name]}</td>"
                         f"<td>{TARGETS.get(name, '')}</td></tr>")
     head.append("</table>")
+    if summary.get("particles"):
+        head.append("<h2>Discourse particles</h2><table id='particles'><tr><th>particle</th><th>words</th>"
+                    "<th>duration ratio</th><th>recording</th><th>expected</th><th>contours</th>"
+                    "<th>expected</th><th>slope (st/s)</th></tr>")
+        for name, entry in summary["particles"].items():
+            expected = entry.get("expected", {})
+            ratio = "&ndash;".join(f"{v:g}" for v in expected.get("duration_ratio", []))
+            recorded = entry.get("recorded", {}).get("duration_ratio")
+            head.append(f"<tr><td>{html.escape(name)}</td><td>{entry['count']}</td><td>{_cell(entry['duration_ratio'])}"
+                        f"</td><td>{_cell(recorded)}</td><td>{ratio}</td><td>"
+                        + html.escape(", ".join(f"{k} {v}" for k, v in entry["contours"].items()))
+                        + f"</td><td>{html.escape(' or '.join(expected.get('contours', [])))}</td>"
+                        f"<td>{_cell(entry['pitch_slope_st_per_s'])}</td></tr>")
+        head.append("</table>")
 
     charts = ["<h2>Per utterance</h2><div class='grid'>"]
     for name in FLOAT_METRICS:

@@ -33,18 +33,22 @@ from voxray import uri
 from voxray.audio import AudioSpec
 from voxray.data import store
 from voxray.data.derive import actor_class, read_stats, split_dataset
-from voxray.evaluate import metrics
+from voxray.evaluate import metrics, particles
 from voxray.evaluate.listeners import Recognisers, SpeakerEncoder
 
 GRIFFIN_LIM = "griffin-lim"
 COLUMNS = ["id", "speaker_id", "language", "text", "token_ids", "speaker_index", "language_index", "mel", "f0",
            "energy", "durations", "audio", "n_frames", "ref_audio", "ref_text"]
+CODE_SWITCH_COLUMNS = ["token_languages", "token_particles"]      # stores with a "code_switch" stats entry
 FLOAT_METRICS = ("mcd_db", "f0_rmse_hz", "f0_rmse_cents", "vuv_error", "duration_mae_ms", "pesq", "stoi",
-                 "wer", "cer", "wer_recorded", "cer_recorded", "speaker_similarity")
+                 "wer", "cer", "wer_recorded", "cer_recorded", "speaker_similarity", "language_accuracy",
+                 "particle_accuracy")
 SCHEMA = pa.schema([("id", pa.string()), ("speaker_id", pa.string()), ("language", pa.string()),
                     ("text", pa.string()), ("recording_seconds", pa.float32()), ("synthesis_seconds", pa.float32()),
                     *((name, pa.float64()) for name in FLOAT_METRICS), ("aligned_frames", pa.int32()),
-                    ("transcript", pa.string()), ("transcript_recorded", pa.string()), ("error", pa.string())])
+                    ("transcript", pa.string()), ("transcript_recorded", pa.string()),
+                    ("particles", pa.string()),         # JSON: each particle word's prosody, synthesis and recording
+                    ("error", pa.string())])
 # the users' targets after fine-tuning (the report shows them next to the means)
 TARGETS = {"mcd_db": "5.5-6.5 dB", "f0_rmse_hz": "15-25 Hz", "duration_mae_ms": "30-50 ms"}
 
@@ -67,6 +71,7 @@ class Plan:
     speaker_encoder: Optional[str] = None
     seed: int = 0
     use_gpu: bool = False
+    particles: list[str] = field(default_factory=list)   # the store's particle inventory, when code-switched
 
 
 def audio_name(utterance: str) -> str:
@@ -87,6 +92,8 @@ class Evaluator:
         self.maps = {column: np.asarray(lookup, dtype=np.int64) for column, lookup in plan.maps.items()}
         self.recognisers = Recognisers(plan.asr)
         self.speakers = SpeakerEncoder(plan.speaker_encoder)
+        if self.voice is not None:             # which model tokens are phones (particle duration ratios)
+            self.is_phone = np.array([particles.is_phone(token) for token in self.voice.final.vocabulary.tokens])
 
     def __call__(self, table: pa.Table) -> pa.Table:
         return pa.Table.from_pylist([self.measure(row) for row in store.arrow_rows(table)], schema=SCHEMA)
@@ -110,27 +117,62 @@ class Evaluator:
         tokens = torch.from_numpy(ids)[None]
         speaker = torch.tensor([int(self.maps["speaker_index"][row["speaker_index"]])])
         language = torch.tensor([int(self.maps["language_index"][row["language_index"]])])
+        per_token = {"token_languages": None, "token_particles": None}
+        if row.get("token_languages") is not None:
+            per_token = {"token_languages": torch.from_numpy(
+                             self.maps["language_index"][np.asarray(row["token_languages"], dtype=np.int64)])[None],
+                         "token_particles": torch.from_numpy(np.asarray(row["token_particles"], np.int64))[None]}
         model = self.voice.model
-        mel, lengths, durations = model.infer_with_durations(tokens, torch.tensor([len(ids)]), speaker, language)
+        mel, lengths, durations = model.infer_with_durations(tokens, torch.tensor([len(ids)]), speaker, language,
+                                                             **per_token)
         mel = mel[0, : int(lengths[0])]
         audio = self.vocoder(mel) if self.vocoder else griffin_lim(mel, spec, iterations=60)
-        return audio.numpy(), {"duration_mae_ms": self.duration_error(row, tokens, speaker, language, durations[0])}
+        reference = self.reference_durations(row, tokens, speaker, language, per_token)
+        frame_ms = 1000.0 * spec.hop_length / spec.sample_rate
+        extra: dict[str, Any] = {"duration_mae_ms": math.nan if reference is None else
+                                 float(np.mean(np.abs(durations[0].numpy() - reference)) * frame_ms)}
+        if per_token["token_languages"] is not None:
+            extra.update(self.code_switch_measures(row, tokens, speaker, language, per_token, durations[0].numpy(),
+                                                   reference, audio.numpy(), int(lengths[0])))
+        return audio.numpy(), extra
 
-    def duration_error(self, row, tokens, speaker, language, predicted: torch.Tensor) -> float:
-        """Mean |predicted - reference| token duration in ms; the reference is the store's
-        durations, else the model's own alignment of the recording."""
-        reference = row["durations"]
-        if reference is None:
-            model = self.voice.model
-            if model.aligner is None:
-                return math.nan
-            mel = torch.from_numpy(np.asarray(row["mel"], dtype=np.float32))[None]
-            f0 = torch.from_numpy(np.asarray(row["f0"], dtype=np.float32))[None]
-            energy = torch.from_numpy(np.asarray(row["energy"], dtype=np.float32))[None]
-            reference = model(tokens, torch.tensor([tokens.shape[1]]), speaker, language, mel,
-                              torch.tensor([mel.shape[1]]), f0, energy)["durations"][0].numpy()
-        frame_ms = 1000.0 * self.plan.spec.hop_length / self.plan.spec.sample_rate
-        return float(np.mean(np.abs(predicted.numpy() - np.asarray(reference))) * frame_ms)
+    def reference_durations(self, row, tokens, speaker, language, per_token) -> Optional[np.ndarray]:
+        """The recording's token durations: the store's, else the model's own alignment of it."""
+        if row["durations"] is not None:
+            return np.asarray(row["durations"])
+        model = self.voice.model
+        if model.aligner is None:
+            return None
+        mel = torch.from_numpy(np.asarray(row["mel"], dtype=np.float32))[None]
+        f0 = torch.from_numpy(np.asarray(row["f0"], dtype=np.float32))[None]
+        energy = torch.from_numpy(np.asarray(row["energy"], dtype=np.float32))[None]
+        return model(tokens, torch.tensor([tokens.shape[1]]), speaker, language, mel, torch.tensor([mel.shape[1]]),
+                     f0, energy, None, **per_token)["durations"][0].numpy()
+
+    def code_switch_measures(self, row, tokens, speaker, language, per_token, predicted: np.ndarray,
+                             reference: Optional[np.ndarray], synthesis: np.ndarray, frames: int) -> dict[str, Any]:
+        """Accuracy of the language and particle heads on the row's tokens, and each particle
+        word's duration ratio and F0 contour in the synthesis and in the recording."""
+        from voxray.dsp import f0_contour
+
+        out: dict[str, Any] = {}
+        logits = self.voice.model.classify(tokens, torch.tensor([tokens.shape[1]]), speaker, language, **per_token)
+        for head, target in (("language", per_token["token_languages"]), ("particle", per_token["token_particles"])):
+            if f"{head}_logits" in logits:
+                out[f"{head}_accuracy"] = float((logits[f"{head}_logits"].argmax(-1) == target).float().mean())
+        marks = np.asarray(row["token_particles"])
+        if marks.any() and self.plan.particles:
+            spec, pre = self.plan.spec, self.voice.final.config.preprocess
+            phones = self.is_phone[tokens[0].numpy()]
+            heard = f0_contour(np.ascontiguousarray(synthesis[: frames * spec.hop_length], dtype=np.float32), spec,
+                               frames, pre.f0_floor, pre.f0_ceil, pre.f0_rate)
+            measured = {"synthesis": particles.measure(marks, phones, predicted, heard, spec.frame_seconds,
+                                                       self.plan.particles)}
+            if reference is not None:
+                measured["recording"] = particles.measure(marks, phones, reference, np.asarray(row["f0"]),
+                                                          spec.frame_seconds, self.plan.particles)
+            out["particles"] = json.dumps(measured)
+        return out
 
     def measure(self, row: dict[str, Any]) -> dict[str, Any]:
         from voxray.synthesize import SynthesisError, write_wav
@@ -189,6 +231,7 @@ def _plan(data: str, output: str, model: Optional[str], vocoder: Optional[str], 
                                   f"{final.audio_spec.model_dump()}")
         if final.family == "acoustic":
             plan.maps = label_maps(final.manifest, final.vocabulary.tokens, stats)
+            plan.particles = list((stats.get("code_switch") or {}).get("particles", []))
     if plan.vocoder:
         try:
             load_vocoder(plan.vocoder, spec)
@@ -220,7 +263,7 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
     prepare_output(output, overwrite)
     ensure_ray(cpus=actors + 1)
     wanted = pa.array(chosen)
-    dataset = split_dataset(data, split, COLUMNS)
+    dataset = split_dataset(data, split, COLUMNS + (CODE_SWITCH_COLUMNS if "code_switch" in read_stats(data) else []))
     if limit:
         dataset = dataset.map_batches(lambda t: t.filter(pc.is_in(t["id"], value_set=wanted)), batch_format="pyarrow")
     measured = dataset.map_batches(actor_class(lambda: Evaluator(plan)), batch_size=batch_size, batch_format="pyarrow",
@@ -232,6 +275,19 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
     uri.write_text(uri.join(output, "metrics.json"), json.dumps(summary, indent=1, ensure_ascii=False))
     write_report(output, data, split, table, summary, plan.spec, report_utterances)
     return summary
+
+
+def particle_summary(table: pa.Table) -> dict[str, Any]:
+    """``particles.summarise`` of every particle word of the evaluated rows (empty without any)."""
+    synthesis, recording = [], []
+    for text in table["particles"].to_pylist():
+        if text:
+            measured = json.loads(text)
+            synthesis += measured["synthesis"]
+            recording += measured.get("recording", [])
+    if not synthesis:
+        return {}
+    return {"particles": particles.summarise(synthesis, recording or None)}
 
 
 def summarise(table: pa.Table, *, split: str, plan: Plan, model: Optional[str], vocoder: Optional[str]) -> dict:
@@ -252,6 +308,7 @@ def summarise(table: pa.Table, *, split: str, plan: Plan, model: Optional[str], 
             "recognisers": {lang: recognisers.name(lang) or "none (no recogniser for this language)"
                             for lang in languages},
             "speaker_encoder": SpeakerEncoder.describe(plan.speaker_encoder),
+            **particle_summary(table),
             "mcd": {"order": metrics.MCD_ORDER, "alignment": "DTW", "silence": f"speech frames only (within "
                     f"{metrics.SPEECH_DB:g} dB of each signal's loudest frame)", "c0": "excluded"},
             "targets": TARGETS}

@@ -4,12 +4,13 @@ Phoneme encoder, variance adaptor (duration, token-level pitch and energy as in 
 length regulator, mel decoder; speaker and language embeddings; rotary attention and SwiGLU
 feed-forward as options. Without store durations, an alignment encoder + MAS learn them.
 
-Code-switched speech: the language embedding is looked up per token when the batch has token
-languages (a monolingual row's tokens all carry its language: the same as per utterance), and a
-particle-type embedding is added per token (``n_particles`` > 0; type 0, no particle, adds
-nothing). Optional heads on the encoder output classify each token's language and particle type;
-they score against the embedding tables (``head @ table.T``), so they grow with them when
-fine-tuning brings new languages.
+Code-switched speech (``token_labels``): each token's language embedding and particle-type
+embedding (type 0, no particle, adds nothing) are added to the encoder's output, before the
+variance adaptor and the decoder; the encoder itself reads the tokens with the speaker and the
+row's language, as for a monolingual store. Optional heads on the encoder's own output classify
+each token's language and particle type from the text alone (a real task, since the labels enter
+after it); they score against the embedding tables (``head @ table.T``), so they grow with them
+when fine-tuning brings new languages.
 Shapes: B batch, N tokens, T mel frames, D width. Masks are True on padding.
 """
 
@@ -77,13 +78,15 @@ class FastSpeech2(nn.Module):
                  pitch_mean: float = 0.0, pitch_std: float = 1.0,
                  energy_mean: float = 0.0, energy_std: float = 1.0,
                  mel_mean: list[float] | None = None, mel_std: list[float] | None = None,
-                 n_particles: int = 0, language_head: bool = False, particle_head: bool = False) -> None:
+                 token_labels: bool = False, n_particles: int = 0, language_head: bool = False,
+                 particle_head: bool = False) -> None:
         super().__init__()
         self.token_embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.speaker_embedding = nn.Embedding(max(n_speakers, 1), dim)
         self.language_embedding = nn.Embedding(max(n_languages, 1), dim)
         if particle_head and not n_particles:
             raise ValueError("a particle head needs particle types (n_particles > 0)")
+        self.token_labels = token_labels
         self.particle_embedding = nn.Embedding(n_particles + 1, dim, padding_idx=0) if n_particles else None
         self.language_head = nn.Linear(dim, dim) if language_head else None
         self.particle_head = nn.Linear(dim, dim) if particle_head else None
@@ -113,14 +116,19 @@ class FastSpeech2(nn.Module):
         return normalised.to(pitch.dtype), ((energy - e_mean) / e_std).to(energy.dtype)
 
     def _encode(self, tokens, token_lengths, speakers, languages, token_languages=None, token_particles=None):
+        """(token embeddings, encoder output with the per-token labels added, text mask, the heads'
+        logits on the encoder's own output)."""
         text_mask = padding_mask(token_lengths, tokens.shape[1])
         embedded = self.token_embedding(tokens)
-        language = self.language_embedding(languages)[:, None] if token_languages is None \
-            else self.language_embedding(token_languages)
-        conditioned = embedded + self.speaker_embedding(speakers)[:, None] + language
-        if self.particle_embedding is not None and token_particles is not None:
-            conditioned = conditioned + self.particle_embedding(token_particles)
-        return embedded, self.encoder(conditioned.masked_fill(text_mask[..., None], 0), text_mask), text_mask
+        conditioned = embedded + (self.speaker_embedding(speakers) + self.language_embedding(languages))[:, None]
+        encoded = self.encoder(conditioned.masked_fill(text_mask[..., None], 0), text_mask)
+        heads = self._classify(encoded)
+        if self.token_labels and token_languages is not None:
+            encoded = encoded + self.language_embedding(token_languages)
+            if self.particle_embedding is not None and token_particles is not None:
+                encoded = encoded + self.particle_embedding(token_particles)
+            encoded = encoded.masked_fill(text_mask[..., None], 0)
+        return embedded, encoded, text_mask, heads
 
     def _classify(self, encoded: torch.Tensor) -> dict[str, torch.Tensor]:
         """The multi-task heads' logits per token: language [B, N, n_languages], particle
@@ -145,9 +153,8 @@ class FastSpeech2(nn.Module):
                 token_particles: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Teacher-forced pass. mels [B, T, n_mels]; pitch, energy [B, T]; durations,
         token_languages, token_particles [B, N] or None."""
-        embedded, encoded, text_mask = self._encode(tokens, token_lengths, speakers, languages,
-                                                    token_languages, token_particles)
-        out: dict[str, torch.Tensor] = self._classify(encoded)
+        embedded, encoded, text_mask, out = self._encode(tokens, token_lengths, speakers, languages,
+                                                         token_languages, token_particles)
         if durations is None:
             if self.aligner is None:
                 raise ValueError("the store has no durations and learn_alignment is off")
@@ -175,6 +182,13 @@ class FastSpeech2(nn.Module):
         return out
 
     @torch.no_grad()
+    def classify(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speakers: torch.Tensor,
+                 languages: torch.Tensor, token_languages: torch.Tensor | None = None,
+                 token_particles: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The multi-task heads' logits for tokens [B, N] (empty without heads)."""
+        return self._encode(tokens, token_lengths, speakers, languages, token_languages, token_particles)[3]
+
+    @torch.no_grad()
     def infer(self, tokens: torch.Tensor, token_lengths: torch.Tensor, speakers: torch.Tensor,
               languages: torch.Tensor, pace: float = 1.0, token_languages: torch.Tensor | None = None,
               token_particles: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +203,7 @@ class FastSpeech2(nn.Module):
                              token_particles: torch.Tensor | None = None
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``infer`` and the frames it gave each token: (mel, mel_lengths, durations [B, N])."""
-        _, encoded, text_mask = self._encode(tokens, token_lengths, speakers, languages, token_languages,
+        _, encoded, text_mask, _ = self._encode(tokens, token_lengths, speakers, languages, token_languages,
                                              token_particles)
         durations = frames_per_token(self.duration_predictor(encoded, text_mask), text_mask, pace)
         pitch = self.pitch_predictor(encoded, text_mask)
@@ -211,8 +225,8 @@ def build(preset: str, *, vocab_size: int, n_mels: int, n_speakers: int, n_langu
           rotary: bool, swiglu: bool, learn_alignment: bool, dropout: float = 0.1,
           pitch_stats: tuple[float, float] = (0.0, 1.0),
           energy_stats: tuple[float, float] = (0.0, 1.0),
-          mel_stats: tuple[list[float], list[float]] | None = None, n_particles: int = 0,
-          language_head: bool = False, particle_head: bool = False) -> FastSpeech2:
+          mel_stats: tuple[list[float], list[float]] | None = None, token_labels: bool = False,
+          n_particles: int = 0, language_head: bool = False, particle_head: bool = False) -> FastSpeech2:
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r} (choose from {', '.join(PRESETS)})")
     p = PRESETS[preset]
@@ -224,4 +238,5 @@ def build(preset: str, *, vocab_size: int, n_mels: int, n_speakers: int, n_langu
                        pitch_mean=pitch_stats[0], pitch_std=pitch_stats[1],
                        energy_mean=energy_stats[0], energy_std=energy_stats[1],
                        mel_mean=mel_stats[0] if mel_stats else None, mel_std=mel_stats[1] if mel_stats else None,
-                       n_particles=n_particles, language_head=language_head, particle_head=particle_head)
+                       token_labels=token_labels, n_particles=n_particles, language_head=language_head,
+                       particle_head=particle_head)

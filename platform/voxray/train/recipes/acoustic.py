@@ -49,7 +49,7 @@ LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and fee
 LOSS_NAMES = ("total", "mel", "duration", "pitch", "energy", "alignment", "binarization", "mel_mse", "language",
               "particle", "particle_prosody", "language_acc", "particle_acc")
 CODE_SWITCH_COLUMNS = ["token_languages", "token_particles"]          # stores with a "code_switch" stats entry
-HEADS = ("language_head.", "particle_head.")
+FRESH = ("language_head.", "particle_head.", "particle_embedding.")     # may be missing from a base model
 FROZEN_BY_FREEZE_ENCODER = re.compile(r"(^|\.)(token_embedding|encoder)\.")
 SEARCH_SPACE = {"train.lr": {"loguniform": [1.0e-4, 3.0e-3]}, "loss.mel": {"uniform": [0.5, 2.0]},
                 "loss.duration": {"loguniform": [0.01, 1.0]}, "loss.pitch": {"loguniform": [0.01, 1.0]},
@@ -113,11 +113,17 @@ def prepare(store: str, run: str, config: Config) -> Plan:
         if "token_languages" in columns_of(stats):
             merged["maps"]["token_languages"] = merged["maps"]["language_index"]
         base_particles = base.manifest["build"].get("n_particles", 0)
-        if build_args["n_particles"] and base_particles != build_args["n_particles"]:
+        if build_args["n_particles"] and base_particles not in (0, build_args["n_particles"]):
             raise ValueError(f"the store has {build_args['n_particles']} particle types, the base model "
                              f"{base_particles}: preprocess with the base's preprocess.particles")
-        build_args = {**base.manifest["build"], **merged.pop("sizes"),          # heads follow this run's loss
-                      **{key: build_args[key] for key in ("language_head", "particle_head")}}
+        if build_args["token_labels"] and not base.manifest["build"].get("token_labels") and config.lora.rank:
+            raise ValueError("the base model has no per-token languages and particles, and LoRA would keep the new "
+                             "particle embedding at its random start: fine-tune all weights once (lora.rank=0)")
+        # heads follow this run's loss; per-token labels stay once a model has them, or come with the store
+        build_args = {**base.manifest["build"], **merged.pop("sizes"),
+                      **{key: build_args[key] for key in ("language_head", "particle_head")},
+                      "token_labels": bool(base.manifest["build"].get("token_labels") or build_args["token_labels"]),
+                      "n_particles": base_particles or build_args["n_particles"]}
         plan.update(merged, init_from=config.finetune.init_from, base_build_args=base.manifest["build"])
     if config.train.vocoder:
         config = config.model_copy(update={"train": config.train.model_copy(
@@ -133,17 +139,19 @@ def columns_of(stats: dict[str, Any]) -> list[str]:
 
 
 def code_switch_args(stats: dict[str, Any], config: Config) -> dict[str, Any]:
-    """Particle types and the multi-task heads of a model on this store (``fastspeech2.build``)."""
+    """Per-token labels (a store preprocessed with ``preprocess.code_switch`` or with per-word tags),
+    particle types and the multi-task heads of a model on this store (``fastspeech2.build``)."""
     code_switch = stats.get("code_switch") or {}
-    has_particles = bool(code_switch.get("languages")) or any(code_switch.get("particle_words", {}).values())
-    n_particles = len(code_switch.get("particles", [])) if has_particles else 0
+    token_labels = bool(code_switch.get("languages") or code_switch.get("code_switched_utterances")
+                        or any(code_switch.get("particle_words", {}).values()))
+    n_particles = len(code_switch.get("particles", [])) if token_labels else 0
     if config.loss.particle > 0 and not n_particles:
         raise ValueError(f"loss.particle={config.loss.particle} needs a store with particle types "
                          "(preprocessed with preprocess.code_switch, or with particle_tags)")
     if (config.loss.language > 0 or config.loss.particle_prosody > 0) and "code_switch" not in stats:
         raise ValueError("loss.language and loss.particle_prosody need per-token labels: this store was written "
                          "before voxray kept them; preprocess it again")
-    return {"n_particles": n_particles, "language_head": config.loss.language > 0,
+    return {"token_labels": token_labels, "n_particles": n_particles, "language_head": config.loss.language > 0,
             "particle_head": config.loss.particle > 0}
 
 
@@ -155,11 +163,11 @@ def build_model(plan: Plan, load_base: bool = True) -> torch.nn.Module:
     if plan.init_from is None:
         model = fastspeech2.build(**plan.build_args)
     else:
-        heads = {key: plan.build_args[key] for key in ("language_head", "particle_head")}
-        model = fastspeech2.build(**{**plan.base_build_args, **heads})
-        if load_base:     # a head the base lacks starts fresh; one this run does not train is left out
+        fresh = {key: plan.build_args[key] for key in ("language_head", "particle_head", "token_labels", "n_particles")}
+        model = fastspeech2.build(**{**plan.base_build_args, **fresh})
+        if load_base:     # a head or particle table the base lacks starts fresh; a head not trained is left out
             missing, unexpected = model.load_state_dict(read_final(plan.init_from).weights, strict=False)
-            misfit = [name for name in missing + unexpected if not name.startswith(HEADS)]
+            misfit = [name for name in missing + unexpected if not name.startswith(FRESH)]
             if misfit:
                 raise ValueError(f"the base model's weights do not fit this model: {misfit[:5]}")
         sizes = {key: plan.build_args[key] for key in ("vocab_size", "n_speakers", "n_languages")}
