@@ -117,10 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--pace", type=float, default=1.0, help=">1 speaks faster")
     synth.add_argument("--vocoder", help="RUN_URI/final of a trained vocoder (default: Griffin-Lim)")
     synth.add_argument("--out", required=True, help="output .wav (path or s3://)")
+    synth.add_argument("--adapter", help="RUN/final/adapter of an adapter-only fine-tune of --model "
+                                         "(finetune.export=adapter)")
     talking = synth.add_argument_group("talker models")
     talking.add_argument("--codec", help="codec folder that decodes the talker's codes (default: the voxray codec "
                                          "the export records; precomputed codes need their own, e.g. a plugin)")
-    talking.add_argument("--adapter", help="RUN/final/adapter of an adapter-only fine-tune of --model")
     talking.add_argument("--ref-audio", help="a recording of the voice (talkers conditioned on a reference or "
                                              "prompted in context)")
     talking.add_argument("--ref-text", help="the words of --ref-audio (in-context prompting)")
@@ -361,14 +362,14 @@ def _synthesize(args: argparse.Namespace) -> int:
 
     if _model_family(args.model) == "talker":
         return _speak(args)
-    given = [flag for flag, value in (("--adapter", args.adapter), ("--ref-audio", args.ref_audio),
-                                      ("--ref-text", args.ref_text), ("--codec", args.codec)) if value]
+    given = [flag for flag, value in (("--ref-audio", args.ref_audio), ("--ref-text", args.ref_text),
+                                      ("--codec", args.codec)) if value]
     if given:
         print(f"voxray synthesize: error: {', '.join(given)}: for talker models; {args.model} is not one",
               file=sys.stderr)
         return 2
     try:
-        voice = load_voice(args.model)
+        voice = load_voice(args.model, args.adapter)
         vocoder = load_vocoder(args.vocoder, voice.final.audio_spec) if args.vocoder else None
         audio, mel = synthesize(voice, args.text, speaker=args.speaker, language=args.language, pace=args.pace,
                                 vocoder=vocoder)

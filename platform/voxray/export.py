@@ -62,6 +62,18 @@ def write_final(folder: str, *, weights: dict[str, torch.Tensor], manifest: dict
         uri.write_text(uri.join(folder, name), text)
 
 
+def write_adapter(run: str, state: dict, description: dict[str, Any]) -> str:
+    """RUN/final/adapter/: ``state`` (``adapters.adapter_state``) and ``description`` (what a base
+    model needs to take it: the manifest of the fine-tuned model, its vocabulary, the rows it added,
+    the LoRA settings and targets). Returns the folder."""
+    from safetensors.torch import save
+
+    folder = uri.join(run, FINAL_DIR, ADAPTER_DIR)
+    uri.write_bytes(uri.join(folder, "adapter.safetensors"), save(state))
+    uri.write_text(uri.join(folder, "adapter.json"), json.dumps(description, indent=1, ensure_ascii=False))
+    return folder
+
+
 def read_final(folder: str, family: Optional[str] = None) -> FinalModel:
     """The export in ``folder``; with ``family``, an error unless it holds a model of that family."""
     missing = [name for name in FILES if not uri.exists(uri.join(folder, name))]

@@ -31,6 +31,7 @@ from voxray.models.vocoder import build_generator
 from voxray.text import G2P, Vocabulary, normalize_text
 
 SIZES = ("vocab_size", "n_speakers", "n_languages")          # what an adapter may grow
+ADAPTER_MAY_CHANGE = SIZES + ("language_head", "particle_head")   # heads train (or not) per fine-tune
 
 
 class SynthesisError(ValueError):
@@ -61,10 +62,13 @@ def _read(final_uri: str, family: str) -> FinalModel:
         raise SynthesisError(str(exc)) from None
 
 
-def load_voice(final_uri: str) -> Voice:
+def load_voice(final_uri: str, adapter: Optional[str] = None) -> Voice:
+    """An acoustic export (with an adapter-only export on top when ``adapter`` is given)."""
     final = _read(final_uri, "acoustic")
     model = fastspeech2.build(**final.manifest["build"])
     model.load_state_dict(final.weights)
+    if adapter:
+        final, model = _with_adapter(final, model, adapter)
     return Voice(model.eval(), final)
 
 
@@ -88,27 +92,30 @@ class TalkerVoice:
     codec: Any                              # decodes the talker's codes (voxray.codec.Codec)
 
 
-def _with_adapter(final: FinalModel, model: talker.Talker, adapter: str) -> tuple[FinalModel, torch.nn.Module]:
-    """The base talker with an adapter-only export (``RUN/final/adapter``) on top: embeddings
-    grown to the adapter's label sets, adapters loaded and merged; the labels are the adapter's."""
+def _with_adapter(final: FinalModel, model: torch.nn.Module, adapter: str) -> tuple[FinalModel, torch.nn.Module]:
+    """The base model (acoustic or talker) with an adapter-only export (``RUN/final/adapter``) on
+    top: embeddings grown to the adapter's label sets, adapters loaded and merged; the labels (and
+    a code-switched store's front end) are the adapter's."""
     path = uri.join(adapter, "adapter.json")
     if not uri.exists(path):
         raise SynthesisError(f"{adapter} is not an adapter export (no adapter.json); train with "
                              "finetune.export=adapter")
     saved = json.loads(uri.read_text(path))
-    if saved.get("family") != "talker" or saved["codec"]["n_codebooks"] != final.manifest["codec"]["n_codebooks"] \
-            or {k: v for k, v in saved["build"].items() if k not in SIZES} != \
-            {k: v for k, v in final.manifest["build"].items() if k not in SIZES}:
-        raise SynthesisError(f"the adapter {adapter} was trained on another base talker ({saved.get('init_from')})")
+    kept = lambda build: {k: v for k, v in build.items() if k not in ADAPTER_MAY_CHANGE}  # noqa: E731
+    if saved.get("family") != final.family or kept(saved["build"]) != kept(final.manifest["build"]) or \
+            (final.family == "talker" and saved["codec"]["n_codebooks"] != final.manifest["codec"]["n_codebooks"]):
+        raise SynthesisError(f"the adapter {adapter} was trained on another base {final.family} model "
+                             f"({saved.get('init_from')})")
     lora = SimpleNamespace(**saved["lora"])
     model = grow_and_adapt(model, {key: saved["build"][key] for key in SIZES}, lora, saved["targets"], saved["added"])
     try:
         load_adapter_state(model, load(uri.read_bytes(uri.join(adapter, "adapter.safetensors"))))
     except ValueError as exc:
         raise SynthesisError(f"{adapter}: {exc}") from None
-    manifest = {**final.manifest, **{key: saved[key] for key in ("build", "speakers", "languages", "g2p",
-                                                                    "frames_per_token")}}
-    return (dataclasses.replace(final, manifest=manifest, vocabulary=Vocabulary(saved["vocabulary"])),
+    labels = ("build", "speakers", "languages", "g2p") + (("frames_per_token",) if final.family == "talker" else ())
+    manifest = {**final.manifest, **{key: saved[key] for key in labels}}
+    stats = {**(final.stats or {}), "code_switch": saved["code_switch"]} if saved.get("code_switch") else final.stats
+    return (dataclasses.replace(final, manifest=manifest, vocabulary=Vocabulary(saved["vocabulary"]), stats=stats),
             merge_lora(model))
 
 

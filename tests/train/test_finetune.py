@@ -102,3 +102,33 @@ def test_finetuned_voice_speaks_the_new_language(lora_run):
     assert np.isfinite(audio).all() and len(audio) == len(mel) * 256 and len(mel) > 5
     audio, _ = synthesize(voice, "Hello there.", speaker="spk_f", language="en-us")   # base voices kept
     assert np.isfinite(audio).all()
+
+
+def test_adapter_only_export_speaks_on_its_base(base_run, hausa_store, lora_run, tmp_path, capsys):
+    """The same trained adapters exported alone (finetune.export=adapter): the base model plus the
+    adapter says what the merged export says; the CLI takes --adapter for acoustic models too."""
+    from voxray import cli
+
+    run, overrides = lora_run
+    config = load_config(CPU_CONFIG, ["train.max_steps=20", *overrides, "finetune.export=adapter"])
+    voice_run = str(tmp_path / "voice")
+    plan = acoustic.prepare(hausa_store, voice_run, config)
+    model = acoustic.build_model(plan)
+    ema = EMA(model, 0.999)
+    ema.load_state_dict(load_file(f"{latest_checkpoint(run)}/ema/model.safetensors"))
+    ema.copy_to(model)
+    acoustic.export(plan, model.eval(), 20)
+    adapter = f"{voice_run}/final/adapter"
+    assert sorted(p.name for p in (tmp_path / "voice" / "final" / "adapter").iterdir()) == \
+        ["adapter.json", "adapter.safetensors"]
+    on_base = load_voice(f"{base_run}/final", adapter=adapter)
+    merged = load_voice(f"{run}/final")
+    assert on_base.final.manifest["speakers"] == merged.final.manifest["speakers"]
+    _, mel_a = synthesize(on_base, "Sannu da zuwa", speaker="spk_new", language="ha")
+    _, mel_b = synthesize(merged, "Sannu da zuwa", speaker="spk_new", language="ha")
+    torch.testing.assert_close(mel_a, mel_b, atol=1e-4, rtol=1e-4)
+    out = tmp_path / "hausa.wav"
+    assert cli.main(["synthesize", "--model", f"{base_run}/final", "--adapter", adapter, "--text", "Sannu da zuwa",
+                     "--speaker", "spk_new", "--language", "ha", "--out", str(out)]) == 0
+    with pytest.raises(ValueError, match="finetune.export=adapter needs adapters"):
+        load_config(CPU_CONFIG, ["finetune.export=adapter"])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from voxray.config.root import Config
-from voxray.config.sections import Strict, TrainConfig
+from voxray.config.sections import AdapterFinetune, Strict, TrainConfig, check_adapter_export
 
 
 class AcousticTrain(TrainConfig):
@@ -43,5 +43,11 @@ class AcousticLoss(Strict):
 class AcousticConfig(Config):
     family: Literal["acoustic"] = Field("acoustic", description="model family: acoustic")
     train: AcousticTrain = AcousticTrain()
+    finetune: AdapterFinetune = AdapterFinetune()
     model: AcousticModel = AcousticModel()
     loss: AcousticLoss = AcousticLoss()
+
+    @model_validator(mode="after")
+    def _adapter_export(self) -> "AcousticConfig":
+        check_adapter_export(self.finetune, self.lora.rank)
+        return self

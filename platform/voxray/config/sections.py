@@ -261,6 +261,19 @@ class FinetuneConfig(Strict):
     init_from: Optional[str] = Field(None, description="RUN_URI/final of a trained model to start from")
 
 
+class AdapterFinetune(FinetuneConfig):
+    """Fine-tuning of a family that can export adapters alone (acoustic, talker)."""
+
+    export: Literal["merged", "adapter"] = Field(
+        "merged", description="merged: final/ holds the plain model with the adapters merged; adapter: only "
+                              "final/adapter/ (the adapters and new embedding rows, for synthesize --adapter)")
+
+
+def check_adapter_export(finetune: AdapterFinetune, lora_rank: int) -> None:
+    if finetune.export == "adapter" and not (finetune.init_from and lora_rank):
+        raise ValueError("finetune.export=adapter needs adapters: set finetune.init_from and lora.rank > 0")
+
+
 class CodecSection(Strict):
     """What discrete audio codes are: checked against every manifest row that carries
     ``audio_codes``; where a value is null it is inferred from the rows and recorded. The built-in

@@ -7,7 +7,7 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 
 from voxray.config.root import Config
-from voxray.config.sections import FinetuneConfig, Strict, TrainConfig
+from voxray.config.sections import AdapterFinetune, Strict, TrainConfig, check_adapter_export
 
 
 class TalkerTrain(TrainConfig):
@@ -54,12 +54,9 @@ class TalkerLoss(Strict):
     text: float = Field(0.0, ge=0, description="weight of the text tokens' cross-entropy (IndexTTS2's dual loss)")
 
 
-class TalkerFinetune(FinetuneConfig):
+class TalkerFinetune(AdapterFinetune):
     init_from: Optional[str] = Field(None, description="TALKER_RUN/final of a trained talker to start from (codes "
                                                        "of the same codec)")
-    export: Literal["merged", "adapter"] = Field(
-        "merged", description="merged: final/ holds the plain model with the adapters merged; adapter: only "
-                              "final/adapter/ (the adapters and new embedding rows, for synthesize --adapter)")
 
 
 class TalkerConfig(Config):
@@ -71,6 +68,5 @@ class TalkerConfig(Config):
 
     @model_validator(mode="after")
     def _adapter_export(self) -> "TalkerConfig":
-        if self.finetune.export == "adapter" and not (self.finetune.init_from and self.lora.rank):
-            raise ValueError("finetune.export=adapter needs adapters: set finetune.init_from and lora.rank > 0")
+        check_adapter_export(self.finetune, self.lora.rank)
         return self

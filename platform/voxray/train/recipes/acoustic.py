@@ -23,7 +23,7 @@ from voxray.audio import AudioSpec
 from voxray.config import Config
 from voxray.data import batching
 from voxray.dsp import griffin_lim
-from voxray.export import FINAL_DIR, read_final, write_final
+from voxray.export import FINAL_DIR, read_final, write_adapter, write_final
 from voxray.losses.acoustic import acoustic_losses
 from voxray.models.acoustic import fastspeech2
 from voxray.synthesize import Vocoder, load_vocoder
@@ -33,7 +33,7 @@ from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
 from voxray.train.ema import load_eval_weights, make_ema, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
-from voxray.models.adapters import grow_and_adapt, merge_lora
+from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora
 from voxray.train.finetune import map_labels, merge_labels, store_labels
 from voxray.train.meter import Meter
 from voxray.train.worker import Worker, start
@@ -322,11 +322,18 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
 
 def export(plan: Plan, eval_model, step: int) -> None:
-    """RUN_URI/final from the evaluation weights (EMA when kept), LoRA merged."""
-    merged = merge_lora(eval_model)
+    """RUN_URI/final from the evaluation weights (EMA when kept), LoRA merged; with
+    ``finetune.export=adapter`` only RUN_URI/final/adapter/ (a voice to load on its base model:
+    ``voxray synthesize --model BASE/final --adapter RUN/final/adapter``)."""
     manifest = {"family": FAMILY, "build": plan.build_args, "speakers": plan.speakers,
                 "languages": plan.languages, "g2p": plan.g2p, "step": step,
                 "init_from": plan.init_from, "lora_rank": plan.config.lora.rank}
+    if plan.config.finetune.export == "adapter":
+        write_adapter(plan.run, adapter_state(eval_model), {
+            **manifest, "vocabulary": plan.vocabulary, "added": plan.added, "lora": plan.config.lora.model_dump(),
+            "targets": LORA_TARGETS, "code_switch": plan.store_stats.get("code_switch")})
+        return
+    merged = merge_lora(eval_model)
     write_final(uri.join(plan.run, FINAL_DIR), weights=merged.state_dict(), manifest=manifest,
                 config=plan.config, vocabulary=plan.vocabulary, stats=plan.store_stats)
 

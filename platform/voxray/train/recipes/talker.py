@@ -11,20 +11,18 @@ rows of tokens, speakers and languages new to that model train.
 from __future__ import annotations
 
 import sys
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 import torch
-from safetensors.torch import save
 
 from voxray import uri
 from voxray.audio import AudioSpec
 from voxray.config import Config
 from voxray.data.batching import PAD_ID
-from voxray.export import ADAPTER_DIR, FINAL_DIR, read_final, write_final
+from voxray.export import FINAL_DIR, read_final, write_adapter, write_final
 from voxray.losses.talker import combine, names, talker_losses
 from voxray.models import talker as talker_model
 from voxray.train import launch
@@ -335,11 +333,9 @@ def export(plan: Plan, eval_model, step: int, frames_per_token: Optional[float])
                 "frames_per_token": frames_per_token, "step": step, "init_from": plan.init_from,
                 "lora_rank": plan.config.lora.rank, "dora": plan.config.lora.dora}
     if plan.config.finetune.export == "adapter":
-        folder = uri.join(plan.run, FINAL_DIR, ADAPTER_DIR)
-        uri.write_bytes(uri.join(folder, "adapter.safetensors"), save(adapter_state(eval_model)))
-        uri.write_text(uri.join(folder, "adapter.json"), json.dumps(
-            {**manifest, "vocabulary": plan.vocabulary, "added": plan.added, "lora": plan.config.lora.model_dump(),
-             "targets": LORA_TARGETS}, indent=1, ensure_ascii=False))
+        write_adapter(plan.run, adapter_state(eval_model), {
+            **manifest, "vocabulary": plan.vocabulary, "added": plan.added, "lora": plan.config.lora.model_dump(),
+            "targets": LORA_TARGETS})
         return
     write_final(uri.join(plan.run, FINAL_DIR), weights=merge_lora(eval_model).state_dict(), manifest=manifest,
                 config=plan.config, vocabulary=plan.vocabulary, stats=plan.store_stats)
