@@ -11,8 +11,10 @@ setup:
 # The main job on the embedded default: the committed sample corpus -> feature store -> the tiny
 # acoustic model and the tiny vocoder (Ray Train + DeepSpeed on a local in-process Ray) -> a
 # sentence spoken through the vocoder (and through Griffin-Lim, to compare), the test split
-# synthesised and measured (out/sample-eval/report.html); then voxray's mel
-# codec fitted and applied, the tiny talker trained on its codes, and the sentence spoken by it.
+# synthesised and measured (out/sample-eval/report.html); the code-switched Malay/English corpus
+# (per-word languages, particles, augmentation) -> the tiny model with the curriculum and heads ->
+# a mixed sentence; then voxray's mel codec fitted and applied, the tiny talker trained on its
+# codes, and the sentence spoken by it.
 # Re-running resumes the runs in out/ (already finished: they only export again).
 demo: setup
 	$(BIN)/voxray preprocess --input corpus/sample --output out/sample-store preprocess.overwrite=true
@@ -21,6 +23,9 @@ demo: setup
 	$(BIN)/voxray synthesize --model out/sample-run/final --text "Hello from voxray." --speaker spk_f --language en-us --out out/hello-griffin-lim.wav
 	$(BIN)/voxray synthesize --model out/sample-run/final --vocoder out/sample-vocoder/final --text "Hello from voxray." --speaker spk_f --language en-us --out out/hello.wav
 	$(BIN)/voxray evaluate --model out/sample-run/final --vocoder out/sample-vocoder/final --data out/sample-store --output out/sample-eval --overwrite
+	$(BIN)/voxray preprocess --input corpus/codeswitch --output out/cs-store preprocess.overwrite=true preprocess.code_switch=ms,en preprocess.augment.copies=1
+	$(BIN)/voxray train acoustic --data out/cs-store --output out/cs-run --config jobs/configs/acoustic-ms-cpu.yaml
+	$(BIN)/voxray synthesize --model out/cs-run/final --vocoder out/sample-vocoder/final --text "Jom kita makan lunch dulu lah." --speaker spk_f --language ms --out out/hello-codeswitch.wav
 	test -e out/sample-codec/codec.json || $(BIN)/voxray codec fit --data out/sample-store --output out/sample-codec codec.n_codebooks=4 codec.codebook_size=64 codec.fit_steps=100
 	$(BIN)/voxray codec encode --codec out/sample-codec --data out/sample-store --output out/sample-codes --overwrite
 	$(BIN)/voxray train talker --data out/sample-codes --output out/sample-talker --config jobs/configs/talker-cpu.yaml
