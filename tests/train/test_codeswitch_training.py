@@ -76,3 +76,9 @@ def test_heads_need_the_labels_of_a_code_switched_store(sample_store, tmp_path):
     config = load_config(CPU_CONFIG, ["loss.particle=0.2"])
     with pytest.raises(ValueError, match="loss.particle=0.2 needs a store with particle types"):
         acoustic.prepare(sample_store, str(tmp_path / "run"), config)
+
+
+def test_sweeps_search_the_code_switching_weights_the_config_turns_on():
+    space = acoustic.search_space(load_config(CPU_CONFIG, ["loss.particle_prosody=0.5", "loss.language=0.1"]))
+    assert {"loss.particle_prosody", "loss.language"} <= set(space) and "loss.particle" not in space
+    assert "loss.language" not in acoustic.search_space(load_config(CPU_CONFIG))

@@ -57,8 +57,12 @@ SEARCH_SPACE = {"train.lr": {"loguniform": [1.0e-4, 3.0e-3]}, "loss.mel": {"unif
 
 
 def search_space(config: Config) -> dict[str, Any]:
-    """The sweep's default: learning rate and loss weights; LoRA rank when fine-tuning."""
-    return {**SEARCH_SPACE, **({"lora.rank": {"choice": [4, 8, 16, 32, 64]}} if config.finetune.init_from else {})}
+    """The sweep's default: learning rate and loss weights (the code-switching ones the config
+    turns on too); LoRA rank when fine-tuning."""
+    switched = {f"loss.{name}": {"loguniform": [0.02, 2.0]} for name in ("language", "particle", "particle_prosody")
+                if getattr(config.loss, name) > 0}
+    return {**SEARCH_SPACE, **switched,
+            **({"lora.rank": {"choice": [4, 8, 16, 32, 64]}} if config.finetune.init_from else {})}
 
 
 # ---------------------------------------------------------------------------------------- plan
