@@ -82,3 +82,9 @@ def test_sweeps_search_the_code_switching_weights_the_config_turns_on():
     space = acoustic.search_space(load_config(CPU_CONFIG, ["loss.particle_prosody=0.5", "loss.language=0.1"]))
     assert {"loss.particle_prosody", "loss.language"} <= set(space) and "loss.particle" not in space
     assert "loss.language" not in acoustic.search_space(load_config(CPU_CONFIG))
+
+
+def test_lora_refuses_heads_its_base_lacks(base_run, codeswitch_store, tmp_path):
+    config = load_config(CPU_CONFIG, [f"finetune.init_from={base_run}/final", "lora.rank=4", "loss.language=0.1"])
+    with pytest.raises(ValueError, match="the base model has no language_head"):
+        acoustic.prepare(codeswitch_store, str(tmp_path / "run"), config)

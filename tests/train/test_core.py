@@ -71,14 +71,15 @@ def straight(sample_store, tmp_path_factory) -> str:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("stage", [0, 2])
-def test_two_engines_killed_and_resumed(sample_store, straight, tmp_path, monkeypatch, stage):
-    """Generator and discriminator engines on 2 workers; rank 1 dies (SIGKILL) after step 10,
-    between the checkpoints at 8 and 12; Ray Train restarts the workers from step 8 and the run
-    ends at the same step count with losses close to a straight run's."""
+def test_two_engines_killed_and_resumed(sample_store, straight, tmp_path, monkeypatch):
+    """Generator and discriminator engines on 2 workers at ZeRO-2; rank 1 dies (SIGKILL) after
+    step 10, between the checkpoints at 8 and 12; Ray Train restarts the workers from step 8 and
+    the run ends at the same step count with losses close to a straight run's (at ZeRO-0: in fp32
+    the stages compute the same steps). ZeRO-0 checkpoints resume in the talker's tests
+    (talker-cpu.yaml)."""
     killed = str(tmp_path / "killed")
     monkeypatch.setenv(KILL_ENV, "1:10")
-    summary = two_engines.train(sample_store, killed, load_config(overrides=[*OVERRIDES, f"deepspeed.zero_stage={stage}"]))
+    summary = two_engines.train(sample_store, killed, load_config(overrides=[*OVERRIDES, "deepspeed.zero_stage=2"]))
     assert summary["step"] == 16 and os.path.exists(f"{killed}/fault-injected")
     assert [r["step"] for r in metrics(killed, "resumed")] == [8]
     assert trainer_state(latest_checkpoint(killed))["restarts"] == 1
@@ -90,9 +91,6 @@ def test_two_engines_killed_and_resumed(sample_store, straight, tmp_path, monkey
     # each engine in its own folder, every rank's ZeRO shard of each persisted
     for engine in ("generator", "discriminator"):
         files = os.listdir(f"{latest_checkpoint(killed)}/ds/{engine}")
-        if stage:
-            assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= set(files), files
-        else:
-            assert "mp_rank_00_model_states.pt" in files, files
+        assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= set(files), files
     assert sorted(os.listdir(f"{latest_checkpoint(killed)}/rng")) == ["rank_0.pt", "rank_1.pt"]
     assert np.isfinite(summary["val_l1"]) and os.path.exists(f"{killed}/final.txt")

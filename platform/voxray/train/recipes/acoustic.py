@@ -120,6 +120,12 @@ def prepare(store: str, run: str, config: Config) -> Plan:
         if build_args["n_particles"] and base_particles not in (0, build_args["n_particles"]):
             raise ValueError(f"the store has {build_args['n_particles']} particle types, the base model "
                              f"{base_particles}: preprocess with the base's preprocess.particles")
+        fresh_heads = [key for key in ("language_head", "particle_head")
+                       if build_args[key] and not base.manifest["build"].get(key)]
+        if fresh_heads and config.lora.rank:
+            raise ValueError(f"the base model has no {' or '.join(fresh_heads)}: LoRA would train the adapters "
+                             "against a head frozen at its random start; set its loss weight to 0, or fine-tune "
+                             "all weights (lora.rank=0)")
         if build_args["token_labels"] and not base.manifest["build"].get("token_labels") and config.lora.rank:
             raise ValueError("the base model has no per-token languages and particles, and LoRA would keep the new "
                              "particle embedding at its random start: fine-tune all weights once (lora.rank=0)")
