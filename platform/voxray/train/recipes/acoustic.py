@@ -46,8 +46,7 @@ METRICS = ("val_mel", "val_total", "val_duration", "val_pitch", "val_energy", "v
 COLUMNS = ["id", "token_ids", "speaker_index", "language_index", "n_frames", "mel", "f0", "energy",
            "durations"]
 LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and feed-forward projections
-LOSS_NAMES = ("total", "mel", "duration", "pitch", "energy", "alignment", "binarization", "mel_mse", "language",
-              "particle", "particle_prosody", "language_acc", "particle_acc")
+LOSS_NAMES = ("total", "mel", "duration", "pitch", "energy", "alignment", "binarization")
 CODE_SWITCH_COLUMNS = ["token_languages", "token_particles"]          # stores with a "code_switch" stats entry
 FRESH = ("language_head.", "particle_head.", "particle_embedding.")     # may be missing from a base model
 FROZEN_BY_FREEZE_ENCODER = re.compile(r"(^|\.)(token_embedding|encoder)\.")
@@ -165,6 +164,16 @@ def code_switch_args(stats: dict[str, Any], config: Config) -> dict[str, Any]:
             "particle_head": config.loss.particle > 0}
 
 
+def loss_names(plan: "Plan") -> tuple[str, ...]:
+    """What the loop logs and validation reports: LOSS_NAMES, and the code-switching terms this
+    run trains (with the heads' accuracies)."""
+    loss, build = plan.config.loss, plan.build_args
+    return LOSS_NAMES + tuple(name for name, on in (
+        ("mel_mse", loss.mel_mse > 0), ("particle_prosody", loss.particle_prosody > 0),
+        ("language", build["language_head"]), ("language_acc", build["language_head"]),
+        ("particle", build["particle_head"]), ("particle_acc", build["particle_head"])) if on)
+
+
 # ------------------------------------------------------------------------------------- model
 
 def build_model(plan: Plan, load_base: bool = True) -> torch.nn.Module:
@@ -249,7 +258,8 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model,
     """``eval_model`` (the EMA's weights when kept) on every worker's share of the val split;
     frame-weighted means over all; rank 0 logs a predicted-vs-target mel and its audio (through ``vocoder``, else Griffin-Lim)."""
     eval_model.eval()
-    sums = np.zeros(len(LOSS_NAMES) + 1)
+    names = loss_names(plan)
+    sums = np.zeros(len(names) + 1)
     quality = np.zeros(6)
     first = None
     for rows in val_shard.batches(plan.config.train.batch_size):
@@ -257,13 +267,13 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model,
         out, moved = forward(eval_model, batch, worker.device, torch.float32)
         parts = weighted_losses(out, moved, plan.config)
         frames = float(batch["mel_lengths"].sum())
-        sums[:-1] += [frames * float(parts.get(name, torch.tensor(0.0))) for name in LOSS_NAMES]
+        sums[:-1] += [frames * float(parts.get(name, torch.tensor(0.0))) for name in names]
         sums[-1] += frames
         quality += quality_sums(eval_model, out, moved)
         first = first or batch
     totals = all_reduce_sum(sums.tolist() + quality.tolist(), worker.device)
-    metrics = {f"val_{name}": totals[i] / max(totals[len(LOSS_NAMES)], 1) for i, name in enumerate(LOSS_NAMES)}
-    duration, tokens, f0_squares, voiced, mcd, speech = totals[len(LOSS_NAMES) + 1:]
+    metrics = {f"val_{name}": totals[i] / max(totals[len(names)], 1) for i, name in enumerate(names)}
+    duration, tokens, f0_squares, voiced, mcd, speech = totals[len(names) + 1:]
     spec = plan.config.audio
     metrics.update(val_duration_mae_ms=duration / max(tokens, 1) * 1000 * spec.hop_length / spec.sample_rate,
                    val_f0_rmse_hz=math.sqrt(f0_squares / max(voiced, 1)), val_mcd_mel_db=mcd / max(speech, 1))
@@ -304,7 +314,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     val_shard = worker.val_shard()
     worker.started({"model": parameter_counts(model)}, progress=("total", "mel"))
 
-    meter = Meter(LOSS_NAMES, unit="mel_frames")
+    meter = Meter(loss_names(plan), unit="mel_frames")
     while worker.training():
         model.train()
         batch = stream.next()
