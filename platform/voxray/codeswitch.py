@@ -152,6 +152,11 @@ class Tagged:
     languages: list[str]
     particles: list[int]
 
+    @classmethod
+    def monolingual(cls, tokens: list[str], language: str) -> "Tagged":
+        """Tokens all in one language, none a particle (a row read without per-word tags)."""
+        return cls(tokens, [language] * len(tokens), [0] * len(tokens))
+
     @property
     def n_languages(self) -> int:
         return len(set(self.languages))

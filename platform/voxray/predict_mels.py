@@ -60,7 +60,7 @@ class MelPredictor:
 
     @torch.no_grad()
     def __call__(self, table: pa.Table) -> pa.Table:
-        per_token = [c for c in ("token_languages", "token_particles") if c in table.column_names]
+        per_token = [c for c in store.PER_TOKEN_COLUMNS if c in table.column_names]
         rows = store.arrow_rows(table.select(["id", "token_ids", "speaker_index", "language_index", "mel", "f0",
                                               "energy", "durations", *per_token]))
         maps = {**self.maps, **({"token_languages": self.maps["language_index"]} if per_token else {})}

@@ -181,7 +181,7 @@ def tagged_tokens(voice: Voice | TalkerVoice, text: str, language: str) -> Token
         tagged = codeswitch.phonemize(normalized, words, language, G2P(mode))
     else:
         phonemes = G2P(mode)(normalized, language)
-        tagged = codeswitch.Tagged(phonemes, [language] * len(phonemes), [0] * len(phonemes))
+        tagged = codeswitch.Tagged.monolingual(phonemes, language)
     unknown = voice.final.vocabulary.unknown(tagged.tokens)
     if unknown:
         raise SynthesisError(f"the text has symbols this model never saw in training: {' '.join(unknown)} "

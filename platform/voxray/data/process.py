@@ -136,7 +136,7 @@ def front_end(item: readers.RawItem, text: str, speaker: str, language: str, ctx
         return codeswitch.phonemize(text, words, language, ctx.g2p)
     else:
         tokens = ctx.g2p(text, language)
-    return codeswitch.Tagged(tokens, [language] * len(tokens), [0] * len(tokens))
+    return codeswitch.Tagged.monolingual(tokens, language)
 
 
 def process_item(item: readers.RawItem, ctx: Context) -> dict[str, Any]:
@@ -174,7 +174,7 @@ def _process(item: readers.RawItem, ctx: Context) -> tuple[dict[str, Any], Optio
                     intervals, audio.trim_start_seconds, feats.n_frames, spec.frame_seconds)
             except alignments.TextGridError as exc:
                 raise Rejected(cleaning.BAD_ALIGNMENT, str(exc)) from None
-            tagged = codeswitch.Tagged(tokens, [language] * len(tokens), [0] * len(tokens))
+            tagged = codeswitch.Tagged.monolingual(tokens, language)
         else:
             tagged = front_end(item, text, speaker, language, ctx)
             tokens = tagged.tokens

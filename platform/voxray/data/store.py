@@ -21,6 +21,7 @@ from voxray.data.splits import SPLITS, unit_interval
 from voxray.data.stats import PartialStats
 
 STATUS_COLUMNS = ("status", "reason", "detail")
+PER_TOKEN_COLUMNS = ["token_languages", "token_particles"]   # in stores whose stats.json has "code_switch"
 
 
 def feature_schema(n_mels: int, n_codebooks: Optional[int] = None) -> pa.Schema:

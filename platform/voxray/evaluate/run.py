@@ -39,7 +39,6 @@ from voxray.evaluate.listeners import Recognisers, SpeakerEncoder
 GRIFFIN_LIM = "griffin-lim"
 COLUMNS = ["id", "speaker_id", "language", "text", "token_ids", "speaker_index", "language_index", "mel", "f0",
            "energy", "durations", "audio", "n_frames", "ref_audio", "ref_text"]
-CODE_SWITCH_COLUMNS = ["token_languages", "token_particles"]      # stores with a "code_switch" stats entry
 FLOAT_METRICS = ("mcd_db", "f0_rmse_hz", "f0_rmse_cents", "vuv_error", "duration_mae_ms", "pesq", "stoi",
                  "wer", "cer", "wer_recorded", "cer_recorded", "speaker_similarity", "language_accuracy",
                  "particle_accuracy")
@@ -263,7 +262,7 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
     prepare_output(output, overwrite)
     ensure_ray(cpus=actors + 1)
     wanted = pa.array(chosen)
-    dataset = split_dataset(data, split, COLUMNS + (CODE_SWITCH_COLUMNS if "code_switch" in read_stats(data) else []))
+    dataset = split_dataset(data, split, COLUMNS + (store.PER_TOKEN_COLUMNS if "code_switch" in read_stats(data) else []))
     if limit:
         dataset = dataset.map_batches(lambda t: t.filter(pc.is_in(t["id"], value_set=wanted)), batch_format="pyarrow")
     measured = dataset.map_batches(actor_class(lambda: Evaluator(plan)), batch_size=batch_size, batch_format="pyarrow",

@@ -21,7 +21,7 @@ import torch
 from voxray import uri
 from voxray.audio import AudioSpec
 from voxray.config import Config
-from voxray.data import batching
+from voxray.data import batching, store as feature_store
 from voxray.dsp import griffin_lim
 from voxray.export import FINAL_DIR, read_final, write_adapter, write_final
 from voxray.losses.acoustic import acoustic_losses
@@ -47,7 +47,6 @@ COLUMNS = ["id", "token_ids", "speaker_index", "language_index", "n_frames", "me
            "durations"]
 LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and feed-forward projections
 LOSS_NAMES = ("total", "mel", "duration", "pitch", "energy", "alignment", "binarization")
-CODE_SWITCH_COLUMNS = ["token_languages", "token_particles"]          # stores with a "code_switch" stats entry
 FRESH = ("language_head.", "particle_head.", "particle_embedding.")     # may be missing from a base model
 FROZEN_BY_FREEZE_ENCODER = re.compile(r"(^|\.)(token_embedding|encoder)\.")
 SEARCH_SPACE = {"train.lr": {"loguniform": [1.0e-4, 3.0e-3]}, "loss.mel": {"uniform": [0.5, 2.0]},
@@ -144,7 +143,7 @@ def prepare(store: str, run: str, config: Config) -> Plan:
 
 def columns_of(stats: dict[str, Any]) -> list[str]:
     """The store columns training reads: per-token languages and particles when the store has them."""
-    return COLUMNS + (CODE_SWITCH_COLUMNS if "code_switch" in stats else [])
+    return COLUMNS + (feature_store.PER_TOKEN_COLUMNS if "code_switch" in stats else [])
 
 
 def code_switch_args(stats: dict[str, Any], config: Config) -> dict[str, Any]:
