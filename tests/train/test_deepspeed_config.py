@@ -61,7 +61,10 @@ def test_training_config_errors_name_the_field(override, named):
 def test_real_deepspeed_engine_accepts_every_stage(tmp_path):
     """One CPU process, gloo: DeepSpeed adopts the process group as a worker's does, builds an
     engine from our config and trains a toy model; it compiles no C++ op on the way (its CPU
-    backend would JIT-build the inference-only shared-memory all-reduce)."""
+    backend would JIT-build the inference-only shared-memory all-reduce). Then ``build_engine``'s
+    steps at ZeRO-0 (our optimizer clips, no all-reduce over one rank) and at ZeRO-2 (DeepSpeed
+    clips) land where plain torch AdamW after ``clip_grad_norm_`` does, with clipping active,
+    and the reported gradient norm is the one before clipping."""
     script = textwrap.dedent('''
         import json, os, torch
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
@@ -87,6 +90,34 @@ def test_real_deepspeed_engine_accepts_every_stage(tmp_path):
                 engine.step()
                 losses.append(loss.item())
             results[stage] = [engine.global_steps, losses[0], losses[-1]]
+        from voxray.train.engine import OptimizerSettings, build_engine, grad_norm
+        x, y = torch.randn(6, 8), torch.randn(6, 1)
+        def toy():
+            torch.manual_seed(1)
+            return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+        settings = ["train.batch_size=6", "train.grad_clip=0.05", "train.lr=1e-2", "train.weight_decay=0.01",
+                    "train.schedule=constant", "train.warmup_steps=0"]
+        train = load_config(overrides=settings).train
+        plain = toy()
+        optimizer = torch.optim.AdamW(plain.parameters(), lr=1e-2, weight_decay=0.01, betas=train.betas, eps=train.eps)
+        norms = {"torch": []}
+        for _ in range(3):
+            optimizer.zero_grad()
+            ((plain(x) - y) ** 2).mean().backward()
+            norms["torch"].append(float(torch.nn.utils.clip_grad_norm_(plain.parameters(), 0.05)))
+            optimizer.step()
+        gaps, reduces = {}, {}
+        for stage in (0, 2):
+            cfg = load_config(overrides=[f"deepspeed.zero_stage={stage}", *settings])
+            engine, _ = build_engine(toy(), OptimizerSettings.of(cfg.train), deepspeed_config(cfg.train, cfg.deepspeed, 1))
+            norms[stage] = []
+            for _ in range(3):
+                engine.backward(((engine(x) - y) ** 2).mean())
+                engine.step()
+                norms[stage].append(grad_norm(engine))
+            gaps[stage] = max(float((a - b).abs().max()) for a, b in zip(plain.parameters(), engine.module.parameters()))
+            reduces[stage] = engine.enable_backward_allreduce
+        results["equivalence"] = {"gaps": gaps, "norms": norms, "reduces": reduces}
         print("RESULT", json.dumps(results))
     ''')
     extensions = tmp_path / "torch_extensions"
@@ -95,6 +126,14 @@ def test_real_deepspeed_engine_accepts_every_stage(tmp_path):
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, done.stderr[-3000:]
     assert not extensions.exists() or not any(extensions.iterdir()), list(extensions.rglob("*"))[:5]
-    for stage, (steps, first, last) in json.loads(lines[0][7:]).items():
+    results = json.loads(lines[0][7:])
+    equivalence = results.pop("equivalence")
+    for stage, (steps, first, last) in results.items():
         assert steps == 20, (stage, steps)          # 40 micro-steps / grad_accum 2
         assert last < 0.5 * first, (stage, first, last)
+    norms = equivalence["norms"]
+    assert min(norms["torch"]) > 0.05, norms                     # clipping was active on every step
+    for stage, gap in equivalence["gaps"].items():
+        assert gap < 1e-6, (stage, gap, equivalence)
+    assert max(abs(a - b) for a, b in zip(norms["torch"], norms["0"])) < 1e-5, norms
+    assert equivalence["reduces"] == {"0": False, "2": True}, equivalence      # no all-reduce over one rank

@@ -35,7 +35,8 @@ def skip_inference_shm_op() -> None:
 
 
 def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    """More than one worker: a collective has someone to talk to."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
