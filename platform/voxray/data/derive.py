@@ -36,14 +36,8 @@ def prepare_output(output: str, overwrite: bool) -> None:
 
 def split_dataset(data: str, split: str, columns: list[str] | None = None):
     """A split's parquet parts as a Ray dataset (None when the split has none)."""
-    import ray
-
     files = store.split_files(data, split)
-    if not files:
-        return None
-    env = uri.storage_env()
-    return ray.data.read_parquet([uri.filesystem(f)[1] if uri.is_remote(f) else f for f in files], columns=columns,
-                                 filesystem=uri.pyarrow_filesystem(data), runtime_env={"env_vars": env} if env else None)
+    return store.read_parts(files, data, columns) if files else None
 
 
 def actor_class(build: Callable[[], Callable]) -> type:
@@ -90,10 +84,7 @@ def derive(data: str, output: str, build: Callable[[], Callable], stats: dict[st
     files = [path for split in SPLITS for path in store.split_files(data, split)]
     if not files:
         raise ValueError(f"the feature store {data} has no rows")
-    env = uri.storage_env()
-    dataset = ray.data.read_parquet([uri.filesystem(f)[1] if uri.is_remote(f) else f for f in files],
-                                    filesystem=uri.pyarrow_filesystem(data),
-                                    runtime_env={"env_vars": env} if env else None)
+    dataset = store.read_parts(files, data)
     dataset.map_batches(actor_class(build), batch_size=batch_size, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=actors),
                         num_gpus=1 if use_gpu else 0).write_datasink(SplitSink(output))

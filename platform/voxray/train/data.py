@@ -18,25 +18,20 @@ import numpy as np
 import ray
 import torch
 
-from voxray import uri
 from voxray.data.batching import padding_fraction
-from voxray.data.store import arrow_rows, split_dir
+from voxray.data.store import arrow_rows, read_parts, split_dir, split_files
 from voxray.train.distributed import all_have
 
 
 def store_datasets(store: str, columns: list[str], splits: tuple[str, ...] = ("train", "val")
                    ) -> dict[str, ray.data.Dataset]:
     """One lazy dataset per split, reading only ``columns`` (never the stored audio)."""
-    env = uri.storage_env()
     datasets = {}
     for split in splits:
-        path = split_dir(store, split)
-        if not uri.isdir(path) or not uri.find(path, (".parquet",)):
-            raise FileNotFoundError(f"the feature store {store!r} has no {split!r} split ({path})")
-        fs_path = uri.filesystem(path)[1] if uri.is_remote(path) else path
-        datasets[split] = ray.data.read_parquet(
-            fs_path, columns=columns, filesystem=uri.pyarrow_filesystem(path), file_extensions=["parquet"],
-            runtime_env={"env_vars": env} if env else None)
+        files = split_files(store, split)
+        if not files:
+            raise FileNotFoundError(f"the feature store {store!r} has no {split!r} split ({split_dir(store, split)})")
+        datasets[split] = read_parts(files, store, columns)
     return datasets
 
 
