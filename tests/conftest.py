@@ -23,6 +23,11 @@ SAMPLE = REPO / "corpus" / "sample"
 CODESWITCH = REPO / "corpus" / "codeswitch"
 CPU_CONFIG = str(REPO / "jobs" / "configs" / "acoustic-cpu.yaml")
 
+# Ray Train's controller looks at its workers every 2 s, so a finished run waits up to 2 s for it to
+# notice (benchmarks/RESULTS.md, "Where a short run's time goes"); the suite's ~70 short runs poll
+# every 0.25 s. Every Ray the tests start inherits it (an embedded one, `ray start`, job drivers).
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+
 
 @pytest.fixture(scope="session")
 def ray_cluster():
