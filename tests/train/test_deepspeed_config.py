@@ -135,5 +135,6 @@ def test_real_deepspeed_engine_accepts_every_stage(tmp_path):
     assert min(norms["torch"]) > 0.05, norms                     # clipping was active on every step
     for stage, gap in equivalence["gaps"].items():
         assert gap < 1e-6, (stage, gap, equivalence)
-    assert max(abs(a - b) for a, b in zip(norms["torch"], norms["0"])) < 1e-5, norms
+    for stage in ("0", "2"):
+        assert max(abs(a - b) for a, b in zip(norms["torch"], norms[stage])) < 1e-5, norms
     assert equivalence["reduces"] == {"0": False, "2": True}, equivalence      # no all-reduce over one rank
