@@ -171,19 +171,23 @@ def read_parts(files: list[str], store: str, columns: Optional[list[str]] = None
     Through Ray Data's first parquet datasource: the second (Ray 2.60's default) lists the files
     and reads their footers in a task of its own, which on a small cluster put 4-5 s before a
     training run's first batch (2.7 s with this one, measured on the 2-core VM with the sample
-    store; benchmarks/RESULTS.md). The files are listed here already."""
+    store; benchmarks/RESULTS.md). The files are listed here already. It samples a few files
+    for their size in memory right here, with a progress bar of its own: shown with
+    ``--verbose`` only (voxray prints its own progress lines)."""
     import ray
+
+    from voxray.cluster import verbose
 
     env = uri.storage_env()
     context = ray.data.DataContext.get_current()
-    second = context.use_datasource_v2
-    context.use_datasource_v2 = False
+    second, bars = context.use_datasource_v2, context.enable_progress_bars
+    context.use_datasource_v2, context.enable_progress_bars = False, verbose()
     try:
         return ray.data.read_parquet([uri.filesystem(f)[1] if uri.is_remote(f) else f for f in files],
                                      columns=columns, filesystem=uri.pyarrow_filesystem(store),
                                      runtime_env={"env_vars": env} if env else None)
     finally:
-        context.use_datasource_v2 = second
+        context.use_datasource_v2, context.enable_progress_bars = second, bars
 
 
 def count_rows(output: str) -> dict[str, int]:
