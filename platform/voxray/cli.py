@@ -90,12 +90,22 @@ def _parser() -> argparse.ArgumentParser:
     decode.add_argument("--out", required=True, help="output .wav (path or s3://)")
 
     evaluate = commands.add_parser("evaluate", help="synthesise a store's split and measure it against the recordings "
-                                                    "(MCD, F0, durations, PESQ/STOI, WER, speaker similarity)")
+                                                    "(MCD, F0, durations, PESQ/STOI, WER, speaker similarity, "
+                                                    "predicted MOS), or score any system's audio (--audio)")
     evaluate.add_argument("--model", help="RUN_URI/final of an acoustic model or talker")
     evaluate.add_argument("--vocoder", help="RUN_URI/final of a vocoder, or 'griffin-lim'; alone: copy synthesis of "
                                             "the stored mels (default with --model: Griffin-Lim)")
+    evaluate.add_argument("--audio", metavar="DIR", help="score the audio in DIR (<id>.wav per row of the split, any "
+                                                         "sample rate: another system's output, a listening-test set) "
+                                                         "instead of synthesising")
     evaluate.add_argument("--data", required=True, help="feature store (path or s3://)")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--phase", choices=["pretraining", "main", "finetuned"],
+                          help="the targets of this phase of the Malaysian plan (default: its end-of-training "
+                               "targets, MCD 5.5-6.5 dB, F0 RMSE 15-25 Hz, duration MAE 30-50 ms, MOS 3.5-4.2)")
+    evaluate.add_argument("--target", action="append", default=[], metavar="NAME=LOW-HIGH",
+                          help="override one target, e.g. --target mcd_db=4-5 (the verdict passes at or better "
+                               "than the worse end)")
     evaluate.add_argument("--limit", type=int, help="only the first N utterances of the split (by id)")
     evaluate.add_argument("--output", required=True, help="folder for metrics.json, utterances.parquet, audio/, "
                                                           "report.html (path or s3://)")
@@ -108,6 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed of a talker")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an output folder that is not empty")
     evaluate.add_argument("--verbose", action="store_true", help="show Ray's own logs (INFO and up) too")
+
+    export = commands.add_parser("export", help="a final/-style export of any checkpoint a run kept (best, latest "
+                                                "or a step), to evaluate or synthesise with")
+    export.add_argument("run", help="RUN_URI: the run's output folder")
+    export.add_argument("--checkpoint", default="best", help="best (by the run's checkpoint metric), latest, or a "
+                                                            "step number (default: best)")
+    export.add_argument("--output", required=True, help="folder for the export (path or s3://; must be new or empty)")
+    export.add_argument("--data", help="the run's feature store (default: the one RUN/store.json records)")
 
     synth = commands.add_parser("synthesize", help="text -> waveform with an exported acoustic model or talker")
     synth.add_argument("--model", required=True, help="RUN_URI/final of a trained acoustic model or talker")
@@ -311,17 +329,19 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UsageError(f"--asr {item}: expected LANG=DIR, e.g. --asr fa=/models/pocketsphinx-fa")
         asr[language] = folder
     try:
-        summary = evaluate(args.data, args.output, model=args.model, vocoder=args.vocoder, split=args.split,
-                           limit=args.limit, asr=asr, speaker_encoder=args.speaker_encoder, actors=args.actors,
-                           batch_size=args.batch_size, seed=args.seed, use_gpu=args.gpu, overwrite=args.overwrite)
+        summary = evaluate(args.data, args.output, model=args.model, vocoder=args.vocoder, audio=args.audio,
+                           split=args.split, limit=args.limit, asr=asr, speaker_encoder=args.speaker_encoder,
+                           actors=args.actors, batch_size=args.batch_size, seed=args.seed, use_gpu=args.gpu,
+                           overwrite=args.overwrite, phase=args.phase, target_overrides=args.target)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"voxray evaluate: error: {exc}", file=sys.stderr)
         return 2
     print(f"\nevaluation: {args.output}  ({summary['mode']}, {summary['split']} split, {summary['utterances']} "
           f"utterances, {summary['failed']} failed, {summary['wall_seconds']:.0f} s)")
     for name, value in summary["metrics"].items():
-        target = summary["targets"].get(name)
-        print(f"  {LABELS[name]:22}{value:10.3f}" + (f"   (target {target})" if target else ""))
+        verdict, note = summary["verdicts"].get(name), summary["notes"].get(name)
+        print(f"  {LABELS[name]:34}{value:10.3f}" + (f"   target {verdict['target']}: {verdict['verdict']}"
+                                                      if verdict else "") + (f"   ({note})" if note else ""))
     for error in summary["errors"][:3]:
         print(f"  failed: {error}")
     print(f"  report: {args.output}/report.html")
@@ -383,6 +403,19 @@ def _synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from voxray.train.checkpoint_export import export_checkpoint
+
+    try:
+        done = export_checkpoint(args.run, args.checkpoint, args.output, store=args.data)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"voxray export: error: {exc}", file=sys.stderr)
+        return 2
+    value = "" if done["value"] is None else f", {done['metric']} {done['value']:.4f}"
+    print(f"{done['output']}: the {done['family']} model of {done['checkpoint']} (step {done['step']}{value})")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -408,6 +441,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 return _synthesize(args)
             case "evaluate":
                 return _evaluate(args)
+            case "export":
+                return _export(args)
     except ConfigError as exc:
         print(f"voxray {args.command}: config error: {exc}", file=sys.stderr)
         return 2

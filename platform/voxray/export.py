@@ -62,13 +62,14 @@ def write_final(folder: str, *, weights: dict[str, torch.Tensor], manifest: dict
         uri.write_text(uri.join(folder, name), text)
 
 
-def write_adapter(run: str, state: dict, description: dict[str, Any]) -> str:
-    """RUN/final/adapter/: ``state`` (``adapters.adapter_state``) and ``description`` (what a base
-    model needs to take it: the manifest of the fine-tuned model, its vocabulary, the rows it added,
-    the LoRA settings and targets). Returns the folder."""
+def write_adapter(final: str, state: dict, description: dict[str, Any]) -> str:
+    """FINAL/adapter/ (FINAL: RUN/final, or a checkpoint's export): ``state``
+    (``adapters.adapter_state``) and ``description`` (what a base model needs to take it: the
+    manifest of the fine-tuned model, its vocabulary, the rows it added, the LoRA settings and
+    targets). Returns the folder."""
     from safetensors.torch import save
 
-    folder = uri.join(run, FINAL_DIR, ADAPTER_DIR)
+    folder = uri.join(final, ADAPTER_DIR)
     uri.write_bytes(uri.join(folder, "adapter.safetensors"), save(state))
     uri.write_text(uri.join(folder, "adapter.json"), json.dumps(description, indent=1, ensure_ascii=False))
     return folder

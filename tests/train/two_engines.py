@@ -92,7 +92,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
 
 def train(store: str, run: str, config: Config) -> dict[str, Any]:
-    run = uri.absolute(run)
-    launch.open_run(run, config)
+    run, store = uri.absolute(run), uri.absolute(store)
+    launch.open_run(run, config, store)
     return launch.fit(train_loop, loop_config={"config": config, "run": run}, run=run, config=config,
-                      store=uri.absolute(store), columns=COLUMNS, metric="val_l1")
+                      store=store, columns=COLUMNS, metric="val_l1")

@@ -1,5 +1,5 @@
 """``report.html``: a page to look at, not read. The summary table (means next to the users'
-targets), a histogram per metric, and for the worst and the best few utterances (by MCD, else
+targets, with a pass/fail verdict and a note where a measure does not mean much), a histogram per metric, and for the worst and the best few utterances (by MCD, else
 by WER) the recorded and synthesised mel and F0 side by side with both audio players. Images
 and recordings are files next to the page (``report/*.png``, ``reference/*.wav``), linked
 relatively, so the folder can be copied or served as it is.
@@ -21,10 +21,11 @@ from voxray import uri
 from voxray.audio import AudioSpec
 from voxray.data import store
 from voxray.evaluate import metrics
-from voxray.evaluate.run import FLOAT_METRICS, TARGETS, audio_name
+from voxray.evaluate.run import FLOAT_METRICS, audio_name
 
 LABELS = {"mcd_db": "MCD (dB)", "f0_rmse_hz": "F0 RMSE (Hz)", "f0_rmse_cents": "F0 RMSE (cents)",
-          "vuv_error": "voicing error", "duration_mae_ms": "duration MAE (ms)", "pesq": "PESQ (wb)",
+          "gross_pitch_error": "gross pitch error", "f0_fine_rmse_hz": "F0 RMSE without gross errors (Hz)",
+          "mos": "predicted MOS (synthesis)", "mos_recorded": "predicted MOS (recording)", "vuv_error": "voicing error", "duration_mae_ms": "duration MAE (ms)", "pesq": "PESQ (wb)",
           "stoi": "STOI", "wer": "WER (synthesis)", "cer": "CER (synthesis)", "wer_recorded": "WER (recording)",
           "cer_recorded": "CER (recording)", "speaker_similarity": "speaker similarity",
           "language_accuracy": "language head accuracy", "particle_accuracy": "particle head accuracy"}
@@ -126,13 +127,21 @@ def write_report(output: str, data: str, split: str, table: pa.Table, summary: d
             f"<p>model: {html.escape(str(summary['model']))}; vocoder: {html.escape(str(summary['vocoder']))}; "
             f"{summary['utterances']} utterances, {summary['failed']} failed. Recognisers: "
             + html.escape(", ".join(f"{k}: {v}" for k, v in summary["recognisers"].items()))
-            + f"; speaker encoder: {html.escape(summary['speaker_encoder'])}. MCD: mel-cepstra of order "
-            f"{summary['mcd']['order']} without c0, DTW, {html.escape(summary['mcd']['silence'])}.</p>",
-            "<table id='summary'><tr><th>metric</th><th>mean</th><th>utterances</th><th>target</th></tr>"]
+            + f"; speaker encoder: {html.escape(summary['speaker_encoder'])}; MOS predictor: "
+            f"{html.escape(summary['mos_predictor'])}. MCD: mel-cepstra of order {summary['mcd']['order']} without "
+            f"c0, DTW, {html.escape(summary['mcd']['silence'])}, {html.escape(summary['mcd']['calibration'])}.</p>",
+            "<p>A predicted MOS is a proxy for a listening test, not one. Targets: "
+            f"{html.escape(summary['phase'])}.</p>",
+            "<table id='summary'><tr><th>metric</th><th>mean</th><th>utterances</th><th>target</th>"
+            "<th>verdict</th><th>note</th></tr>"]
+    verdicts, notes = summary["verdicts"], summary["notes"]
     for name in FLOAT_METRICS:
         if name in means:
+            verdict = verdicts.get(name, {})
             head.append(f"<tr><td>{LABELS[name]}</td><td>{means[name]:.3f}</td><td>{summary['counts'][name]}</td>"
-                        f"<td>{TARGETS.get(name, '')}</td></tr>")
+                        f"<td>{html.escape(summary['targets'].get(name, ''))}</td>"
+                        f"<td class='{verdict.get('verdict', '')}'>{verdict.get('verdict', '')}</td>"
+                        f"<td class='note'>{html.escape(notes.get(name, ''))}</td></tr>")
     head.append("</table>")
     if summary.get("particles"):
         head.append("<h2>Discourse particles</h2><table id='particles'><tr><th>particle</th><th>words</th>"
@@ -190,7 +199,8 @@ def write_report(output: str, data: str, split: str, table: pa.Table, summary: d
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>voxray evaluate</title><style>"
             "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}.grid img{margin:4px}"
-            ".utterance{border-top:1px solid #ddd;margin-top:1em}</style></head><body>"
+            ".utterance{border-top:1px solid #ddd;margin-top:1em}.pass{color:#1a7f37}.fail{color:#cf222e}"
+            ".note{text-align:left;font-size:90%}</style></head><body>"
             + "\n".join(head + charts + sections)
             + "<p>Per-utterance values: <a href='utterances.parquet'>utterances.parquet</a>; means: "
               "<a href='metrics.json'>metrics.json</a>.</p></body></html>")

@@ -8,11 +8,16 @@ What is synthesised depends on what is given:
   --model TALKER/final [--vocoder V/final]     text -> codes -> the talker's codec (-> vocoder)
   --vocoder V/final | --vocoder griffin-lim    copy synthesis of the stored mel: the vocoder's own
                                                quality, time-aligned with the recording
+  --audio DIR                                  any system's audio: DIR/<id>.wav for each row (another
+                                               toolkit's output, a listening-test set), any rate
 
-Per utterance (``utterances.parquet``) and averaged (``metrics.json``): MCD, F0 RMSE (Hz, cents),
-voicing error (see ``metrics``), duration MAE (acoustic models), PESQ and STOI (copy synthesis),
-WER/CER of the recogniser on the synthesis and on the recording, speaker similarity. The audio
-lands in ``audio/<id>.wav`` and ``report.html`` shows it.
+Per utterance (``utterances.parquet``) and averaged (``metrics.json``): the calibrated MCD, F0
+RMSE (Hz, cents), gross pitch error and fine F0 RMSE, voicing error (see ``metrics``), duration
+MAE (acoustic models), PESQ and STOI (copy synthesis), WER/CER of the recogniser on the synthesis
+and on the recording, speaker similarity, and the predicted MOS (DNSMOS P.808) of the synthesis
+and of the recording. ``metrics.json`` also holds each measure's verdict against the users'
+targets (``targets``) and what does not mean much on this corpus. The audio lands in
+``audio/<id>.wav`` and ``report.html`` shows it.
 """
 
 from __future__ import annotations
@@ -33,23 +38,21 @@ from voxray import uri
 from voxray.audio import AudioSpec
 from voxray.data import store
 from voxray.data.derive import actor_class, read_stats, split_dataset
-from voxray.evaluate import metrics, particles
-from voxray.evaluate.listeners import Recognisers, SpeakerEncoder
+from voxray.evaluate import metrics, particles, targets
+from voxray.evaluate.listeners import MosPredictor, Recognisers, SpeakerEncoder
 
 GRIFFIN_LIM = "griffin-lim"
 COLUMNS = ["id", "speaker_id", "language", "text", "token_ids", "speaker_index", "language_index", "mel", "f0",
            "energy", "durations", "audio", "n_frames", "ref_audio", "ref_text"]
-FLOAT_METRICS = ("mcd_db", "f0_rmse_hz", "f0_rmse_cents", "vuv_error", "duration_mae_ms", "pesq", "stoi",
-                 "wer", "cer", "wer_recorded", "cer_recorded", "speaker_similarity", "language_accuracy",
-                 "particle_accuracy")
+FLOAT_METRICS = ("mcd_db", "f0_rmse_hz", "f0_rmse_cents", "gross_pitch_error", "f0_fine_rmse_hz", "vuv_error",
+                 "duration_mae_ms", "pesq", "stoi", "wer", "cer", "wer_recorded", "cer_recorded",
+                 "speaker_similarity", "mos", "mos_recorded", "language_accuracy", "particle_accuracy")
 SCHEMA = pa.schema([("id", pa.string()), ("speaker_id", pa.string()), ("language", pa.string()),
                     ("text", pa.string()), ("recording_seconds", pa.float32()), ("synthesis_seconds", pa.float32()),
                     *((name, pa.float64()) for name in FLOAT_METRICS), ("aligned_frames", pa.int32()),
                     ("transcript", pa.string()), ("transcript_recorded", pa.string()),
                     ("particles", pa.string()),         # JSON: each particle word's prosody, synthesis and recording
                     ("error", pa.string())])
-# the users' targets after fine-tuning (the report shows them next to the means)
-TARGETS = {"mcd_db": "5.5-6.5 dB", "f0_rmse_hz": "15-25 Hz", "duration_mae_ms": "30-50 ms"}
 
 
 class EvaluationError(ValueError):
@@ -62,7 +65,7 @@ class Plan:
     data: str
     output: str
     spec: AudioSpec
-    mode: str                                   # acoustic | talker | copy
+    mode: str                                   # acoustic | talker | copy | audio
     model: Optional[str] = None
     vocoder: Optional[str] = None               # a vocoder export, or None: Griffin-Lim
     maps: dict[str, list[int]] = field(default_factory=dict)
@@ -71,6 +74,7 @@ class Plan:
     seed: int = 0
     use_gpu: bool = False
     particles: list[str] = field(default_factory=list)   # the store's particle inventory, when code-switched
+    audio: Optional[str] = None                 # --audio DIR: the folder of <id>.wav to score
 
 
 def audio_name(utterance: str) -> str:
@@ -91,6 +95,7 @@ class Evaluator:
         self.maps = {column: np.asarray(lookup, dtype=np.int64) for column, lookup in plan.maps.items()}
         self.recognisers = Recognisers(plan.asr)
         self.speakers = SpeakerEncoder(plan.speaker_encoder)
+        self.mos = MosPredictor()
         if self.voice is not None:             # which model tokens are phones (particle duration ratios)
             self.is_phone = np.array([particles.is_phone(token) for token in self.voice.final.vocabulary.tokens])
 
@@ -103,6 +108,8 @@ class Evaluator:
         from voxray.synthesize import speak
 
         spec = self.plan.spec
+        if self.plan.mode == "audio":
+            return read_audio(self.plan.audio, row["id"], spec.sample_rate), {}
         if self.plan.mode == "copy":
             mel = torch.from_numpy(np.asarray(row["mel"], dtype=np.float32))
             audio = self.vocoder(mel) if self.vocoder else griffin_lim(mel, spec, iterations=60)
@@ -184,7 +191,7 @@ class Evaluator:
         try:
             synthesis, extra = self.synthesise(row)
         except (SynthesisError, ValueError) as exc:
-            return {**out, "error": f"synthesis: {exc}"}
+            return {**out, "error": f"{'audio' if self.plan.mode == 'audio' else 'synthesis'}: {exc}"}
         write_wav(uri.join(self.plan.output, "audio", audio_name(row["id"])), synthesis, spec.sample_rate)
         out.update(extra, synthesis_seconds=len(synthesis) / spec.sample_rate)
         try:
@@ -203,22 +210,48 @@ class Evaluator:
         if np.any(synthesis):
             out["speaker_similarity"] = self.speakers.similarity(self.speakers.embed(recording, spec.sample_rate),
                                                                  self.speakers.embed(synthesis, spec.sample_rate))
+        out.update(mos=self.mos.predict(synthesis, spec.sample_rate),
+                   mos_recorded=self.mos.predict(recording, spec.sample_rate))
         return out
 
 
+def read_audio(folder: str, utterance: str, sample_rate: int) -> np.ndarray:
+    """FOLDER/<id>.wav (or the file-system-safe name voxray writes) as mono float32 at
+    ``sample_rate``; ValueError naming the file when it is missing or unreadable."""
+    import io
+
+    import soundfile
+
+    names = [uri.join(folder, f"{utterance}.wav"), uri.join(folder, audio_name(utterance))]
+    path = next((name for name in names if uri.exists(name)), None)
+    if path is None:
+        raise ValueError(f"no audio file {names[0]}")
+    try:
+        audio, rate = soundfile.read(io.BytesIO(uri.read_bytes(path)), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as exc:
+        raise ValueError(f"{path} is not readable audio ({str(exc).rsplit(': ', 1)[-1]})") from None
+    return metrics.resample(audio.mean(axis=1), rate, sample_rate)
+
+
 def _plan(data: str, output: str, model: Optional[str], vocoder: Optional[str], asr: dict[str, str],
-          speaker_encoder: Optional[str], seed: int, use_gpu: bool) -> Plan:
+          speaker_encoder: Optional[str], seed: int, use_gpu: bool, audio: Optional[str] = None) -> Plan:
     """Check that the models fit the store (and each other) before any actor starts."""
     from voxray.export import read_final
     from voxray.predict_mels import label_maps
     from voxray.synthesize import SynthesisError, load_vocoder
 
-    if not model and not vocoder:
-        raise EvaluationError("give --model (an acoustic model or talker), --vocoder, or both")
+    if audio and (model or vocoder):
+        raise EvaluationError("--audio scores audio that exists; give it without --model and --vocoder")
+    if not model and not vocoder and not audio:
+        raise EvaluationError("give --model (an acoustic model or talker), --vocoder, both, or --audio DIR")
     stats = read_stats(data)
     spec = AudioSpec(**stats["audio_spec"])
     plan = Plan(data=data, output=output, spec=spec, mode="copy", asr=asr, speaker_encoder=speaker_encoder,
                 seed=seed, use_gpu=use_gpu, vocoder=None if vocoder in (None, GRIFFIN_LIM) else uri.absolute(vocoder))
+    if audio:
+        plan.mode, plan.audio = "audio", uri.absolute(audio)
+        if not uri.exists(plan.audio):
+            raise EvaluationError(f"--audio {audio}: no such folder")
     if model:
         plan.model = uri.absolute(model)
         final = read_final(plan.model)
@@ -241,11 +274,14 @@ def _plan(data: str, output: str, model: Optional[str], vocoder: Optional[str], 
 
 
 def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Optional[str] = None,
-             split: str = "test", limit: Optional[int] = None, asr: Optional[dict[str, str]] = None,
-             speaker_encoder: Optional[str] = None, actors: int = 1, batch_size: int = 4, seed: int = 0,
-             use_gpu: bool = False, overwrite: bool = False, report_utterances: int = 3) -> dict[str, Any]:
+             audio: Optional[str] = None, split: str = "test", limit: Optional[int] = None,
+             asr: Optional[dict[str, str]] = None, speaker_encoder: Optional[str] = None, actors: int = 1,
+             batch_size: int = 4, seed: int = 0, use_gpu: bool = False, overwrite: bool = False,
+             report_utterances: int = 3, phase: Optional[str] = None,
+             target_overrides: Optional[list[str]] = None) -> dict[str, Any]:
     """Evaluate on DATA's ``split``; writes OUTPUT/metrics.json, utterances.parquet, audio/ and
-    report.html, and returns the metrics."""
+    report.html, and returns the metrics. ``phase`` and ``target_overrides`` choose the targets
+    (``targets.resolve``)."""
     import ray
 
     from voxray.cluster import ensure_ray
@@ -254,11 +290,19 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
 
     started = time.time()
     data, output = uri.absolute(data), uri.absolute(output)
-    plan = _plan(data, output, model, vocoder, asr or {}, speaker_encoder, seed, use_gpu)
+    try:
+        goals = targets.resolve(phase, target_overrides)
+    except targets.TargetError as exc:
+        raise EvaluationError(str(exc)) from None
+    plan = _plan(data, output, model, vocoder, asr or {}, speaker_encoder, seed, use_gpu, audio)
     ids = sorted(store.read_split(data, split, ["id"])["id"].to_pylist()) if store.split_files(data, split) else []
     if not ids:
         raise EvaluationError(f"the store {data} has no {split} rows")
     chosen = ids[:limit] if limit else ids
+    if plan.audio and not any(uri.exists(uri.join(plan.audio, name)) for i in chosen
+                              for name in (f"{i}.wav", audio_name(i))):
+        raise EvaluationError(f"--audio {audio} holds no <id>.wav of the store's {split} split (e.g. "
+                              f"{chosen[0]}.wav)")
     prepare_output(output, overwrite)
     ensure_ray(cpus=actors + 1)
     wanted = pa.array(chosen)
@@ -269,7 +313,8 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
                                    compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0)
     # Blocks the id filter emptied skip the evaluator and keep the store's columns: leave them out.
     table = pa.concat_tables([t for t in map(ray.get, measured.to_arrow_refs()) if t.num_rows]).sort_by("id")
-    summary = summarise(table, split=split, plan=plan, model=model, vocoder=vocoder or None)
+    summary = summarise(table, split=split, plan=plan, model=model or audio, vocoder=vocoder or None,
+                        goals=goals, phase=phase)
     summary["wall_seconds"] = round(time.time() - started, 1)
     store.write_part(table, uri.join(output, "utterances.parquet"))
     uri.write_text(uri.join(output, "metrics.json"), json.dumps(summary, indent=1, ensure_ascii=False))
@@ -290,8 +335,10 @@ def particle_summary(table: pa.Table) -> dict[str, Any]:
     return {"particles": particles.summarise(synthesis, recording or None)}
 
 
-def summarise(table: pa.Table, *, split: str, plan: Plan, model: Optional[str], vocoder: Optional[str]) -> dict:
-    """The means (NaN-free: an utterance without a value is not counted), with counts and what listened."""
+def summarise(table: pa.Table, *, split: str, plan: Plan, model: Optional[str], vocoder: Optional[str],
+              goals: dict[str, targets.Target], phase: Optional[str] = None) -> dict:
+    """The means (NaN-free: an utterance without a value is not counted), with counts, what
+    listened, and each target's verdict."""
     means, counts = {}, {}
     for name in FLOAT_METRICS:
         values = np.asarray(table[name].to_pylist(), dtype=np.float64)
@@ -302,13 +349,23 @@ def summarise(table: pa.Table, *, split: str, plan: Plan, model: Optional[str], 
     recognisers = Recognisers(plan.asr)
     languages = sorted(set(table["language"].to_pylist()))
     errors = [e for e in table["error"].to_pylist() if e]
-    return {"split": split, "mode": plan.mode, "model": model, "vocoder": vocoder or GRIFFIN_LIM,
+    heard_by = ", ".join(sorted({recognisers.name(lang) for lang in languages} - {None})) or "none"
+    notes = targets.caveats(means, goals, heard_by, MosPredictor.NAME)
+    return {"split": split, "mode": plan.mode, "model": model,
+            "vocoder": None if plan.mode == "audio" else vocoder or GRIFFIN_LIM,
             "utterances": table.num_rows, "failed": len(errors), "errors": errors[:10],
             "metrics": means, "counts": counts,
             "recognisers": {lang: recognisers.name(lang) or "none (no recogniser for this language)"
                             for lang in languages},
             "speaker_encoder": SpeakerEncoder.describe(plan.speaker_encoder),
             **particle_summary(table),
+            "mos_predictor": MosPredictor.NAME,
             "mcd": {"order": metrics.MCD_ORDER, "alignment": "DTW", "silence": f"speech frames only (within "
-                    f"{metrics.SPEECH_DB:g} dB of each signal's loudest frame)", "c0": "excluded"},
-            "targets": TARGETS}
+                    f"{metrics.SPEECH_DB:g} dB of each signal's loudest frame)", "c0": "excluded",
+                    "calibration": f"synthesis level-matched to the recording; the same floor, {metrics.FLOOR_DB:g} dB "
+                                   f"below the recording's mean speech spectral density, added to both envelopes"},
+            "f0": {"gross_pitch_error": f"share of frames voiced in both whose F0 differs by more than "
+                                        f"{metrics.GPE_TOLERANCE:.0%}", "f0_fine_rmse_hz": "F0 RMSE over the others"},
+            "phase": phase or "default (the plan's end-of-training targets)",
+            "targets": {name: target.describe() for name, target in goals.items()},
+            "verdicts": targets.verdicts(means, goals, notes), "notes": notes}

@@ -125,3 +125,34 @@ def load(folder: str, *, engines: dict[str, Any], rank: int, emas: dict[str, EMA
         collate_rng = states.get("collate")
     with open(os.path.join(folder, "trainer_state.json")) as handle:
         return TrainerState.from_json(handle.read()), collate_rng
+
+
+def evaluation_weights(folder: str, engine: str, zero_stage: int, trainable_only: bool) -> dict[str, torch.Tensor]:
+    """The weights a run validated and would export at a merged checkpoint ``folder`` (local):
+    the EMA's when it kept one (every floating-point entry of the model), else the engine's
+    module weights: DeepSpeed's module states at ZeRO 0-2, its partitioned fp32 shards gathered at
+    ZeRO-3 (``zero_to_fp32``; no rank's file holds them whole). With ``trainable_only`` (LoRA)
+    the engine saved only the trainable parameters: load them over the base weights."""
+    ema_file = os.path.join(folder, EMA_DIR, f"{engine}.safetensors")
+    if os.path.exists(ema_file):
+        state = load_file(ema_file)
+        return {k[len("shadow."):]: v for k, v in state.items() if k.startswith("shadow.")}
+    if zero_stage == 3:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(os.path.join(folder, DS_DIR), tag=engine,
+                                                        exclude_frozen_parameters=trainable_only)
+    states = os.path.join(folder, DS_DIR, engine, "mp_rank_00_model_states.pt")
+    if not os.path.exists(states):
+        raise FileNotFoundError(f"{folder} holds no weights of the engine {engine!r} ({states} is missing)")
+    return torch.load(states, map_location="cpu", weights_only=False)["module"]
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """``weights`` (``evaluation_weights``) into ``model``; entries it lacks (the frozen base of a
+    LoRA checkpoint, integer buffers an EMA does not average) keep the model's own."""
+    own = model.state_dict()
+    unknown = sorted(set(weights) - set(own))
+    if unknown:
+        raise ValueError(f"the checkpoint's weights do not fit the run's model: {unknown[:5]}")
+    model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in weights.items()}})

@@ -24,6 +24,7 @@ from voxray.train.worker import ABORTED_FILE
 
 # Keys that must not change when a run resumes: they change the model, its shards or its labels.
 RESUME_FIXED = ("family", "model", "lora", "finetune", "deepspeed.zero_stage", "train.num_workers", "audio")
+STORE_FILE = "store.json"      # RUN/store.json: the store the run trains on (voxray export reads it)
 
 
 class TrainingError(RuntimeError):
@@ -94,9 +95,10 @@ def _has_checkpoints(run: str) -> bool:
     return any(name.startswith("checkpoint_") for name in names)
 
 
-def open_run(run: str, config: Config, fixed: tuple[str, ...] = RESUME_FIXED) -> None:
+def open_run(run: str, config: Config, store: str, fixed: tuple[str, ...] = RESUME_FIXED) -> None:
     """Refuse a resume whose ``fixed`` keys changed (naming them), save the resolved config to
-    RUN_URI/config.yaml, and clear an earlier abort so that a re-run tries again."""
+    RUN_URI/config.yaml and the store to RUN_URI/store.json, and clear an earlier abort so that a
+    re-run tries again."""
     saved = uri.join(run, "config.yaml")
     if _has_checkpoints(run) and uri.exists(saved):
         old = yaml.safe_load(uri.read_text(saved))
@@ -106,6 +108,7 @@ def open_run(run: str, config: Config, fixed: tuple[str, ...] = RESUME_FIXED) ->
             raise ConfigError(f"{run} holds checkpoints of a run with a different setup; resuming would "
                               f"not fit them ({'; '.join(changed)}). Use a new --output.")
     save_config(config, saved)
+    uri.write_text(uri.join(run, STORE_FILE), json.dumps({"store": store}))
     if uri.exists(uri.join(run, ABORTED_FILE)):
         uri.remove_tree(uri.join(run, ABORTED_FILE))
 

@@ -28,6 +28,7 @@ from voxray.losses.acoustic import acoustic_losses
 from voxray.models.acoustic import fastspeech2
 from voxray.synthesize import Vocoder, load_vocoder
 from voxray.train import launch
+from voxray.train.checkpoint import evaluation_weights, load_weights
 from voxray.train.data import PrefetchedShard
 from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
@@ -84,7 +85,7 @@ class Plan:
     added: dict[str, list[int]] = field(default_factory=dict)   # embedding rows new to the base
 
 
-def prepare(store: str, run: str, config: Config) -> Plan:
+def prepare(store: str, run: str, config: Config, open_run: bool = True) -> Plan:
     """Read the store's stats (and the base model when fine-tuning), fix labels and sizes, and
     open the run folder (a resume must still fit its checkpoints)."""
     store, run = uri.absolute(store), uri.absolute(run)      # workers run in another directory
@@ -137,7 +138,8 @@ def prepare(store: str, run: str, config: Config) -> Plan:
         config = config.model_copy(update={"train": config.train.model_copy(
             update={"vocoder": uri.absolute(config.train.vocoder)})})
         load_vocoder(config.train.vocoder, spec)        # an export of the vocoder family, for these mels
-    launch.open_run(run, config)
+    if open_run:            # not when exporting a checkpoint of the run (train.export_checkpoint)
+        launch.open_run(run, config, store)
     return Plan(config=config, build_args=build_args, **plan)
 
 
@@ -340,21 +342,31 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     worker.finish(lambda: export(plan, eval_model, worker.state.step))
 
 
-def export(plan: Plan, eval_model, step: int) -> None:
-    """RUN_URI/final from the evaluation weights (EMA when kept), LoRA merged; with
+def export(plan: Plan, eval_model, step: int, folder: Optional[str] = None) -> None:
+    """RUN_URI/final (or ``folder``) from the evaluation weights (EMA when kept), LoRA merged; with
     ``finetune.export=adapter`` only RUN_URI/final/adapter/ (a voice to load on its base model:
     ``voxray synthesize --model BASE/final --adapter RUN/final/adapter``)."""
+    folder = folder or uri.join(plan.run, FINAL_DIR)
     manifest = {"family": FAMILY, "build": plan.build_args, "speakers": plan.speakers,
                 "languages": plan.languages, "g2p": plan.g2p, "step": step,
                 "init_from": plan.init_from, "lora_rank": plan.config.lora.rank}
     if plan.config.finetune.export == "adapter":
-        write_adapter(plan.run, adapter_state(eval_model), {
+        write_adapter(folder, adapter_state(eval_model), {
             **manifest, "vocabulary": plan.vocabulary, "added": plan.added, "lora": plan.config.lora.model_dump(),
             "targets": LORA_TARGETS, "code_switch": plan.store_stats.get("code_switch")})
         return
     merged = merge_lora(eval_model)
-    write_final(uri.join(plan.run, FINAL_DIR), weights=merged.state_dict(), manifest=manifest,
+    write_final(folder, weights=merged.state_dict(), manifest=manifest,
                 config=plan.config, vocabulary=plan.vocabulary, stats=plan.store_stats)
+
+
+def export_checkpoint(plan: Plan, checkpoint: str, step: int, metrics: dict[str, float], output: str) -> None:
+    """``export`` of the weights in a merged checkpoint folder (local) into ``output``
+    (``voxray export RUN --checkpoint``)."""
+    lora = plan.config.lora.rank > 0
+    model = build_model(plan, load_base=lora)
+    load_weights(model, evaluation_weights(checkpoint, "model", plan.config.deepspeed.zero_stage, lora))
+    export(plan, model, step, output)
 
 
 # ------------------------------------------------------------------------------------ driver

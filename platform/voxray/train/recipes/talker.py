@@ -26,6 +26,7 @@ from voxray.export import FINAL_DIR, read_final, write_adapter, write_final
 from voxray.losses.talker import combine, names, talker_losses
 from voxray.models import talker as talker_model
 from voxray.train import launch
+from voxray.train.checkpoint import evaluation_weights, load_weights
 from voxray.train.data import PrefetchedShard
 from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
@@ -79,7 +80,7 @@ class Plan:
     added: dict[str, list[int]] = field(default_factory=dict)   # embedding rows new to the base
 
 
-def prepare(store: str, run: str, config: Config) -> Plan:
+def prepare(store: str, run: str, config: Config, open_run: bool = True) -> Plan:
     """The store's codes and labels (and the base talker when fine-tuning), checked against each
     other; the run folder opened."""
     store, run = uri.absolute(store), uri.absolute(run)
@@ -111,7 +112,8 @@ def prepare(store: str, run: str, config: Config) -> Plan:
         merged = merge_labels(base, plan)
         build_args = {**base.manifest["build"], **merged.pop("sizes")}
         plan.update(merged, init_from=config.finetune.init_from, base_build_args=base.manifest["build"])
-    launch.open_run(run, config)
+    if open_run:            # not when exporting a checkpoint of the run (train.export_checkpoint)
+        launch.open_run(run, config, store)
     return Plan(config=config, build_args=build_args, **plan)
 
 
@@ -323,22 +325,33 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     worker.finish(lambda: export(plan, eval_model, worker.state.step, frames_per_token))
 
 
-def export(plan: Plan, eval_model, step: int, frames_per_token: Optional[float]) -> None:
+def export(plan: Plan, eval_model, step: int, frames_per_token: Optional[float], folder: Optional[str] = None) -> None:
     """RUN_URI/final: the weights (EMA when kept, adapters merged), the codec they speak, and code
     frames per text token (generation's length limit scales with it). With
     ``finetune.export=adapter``: only RUN_URI/final/adapter/, the adapters and new embedding rows
-    with the label sets they need, to load on top of the base export."""
+    with the label sets they need, to load on top of the base export. ``folder``: instead of
+    RUN_URI/final."""
+    folder = folder or uri.join(plan.run, FINAL_DIR)
     manifest = {"family": FAMILY, "build": {**plan.build_args, "checkpointing": False}, "speakers": plan.speakers,
                 "languages": plan.languages, "g2p": plan.g2p, "codec": plan.codec,
                 "frames_per_token": frames_per_token, "step": step, "init_from": plan.init_from,
                 "lora_rank": plan.config.lora.rank, "dora": plan.config.lora.dora}
     if plan.config.finetune.export == "adapter":
-        write_adapter(plan.run, adapter_state(eval_model), {
+        write_adapter(folder, adapter_state(eval_model), {
             **manifest, "vocabulary": plan.vocabulary, "added": plan.added, "lora": plan.config.lora.model_dump(),
             "targets": LORA_TARGETS})
         return
-    write_final(uri.join(plan.run, FINAL_DIR), weights=merge_lora(eval_model).state_dict(), manifest=manifest,
+    write_final(folder, weights=merge_lora(eval_model).state_dict(), manifest=manifest,
                 config=plan.config, vocabulary=plan.vocabulary, stats=plan.store_stats)
+
+
+def export_checkpoint(plan: Plan, checkpoint: str, step: int, metrics: dict[str, float], output: str) -> None:
+    """``export`` of the weights in a merged checkpoint folder (local) into ``output``, with the
+    frames per token of that step's validation (``voxray export RUN --checkpoint``)."""
+    lora = plan.config.lora.rank > 0
+    model = build_model(plan, load_base=lora)
+    load_weights(model, evaluation_weights(checkpoint, "model", plan.config.deepspeed.zero_stage, lora))
+    export(plan, model, step, metrics.get("val_frames_per_token"), output)
 
 
 # ------------------------------------------------------------------------------------ driver

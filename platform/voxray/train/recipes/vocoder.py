@@ -30,7 +30,7 @@ from voxray.export import FINAL_DIR, read_final, write_final
 from voxray.losses.vocoder import adversarial_loss, discriminator_loss, feature_matching_loss, mel_l1
 from voxray.models.vocoder import build_discriminators, build_generator, generator_args
 from voxray.train import launch
-from voxray.train.checkpoint import DS_DIR
+from voxray.train.checkpoint import DS_DIR, evaluation_weights, load_weights
 from voxray.train.data import PrefetchedShard
 from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
@@ -84,7 +84,7 @@ def _latest_discriminator(final: str) -> Optional[str]:
     return os.path.dirname(os.path.dirname(os.path.dirname(found[-1]))) if found else None
 
 
-def prepare(store: str, run: str, config: Config) -> Plan:
+def prepare(store: str, run: str, config: Config, open_run: bool = True) -> Plan:
     """The store's AudioSpec, the generator's shape (checked against the hop length), the model
     to start from, and the run folder."""
     store, run = uri.absolute(store), uri.absolute(run)
@@ -109,7 +109,8 @@ def prepare(store: str, run: str, config: Config) -> Plan:
             discriminator_from = _latest_discriminator(init_from)
             if discriminator_from is None:
                 say(f"no checkpoint with a discriminator next to {init_from}: the discriminator starts fresh")
-    launch.open_run(run, config)
+    if open_run:            # not when exporting a checkpoint of the run (train.export_checkpoint)
+        launch.open_run(run, config, store)
     return Plan(store=store, run=run, config=config, generator=args, init_from=init_from,
                 discriminator_from=discriminator_from)
 
@@ -277,11 +278,19 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     worker.finish(lambda: export(plan, eval_generator, worker.state.step))
 
 
-def export(plan: Plan, eval_generator: torch.nn.Module, step: int) -> None:
-    """RUN_URI/final: the generator (no discriminator), its shape, config and AudioSpec."""
+def export(plan: Plan, eval_generator: torch.nn.Module, step: int, folder: Optional[str] = None) -> None:
+    """RUN_URI/final (or ``folder``): the generator (no discriminator), its shape, config and AudioSpec."""
     manifest = {"family": FAMILY, "build": plan.generator, "step": step, "init_from": plan.init_from}
-    write_final(uri.join(plan.run, FINAL_DIR), weights=eval_generator.state_dict(), manifest=manifest,
+    write_final(folder or uri.join(plan.run, FINAL_DIR), weights=eval_generator.state_dict(), manifest=manifest,
                 config=plan.config)
+
+
+def export_checkpoint(plan: Plan, checkpoint: str, step: int, metrics: dict[str, float], output: str) -> None:
+    """``export`` of the generator in a merged checkpoint folder (local) into ``output``
+    (``voxray export RUN --checkpoint``)."""
+    generator = build_generator(plan.generator)
+    load_weights(generator, evaluation_weights(checkpoint, "generator", plan.config.deepspeed.zero_stage, False))
+    export(plan, generator, step, output)
 
 
 # ------------------------------------------------------------------------------------ driver
