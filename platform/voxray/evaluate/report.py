@@ -200,7 +200,7 @@ def write_report(output: str, data: str, split: str, table: pa.Table, summary: d
             "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}.grid img{margin:4px}"
             ".utterance{border-top:1px solid #ddd;margin-top:1em}.pass{color:#1a7f37}.fail{color:#cf222e}"
-            ".note{text-align:left;font-size:90%}</style></head><body>"
+            ".note{text-align:left;font-size:90%}#summary td:nth-child(4){white-space:nowrap}</style></head><body>"
             + "\n".join(head + charts + sections)
             + "<p>Per-utterance values: <a href='utterances.parquet'>utterances.parquet</a>; means: "
               "<a href='metrics.json'>metrics.json</a>.</p></body></html>")
