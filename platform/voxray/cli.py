@@ -73,12 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--output", required=True, help="the codec's folder (path or s3://)")
     _add_config_args(fit)
     encode = codec.add_parser("encode", help="a copy of a store with the codec's audio_codes, with Ray Data")
-    encode.add_argument("--codec", required=True, help="a codec folder (voxray codec fit, or a plugin's)")
+    encode.add_argument("--codec", required=True, help="a codec folder (voxray codec fit, or a plugin's), or a "
+                                                       "pretrained codec in a local folder: pretrained:mimi=DIR, "
+                                                       "pretrained:dac=DIR, pretrained:encodec=DIR")
     encode.add_argument("--data", required=True, help="feature store (path or s3://)")
     encode.add_argument("--output", required=True, help="the new feature store (path or s3://)")
     encode.add_argument("--reconstruct-mels", action="store_true",
                         help="also replace the mel column by the codec's reconstruction (to fine-tune a vocoder)")
     encode.add_argument("--actors", type=int, default=1, help="codec replicas (Ray Data actors)")
+    encode.add_argument("--gpu", action="store_true", help="one GPU per actor")
     encode.add_argument("--overwrite", action="store_true", help="replace an output folder that is not empty")
     encode.add_argument("--verbose", action="store_true", help="show Ray's own logs (INFO and up) too")
     decode = codec.add_parser("decode", help="one stored utterance's codes -> a wav (through a vocoder, or "
@@ -279,7 +282,7 @@ def _codec(args: argparse.Namespace) -> int:
                     f"{u['used']}/{u['perplexity']:.0f}" for u in report.get("val_usage", [])))
             case "encode":
                 result = fit.encode(args.codec, args.data, args.output, reconstruct_mels=args.reconstruct_mels,
-                                    actors=args.actors, overwrite=args.overwrite)
+                                    actors=args.actors, overwrite=args.overwrite, use_gpu=args.gpu)
                 print(f"\nfeature store with codes: {args.output}  ({result['n_codebooks']} x {result['codebook_size']} "
                       f"at {result['frame_rate']:g} Hz; {result['code_frames']:,} code frames)")
                 print("  " + ", ".join(f"{split} {count}" for split, count in result["rows"].items()) + " rows")

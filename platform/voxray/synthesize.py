@@ -22,7 +22,7 @@ from safetensors.torch import load
 from voxray import codeswitch, uri
 from voxray.audio import AudioSpec
 from voxray.cleaning import Rejected, clean
-from voxray.dsp import griffin_lim, log_mel
+from voxray.dsp import griffin_lim, log_mel, resample
 from voxray.export import FinalModel, read_final
 from voxray.models import talker
 from voxray.models.adapters import grow_and_adapt, load_adapter_state, merge_lora
@@ -253,7 +253,8 @@ def _voice_inputs(voice: TalkerVoice, ids: list[int], language: str, ref_audio: 
     if not ref_text:
         raise SynthesisError("in-context prompting needs the reference's words: give --ref-text")
     try:
-        prompt = voice.codec.encode({"mel": mel.numpy(), "audio": waveform})
+        prompt = voice.codec.encode({"mel": mel.numpy(), "audio": waveform,
+                                     "sample_rate": voice.final.audio_spec.sample_rate})
     except ValueError as exc:
         raise SynthesisError(f"the reference recording cannot be encoded: {exc}") from None
     return tokens_for(voice, ref_text, language) + ids, {"prompt": torch.from_numpy(np.asarray(prompt))[:limit].long()}
@@ -303,7 +304,10 @@ def codes_to_audio(codec, codes: np.ndarray, vocoder: Optional[Vocoder] = None, 
     ``frames``) through ``vocoder``, else Griffin-Lim with ``spec``."""
     decoded = codec.decode(codes)
     if decoded.audio is not None:
-        return np.asarray(decoded.audio, dtype=np.float32)
+        audio = np.asarray(decoded.audio, dtype=np.float32)
+        if decoded.sample_rate and spec is not None and decoded.sample_rate != spec.sample_rate:
+            audio = resample(audio, decoded.sample_rate, spec.sample_rate)      # the codec's own rate -> the store's
+        return audio
     mel = torch.from_numpy(np.asarray(decoded.mel, dtype=np.float32))[:frames]
     if vocoder is not None:
         return vocoder(mel).numpy().astype(np.float32)

@@ -8,6 +8,8 @@ into sound (a mel for a vocoder, or a waveform).
     fit.py           fitting it on Ray Data (``voxray codec fit``) and encoding a store with any
                      codec (``voxray codec encode``)
     plugin.py        a user's own codec class from a local Python file (never downloaded)
+    pretrained.py    pretrained codecs from a local folder through transformers (Mimi, DAC,
+                     EnCodec), named ``pretrained:KIND=FOLDER`` instead of a codec folder
 
 ``KINDS`` is the one place the kind a ``codec.json`` names becomes a class.
 """
@@ -18,14 +20,17 @@ import json
 from typing import Any
 
 from voxray import uri
-from voxray.codec import mel, plugin
+from voxray.codec import mel, plugin, pretrained
 from voxray.codec.base import Codec, Decoded, PrecomputedCodec
 
 KINDS = {"mel": mel.MelCodec.load, "plugin": plugin.load}
 
 
-def load_codec(folder: str) -> Codec:
-    """The codec saved in ``folder`` (local or s3://; its ``codec.json`` names the kind)."""
+def load_codec(folder: str, device: str = "cpu") -> Codec:
+    """The codec saved in ``folder`` (local or s3://; its ``codec.json`` names the kind), or a
+    pretrained one, ``pretrained:KIND=FOLDER`` (on ``device``)."""
+    if pretrained.parse(folder):
+        return pretrained.load(folder, device)
     path = uri.join(folder, "codec.json")
     if not uri.exists(path):
         raise FileNotFoundError(f"{folder} is not a codec (no codec.json); fit one with voxray codec fit")

@@ -12,17 +12,20 @@ DESCRIPTION_KEYS = ("name", "n_codebooks", "codebook_size", "frame_rate")
 
 @dataclass
 class Decoded:
-    """What a codec gives back: a log-mel ``[frames, n_mels]`` for a vocoder, or a waveform."""
+    """What a codec gives back: a log-mel ``[frames, n_mels]`` for a vocoder, or a waveform (at
+    ``sample_rate`` when the codec has a rate of its own, else at the store's)."""
 
     mel: Optional[np.ndarray] = None
     audio: Optional[np.ndarray] = None
+    sample_rate: Optional[int] = None
 
 
 class Codec(Protocol):
     description: dict[str, Any]          # name, n_codebooks, codebook_size, frame_rate (Hz)
 
     def encode(self, row: dict[str, Any]) -> np.ndarray:
-        """A store row (``mel`` [frames, n_mels], ``audio``) -> int32 codes [T, n_codebooks]."""
+        """A store row (``mel`` [frames, n_mels], ``audio`` at ``sample_rate``) -> int32 codes
+        [T, n_codebooks]."""
 
     def decode(self, codes: np.ndarray) -> Decoded:
         """int32 codes [T, n_codebooks] -> a mel or a waveform."""

@@ -14,6 +14,7 @@ fine-tune a vocoder on what it will hear); the original store is untouched.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -131,14 +132,16 @@ class Encoder:
     """A Ray Data transform: the codec's codes of each row in ``audio_codes`` (and its
     reconstructed mel in ``mel`` when asked)."""
 
-    def __init__(self, codec_folder: str, reconstruct_mels: bool) -> None:
+    def __init__(self, codec_folder: str, reconstruct_mels: bool, sample_rate: int, use_gpu: bool = False) -> None:
         from voxray.codec import load_codec
 
-        self.codec = load_codec(codec_folder)
+        self.codec = load_codec(codec_folder, "cuda" if use_gpu else "cpu")
         self.reconstruct_mels = reconstruct_mels
+        self.sample_rate = sample_rate
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        rows = store.arrow_rows(table.select(["id", "mel", "n_frames", "audio"]))
+        rows = [{**row, "sample_rate": self.sample_rate}
+                for row in store.arrow_rows(table.select(["id", "mel", "n_frames", "audio"]))]
         encoded = [self.codec.encode(row) for row in rows]
         width = self.codec.description["n_codebooks"]
         table = _replace(table, "audio_codes", store.ragged_column(encoded, pa.list_(pa.list_(pa.int32(), width))))
@@ -154,24 +157,30 @@ def _replace(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
 
 
 def encode(codec_folder: str, data: str, output: str, *, reconstruct_mels: bool = False, actors: int = 1,
-           batch_size: int = 32, overwrite: bool = False) -> dict[str, Any]:
+           batch_size: int = 32, overwrite: bool = False, use_gpu: bool = False) -> dict[str, Any]:
     """Write OUTPUT: DATA with the codec's codes (the codec description and code usage in its
-    stats.json); returns the description with rows per split and usage."""
-    from voxray.codec import load_codec
+    stats.json); returns the description with rows per split and usage. ``codec_folder``: a codec
+    folder, or ``pretrained:KIND=FOLDER`` (``codec.pretrained``)."""
+    from voxray.codec import load_codec, pretrained
 
-    data, output, codec_folder = uri.absolute(data), uri.absolute(output), uri.absolute(codec_folder)
+    data, output = uri.absolute(data), uri.absolute(output)
+    named = pretrained.parse(codec_folder)
+    codec_folder = (f"{pretrained.PREFIX}{named[0]}={os.path.abspath(named[1])}" if named
+                    else uri.absolute(codec_folder))
     codec = load_codec(codec_folder)
     stats = derive.read_stats(data)
-    spec = getattr(codec, "spec", None)
-    if spec is not None and AudioSpec(**stats["audio_spec"]) != spec:
-        raise ValueError(f"the store's AudioSpec {stats['audio_spec']} differs from the codec's {spec.model_dump()}")
+    spec = AudioSpec(**stats["audio_spec"])
+    if getattr(codec, "spec", None) is not None and spec != codec.spec:
+        raise ValueError(f"the store's AudioSpec {stats['audio_spec']} differs from the codec's {codec.spec.model_dump()}")
+    if reconstruct_mels and named:
+        raise ValueError(f"--reconstruct-mels needs a codec that decodes to mels; {named[0]} decodes to a waveform")
     derive.prepare_output(output, overwrite)
     description = {**codec.description, "codec": codec_folder, "inferred": [], "length_tolerance": 0}
     stats = {**stats, "codec": description}
     if reconstruct_mels:
         stats["mels"] = {"reconstructed_by": codec_folder, "from_store": data}
-    rows = derive.derive(data, output, lambda: Encoder(codec_folder, reconstruct_mels), stats,
-                         batch_size=batch_size, actors=actors)
+    rows = derive.derive(data, output, lambda: Encoder(codec_folder, reconstruct_mels, spec.sample_rate, use_gpu),
+                         stats, batch_size=batch_size, actors=actors, use_gpu=use_gpu)
     counts = np.zeros((codec.description["n_codebooks"], codec.description["codebook_size"]), dtype=np.int64)
     frames = sum(code_stats.count(store.read_part(path, ["audio_codes"]).column("audio_codes"), counts)
                  for split in rows for path in store.split_files(output, split))
