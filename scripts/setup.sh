@@ -54,6 +54,12 @@ DS_BUILD_OPS=0 $PIP install --no-build-isolation -c constraints.txt deepspeed
 # pysptk and pesq build from source against numpy with Cython (no build isolation: pinned versions).
 $PIP install -c constraints.txt Cython numpy
 $PIP install --no-build-isolation -c constraints.txt -e ".[dev]"
+# Qwen3-TTS: qwen-tts-hf is the transformers-5 build of Qwen's qwen-tts (the same qwen_tts module;
+# qwen-tts itself pins transformers 4.57.3). Its metadata pins accelerate==1.12.0 (voxray's stack
+# has a newer one) and pulls gradio for a demo voxray never runs, so it goes in without its
+# dependencies; what it imports is in the stack (librosa, einops, onnxruntime, soundfile) or here
+# (sox, the Python wrapper). voxray.models.pretrained.qwen3_tts_compat adapts it to transformers 5.23.
+$PIP install --no-deps -c constraints.txt qwen-tts-hf sox
 "$VENV/bin/python" -c 'import voxray.cli' >/dev/null 2>&1 || { echo "setup: voxray does not import" >&2; exit 1; }
 echo "$WANT" > "$STAMP"
 echo "setup: done ($("$VENV/bin/python" -c 'from importlib.metadata import version as v; print(*(f"{p} {v(p)}" for p in ("ray", "torch", "torchaudio", "deepspeed")), sep=", ")'))"

@@ -1,6 +1,7 @@
-"""Pretrained codecs through transformers' own classes (Mimi, DAC, EnCodec), loaded from local
-folders in the published layout: tiny random models of the real classes, built from their own
-config classes and written with ``save_pretrained`` (no download). Encoding resamples the store's
+"""Pretrained codecs through their own packages' classes (transformers' Mimi, DAC, EnCodec;
+qwen_tts's 12 Hz tokenizer), loaded from local folders in the published layout: tiny random
+models of the real classes, built from their own config classes and written with
+``save_pretrained`` (no download). Encoding resamples the store's
 audio to the codec's rate; decoding gives the codec's rate back and synthesis resamples it."""
 
 from __future__ import annotations
@@ -20,41 +21,56 @@ from voxray.codec import load_codec, pretrained
 from voxray.data.store import arrow_rows, read_split
 from voxray.synthesize import codes_to_audio
 
-BOOKS = {"mimi": 4, "dac": 3, "encodec": 6}
+BOOKS = {"mimi": 4, "dac": 3, "encodec": 6, "qwen3-tts-12hz": 4}
 
 
 @pytest.fixture(scope="session")
 def codec_folders(tmp_path_factory) -> dict[str, str]:
-    """Tiny Mimi (24 kHz, 12.5 Hz), DAC (16 kHz) and EnCodec (24 kHz, 75 Hz) folders."""
+    """Tiny Mimi (24 kHz, 12.5 Hz), DAC (16 kHz), EnCodec (24 kHz, 75 Hz) and Qwen3-TTS 12 Hz
+    tokenizer (24 kHz, 12.5 Hz; with its feature extractor) folders."""
     import torch
-    from transformers import DacConfig, DacModel, EncodecConfig, EncodecModel, MimiConfig, MimiModel
+    from transformers import (DacConfig, DacModel, EncodecConfig, EncodecFeatureExtractor, EncodecModel,
+                              MimiConfig, MimiModel)
+
+    from voxray.models.pretrained.qwen3_tts_compat import import_qwen_tts
+
+    import_qwen_tts()
+    from qwen_tts.core import Qwen3TTSTokenizerV2Config, Qwen3TTSTokenizerV2Model
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("pretrained-codecs")
+    mimi = dict(hidden_size=32, num_filters=4, codebook_size=64, codebook_dim=16, vector_quantization_hidden_dimension=16,
+                num_hidden_layers=1, intermediate_size=32, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+                upsample_groups=32)
+    qwen_decoder = dict(codebook_size=64, codebook_dim=16, hidden_size=32, latent_dim=32, num_attention_heads=2,
+                        num_key_value_heads=2, intermediate_size=32, num_hidden_layers=1,
+                        num_quantizers=BOOKS["qwen3-tts-12hz"], decoder_dim=16, sliding_window=8)
     models = {
-        "mimi": MimiModel(MimiConfig(hidden_size=32, num_filters=4, codebook_size=64, codebook_dim=16,
-                                     num_quantizers=BOOKS["mimi"], vector_quantization_hidden_dimension=16,
-                                     num_hidden_layers=1, intermediate_size=32, num_attention_heads=2,
-                                     num_key_value_heads=2, head_dim=16, upsample_groups=32)),
+        "mimi": MimiModel(MimiConfig(num_quantizers=BOOKS["mimi"], **mimi)),
         "dac": DacModel(DacConfig(encoder_hidden_size=8, decoder_hidden_size=16, n_codebooks=BOOKS["dac"],
                                   codebook_size=64, codebook_dim=4, hidden_size=32)),
         "encodec": EncodecModel(EncodecConfig(hidden_size=16, num_filters=4, codebook_size=64, num_lstm_layers=1,
                                               target_bandwidths=[1.5, 3.0])),
+        "qwen3-tts-12hz": Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(
+            encoder_config={**mimi, "num_quantizers": 8}, decoder_config=qwen_decoder,
+            encoder_valid_num_quantizers=BOOKS["qwen3-tts-12hz"])),
     }
     folders = {}
     for kind, model in models.items():
         model.save_pretrained(root / kind)
         folders[kind] = str(root / kind)
+    EncodecFeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0,
+                            return_attention_mask=True).save_pretrained(folders["qwen3-tts-12hz"])
     return folders
 
 
-@pytest.mark.parametrize("kind", ["mimi", "dac", "encodec"])
+@pytest.mark.parametrize("kind", list(BOOKS))
 def test_encode_and_decode_at_the_codecs_own_rate(codec_folders, kind):
     audio, rate = soundfile.read(SAMPLE / "wavs" / "en-us_spk_f_001.wav", dtype="float32")
     codec = load_codec(f"pretrained:{kind}={codec_folders[kind]}")
     described = codec.description
     assert described["n_codebooks"] == BOOKS[kind] and described["codebook_size"] == 64
-    assert described["sample_rate"] == codec.model.config.sampling_rate and described["kind"] == "pretrained"
+    assert described["sample_rate"] == (16000 if kind == "dac" else 24000) and described["kind"] == "pretrained"
     codes = codec.encode({"audio": audio, "sample_rate": rate})
     seconds = len(audio) / rate
     assert codes.dtype == np.int32 and codes.shape[1] == BOOKS[kind]
@@ -82,6 +98,11 @@ def test_folders_that_are_not_the_named_codec_are_refused(codec_folders, tmp_pat
     shutil.copy(os.path.join(codec_folders["mimi"], "config.json"), partial)
     with pytest.raises(FileNotFoundError, match=r"\*\.safetensors missing"):
         load_codec(f"pretrained:mimi={partial}")
+    no_extractor = tmp_path / "qwen-tokenizer"
+    shutil.copytree(codec_folders["qwen3-tts-12hz"], no_extractor)
+    (no_extractor / "preprocessor_config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="preprocessor_config.json missing"):
+        load_codec(f"pretrained:qwen3-tts-12hz={no_extractor}")
     chunked = tmp_path / "encodec-48k"
     shutil.copytree(codec_folders["encodec"], chunked)
     config = json.loads((chunked / "config.json").read_text())

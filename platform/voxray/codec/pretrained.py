@@ -1,7 +1,8 @@
 """Pretrained neural codecs, loaded from a local folder in the layout their publishers ship
-(``config.json`` and ``model.safetensors``, as ``save_pretrained`` writes them) by transformers'
-own classes: Mimi (Sesame CSM's codec; 32 codebooks of 2048 at 12.5 Hz, 24 kHz), DAC and EnCodec.
-Nothing is downloaded: the user gives the folder.
+(``config.json`` and ``model.safetensors``, as ``save_pretrained`` writes them) by their own
+packages' classes: transformers' Mimi (Sesame CSM's codec; 32 codebooks of 2048 at 12.5 Hz,
+24 kHz), DAC and EnCodec here, and Qwen3-TTS's 12 Hz tokenizer (``qwen3_tts.py``, through the
+``qwen_tts`` package). Nothing is downloaded: the user gives the folder.
 
     voxray codec encode --codec pretrained:mimi=/models/mimi --data STORE --output CODES
 
@@ -29,11 +30,13 @@ PREFIX = "pretrained:"
 
 @dataclass(frozen=True)
 class Kind:
-    model_type: str            # config.json's model_type
-    model_class: str           # the transformers class that loads it
+    model_type: str                          # config.json's model_type
+    files: tuple[str, ...] = ()              # what the folder needs besides config.json and weights
 
 
-KINDS = {"mimi": Kind("mimi", "MimiModel"), "dac": Kind("dac", "DacModel"), "encodec": Kind("encodec", "EncodecModel")}
+KINDS = {"mimi": Kind("mimi"), "dac": Kind("dac"), "encodec": Kind("encodec"),
+         "qwen3-tts-12hz": Kind("qwen3_tts_tokenizer_12hz", ("preprocessor_config.json",))}
+TRANSFORMERS_CLASSES = {"mimi": "MimiModel", "dac": "DacModel", "encodec": "EncodecModel"}
 
 
 def parse(spec: str) -> Optional[tuple[str, str]]:
@@ -54,7 +57,7 @@ def describe_folder(kind: str, folder: str) -> dict[str, Any]:
     if uri.is_remote(folder) or not os.path.isdir(folder):
         raise FileNotFoundError(f"the {kind} codec folder {folder} does not exist (give a local folder: "
                                 "pretrained codecs load from disk, nothing is downloaded)")
-    missing = [name for name in ("config.json",) if not os.path.exists(os.path.join(folder, name))]
+    missing = [name for name in ("config.json", *KINDS[kind].files) if not os.path.exists(os.path.join(folder, name))]
     if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
         missing.append("*.safetensors")
     if missing:
@@ -72,11 +75,9 @@ class TransformersCodec:
     def __init__(self, kind: str, folder: str, device: str = "cpu") -> None:
         import transformers
 
-        describe_folder(kind, folder)
-        transformers.utils.logging.disable_progress_bar()        # no loading bars in actors' logs
         self.kind, self.folder = kind, os.path.abspath(folder)
         self.device = torch.device(device)
-        self.model = getattr(transformers, KINDS[kind].model_class).from_pretrained(self.folder).to(self.device).eval()
+        self.model = getattr(transformers, TRANSFORMERS_CLASSES[kind]).from_pretrained(self.folder).to(self.device).eval()
         config = self.model.config
         if kind == "encodec" and (config.chunk_length_s or config.normalize):
             raise ValueError(f"{folder}: an EnCodec that chunks or normalises its input (the 48 kHz model) needs "
@@ -99,11 +100,6 @@ class TransformersCodec:
         """Code frames per second: Mimi's own (12.5 Hz, after its downsampling); the sample rate over
         the hop for DAC and EnCodec (their configs round it up: DAC at 44.1 kHz is 86.13 Hz, not 87)."""
         return float(config.frame_rate) if self.kind == "mimi" else self.sample_rate / float(config.hop_length)
-
-    @property
-    def locator(self) -> str:
-        """How a store or an export names this codec (``load_codec`` reads it back)."""
-        return f"{PREFIX}{self.kind}={self.folder}"
 
     @torch.no_grad()
     def encode(self, row: dict[str, Any]) -> np.ndarray:
@@ -136,6 +132,15 @@ class TransformersCodec:
         return Decoded(audio=audio.reshape(-1).float().cpu().numpy(), sample_rate=self.sample_rate)
 
 
-def load(spec: str, device: str = "cpu") -> TransformersCodec:
+def load(spec: str, device: str = "cpu"):
+    """The codec a ``pretrained:KIND=FOLDER`` spec names, its folder checked first."""
+    import transformers
+
     kind, folder = parse(spec)
+    describe_folder(kind, folder)
+    transformers.utils.logging.disable_progress_bar()        # no loading bars in actors' logs
+    if kind == "qwen3-tts-12hz":
+        from voxray.codec.qwen3_tts import Qwen3TTSTokenizerCodec
+
+        return Qwen3TTSTokenizerCodec(folder, device)
     return TransformersCodec(kind, folder, device)
