@@ -42,6 +42,9 @@ def test_two_workers_on_this_machines_own_ray_train_and_the_console_reads_well(s
     assert all("mel frames/s" in line and "ETA" in line and "lr " in line for line in progress)
     assert sum(line.startswith("voxray: validation at step") for line in lines) == 2
     assert "voxray: finished at step 10: max_steps" in out and "val mel L1" in out
+    # a 10-step run of a config with 20 warm-up steps is told it never trains at its learning rate
+    assert "voxray: warning: train.warmup_steps=20 >= train.max_steps=10: the learning rate never reaches " \
+           "train.lr (at most 50% of it" in out, out
     noise = [line for line in (out + done.stderr).splitlines()
              if " INFO " in line or "(RayTrainWorker" in line or "(TrainController" in line
              or "Connecting to existing Ray cluster" in line or "SplitCoordinator" in line]
@@ -97,6 +100,22 @@ def test_a_run_waiting_for_resources_says_what_it_waits_for(ray_cluster, sample_
     assert "before the first step (train.stall_seconds=4)" in waiting
     assert "a placement group waits for resources (5 x {CPU: 1}: the training workers)" in waiting, waiting
     assert "CPU " in waiting and " free" in waiting
+
+
+def test_settings_that_make_a_run_useless_are_named():
+    from voxray.config import load_config
+    from voxray.train.launch import useless_settings
+
+    def notes(*overrides: str) -> list[str]:
+        return useless_settings(load_config(CPU_CONFIG, list(overrides)))
+
+    assert notes("train.max_steps=300", "train.warmup_steps=20", "train.val_every=100") == []
+    warm, = notes("train.max_steps=60", "train.warmup_steps=200", "train.val_every=20")
+    assert warm.startswith("train.warmup_steps=200 >= train.max_steps=60") and "at most 30% of it" in warm
+    once, = notes("train.max_steps=300", "train.warmup_steps=20", "train.val_every=500")
+    assert once.startswith("train.val_every=500 > train.max_steps=300") and "no early stopping" in once
+    patient, = notes("train.max_steps=300", "train.warmup_steps=20", "train.val_every=100", "train.patience=3")
+    assert "train.patience=3 needs more than 3 validations; the run makes 3" in patient
 
 
 def test_console_lines():

@@ -115,6 +115,28 @@ def open_run(run: str, config: Config, store: str, fixed: tuple[str, ...] = RESU
 
 # ---------------------------------------------------------------------------------------- fit
 
+def useless_settings(config: Config) -> list[str]:
+    """Settings that make a run far less useful than its config suggests, each naming its keys
+    (the console prints them as warnings when the run starts)."""
+    from voxray.train.schedules import lr_multiplier
+
+    train, notes = config.train, []
+    if train.warmup_steps >= train.max_steps:
+        peak = lr_multiplier(train.max_steps - 1, schedule=train.schedule, warmup_steps=train.warmup_steps,
+                             max_steps=train.max_steps)
+        notes.append(f"train.warmup_steps={train.warmup_steps} >= train.max_steps={train.max_steps}: the learning "
+                     f"rate never reaches train.lr (at most {peak:.0%} of it, at the last step); lower "
+                     "train.warmup_steps")
+    validations = train.max_steps // train.val_every + (train.max_steps % train.val_every > 0)
+    if train.val_every > train.max_steps:
+        notes.append(f"train.val_every={train.val_every} > train.max_steps={train.max_steps}: the run validates "
+                     "only at its last step (one checkpoint, no best of several, no early stopping)")
+    elif train.patience and validations <= train.patience:
+        notes.append(f"train.patience={train.patience} needs more than {train.patience} validations; the run makes "
+                     f"{validations} (train.max_steps / train.val_every): early stopping can never stop it")
+    return notes
+
+
 def demand(config: Config) -> Demand:
     train = config.train
     per_worker = {"CPU": train.cpus_per_worker, **({"GPU": 1.0} if train.use_gpu else {}), **train.worker_resources}
@@ -138,6 +160,8 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
     warning = check_fit(needs)
     if warning and console:
         say(f"warning: {warning}")
+    for note in useless_settings(config) if console else []:
+        say(f"warning: {note}")
     printer = None
     if console:
         from voxray.train.console import Console
