@@ -109,14 +109,24 @@ def save(folder: str, *, engines: dict[str, Any], rank: int, state: TrainerState
 def load(folder: str, *, engines: dict[str, Any], rank: int, emas: dict[str, EMA],
          trainable_only: bool) -> tuple[TrainerState, Optional[dict[str, Any]]]:
     """Restore engines (optimizers, schedulers), EMAs and RNG from a merged checkpoint folder;
-    returns the trainer state and the collate generator's state (None if absent)."""
+    returns the trainer state and the collate generator's state (None if absent). An EMA keeps
+    the run's own decay (``train.ema_decay`` may change on resume); an EMA the checkpoint does not
+    hold (turned on at resume) starts from the restored weights (``fresh_emas`` names them)."""
     for name, engine in engines.items():
         path, _ = engine.load_checkpoint(os.path.join(folder, DS_DIR), tag=name, load_optimizer_states=True,
                                          load_lr_scheduler_states=True, load_module_strict=not trainable_only)
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint of the engine {name!r} under {folder}/{DS_DIR}/{name}")
     for name, ema in emas.items():
+        if name in fresh_emas(folder, emas):
+            from voxray.train.engine import gathered
+
+            with gathered(engines[name]):
+                ema.restart(engines[name].module)
+            continue
+        decay = ema.decay
         ema.load_state_dict(load_file(os.path.join(folder, EMA_DIR, f"{name}.safetensors")))
+        ema.decay = decay
     collate_rng = None
     rng_file = os.path.join(folder, "rng", f"rank_{rank}.pt")
     if os.path.exists(rng_file):          # absent when resuming with more workers than before
@@ -125,6 +135,11 @@ def load(folder: str, *, engines: dict[str, Any], rank: int, emas: dict[str, EMA
         collate_rng = states.get("collate")
     with open(os.path.join(folder, "trainer_state.json")) as handle:
         return TrainerState.from_json(handle.read()), collate_rng
+
+
+def fresh_emas(folder: str, emas: dict[str, EMA]) -> list[str]:
+    """The engines whose EMA the checkpoint in ``folder`` does not hold."""
+    return [name for name in emas if not os.path.exists(os.path.join(folder, EMA_DIR, f"{name}.safetensors"))]
 
 
 def evaluation_weights(folder: str, engine: str, zero_stage: int, trainable_only: bool) -> dict[str, torch.Tensor]:

@@ -38,6 +38,13 @@ class EMA:
         self.shadow = {k[len("shadow."):]: v.clone() for k, v in state.items() if k.startswith("shadow.")}
 
     @torch.no_grad()
+    def restart(self, model: nn.Module) -> None:
+        """Start averaging again from ``model``'s current weights (a resumed run that turned the
+        EMA on, from a checkpoint that kept none)."""
+        state = model.state_dict()
+        self.shadow = {k: state[k].detach().to(v.dtype).clone() for k, v in self.shadow.items()}
+
+    @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
         """Load the averaged weights into ``model`` (for validation and export)."""
         model.load_state_dict({**model.state_dict(), **self.shadow})

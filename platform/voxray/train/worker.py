@@ -84,8 +84,10 @@ class Worker:
         import ray.train
 
         restored = ray.train.get_checkpoint()
+        fresh: list[str] = []
         if restored is not None:
             with restored.as_directory() as folder:
+                fresh = ckpt.fresh_emas(folder, emas or {})
                 self.state, self._collate_rng = ckpt.load(folder, engines=engines, rank=self.rank,
                                                           emas=emas or {}, trainable_only=trainable_only)
             self.state.restarts += 1
@@ -101,6 +103,9 @@ class Worker:
             if self.restored:
                 self.runlog.event(self.state.step, "resumed", restarts=self.state.restarts,
                                   epoch=self.state.position.epoch)
+            if fresh:
+                self.warn(f"the checkpoint of step {self.state.step} holds no EMA of {', '.join(fresh)}: "
+                          f"train.ema_decay={self.train.ema_decay} starts averaging from its weights now")
         self._last_log = (self.state.step, time.perf_counter())
 
     def train_stream(self, collate: Callable, *, batch_size: int, length: Callable[[dict], int] = frames
