@@ -100,7 +100,7 @@ def codeswitch_store(ray_cluster, tmp_path_factory) -> str:
 def base_run(sample_store, tmp_path_factory) -> str:
     """120 steps of the tiny model through the CLI and the CPU config from jobs/configs, with a
     relative --output as a user would type it (Ray workers run in another directory); evaluated
-    on 2 test utterances at the end (RUN/eval)."""
+    on 2 test utterances at the end (RUN/eval); its best checkpoint exported to RUN/best."""
     from voxray import cli
 
     folder = tmp_path_factory.mktemp("base")
@@ -109,7 +109,7 @@ def base_run(sample_store, tmp_path_factory) -> str:
     try:
         code = cli.main(["train", "acoustic", "--data", sample_store, "--output", "run", "--config", CPU_CONFIG,
                          "train.max_steps=120", "train.val_every=20", "train.max_failures=0",
-                         "train.evaluate_at_end=true", "train.evaluate_limit=2"])
+                         "train.evaluate_at_end=true", "train.evaluate_limit=2", "train.export_best=true"])
     finally:
         os.chdir(cwd)
     assert code == 0

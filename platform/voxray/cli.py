@@ -223,6 +223,8 @@ def _train(args: argparse.Namespace) -> int:
     for path, value, step in summary["best"]:
         print(f"  checkpoint step {step}: {label} {value:.4f}  {path}")
     print(f"  model: {summary['final']}")
+    if "best_export" in summary:
+        print(f"  best checkpoint's model (step {summary['best_export']['step']}): {summary['best_export']['output']}")
     if "evaluation" in summary:
         evaluation = summary["evaluation"]
         print(f"  evaluation ({evaluation['utterances']} test utterances): "

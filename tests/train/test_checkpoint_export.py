@@ -43,6 +43,10 @@ def test_best_and_a_chosen_step_of_an_acoustic_run(base_run, tmp_path, capsys):
     done = export_checkpoint(base_run, "best", str(tmp_path / "best"))
     assert done["step"] == best and done["value"] == pytest.approx(scores[best])
     assert read_final(str(tmp_path / "best")).manifest["step"] == best
+    # train.export_best=true wrote the same at the end of the run
+    at_end = weights(os.path.join(base_run, "best"))
+    assert read_final(os.path.join(base_run, "best")).manifest["step"] == best
+    assert all(torch.equal(at_end[name], value) for name, value in weights(str(tmp_path / "best")).items())
     earliest = min(kept)
     assert cli.main(["export", base_run, "--checkpoint", str(earliest), "--output", str(tmp_path / "early")]) == 0
     assert f"step {earliest}" in capsys.readouterr().out

@@ -211,6 +211,9 @@ class TrainConfig(Strict):
         "", description="validation metric that ranks best-k checkpoints and early stopping, lower is better "
                         "(empty: the family's: acoustic val_mel, vocoder val_mel, talker val_ce; acoustic also "
                         "val_mcd_mel_db, val_f0_rmse_hz, val_duration_mae_ms; vocoder val_mcd_mel_db)")
+    export_best: bool = Field(False, description="at the end also write RUN/best/, a final/-style export of the best "
+                                                 "checkpoint by checkpoint_metric (the Qwen3-TTS guide's best/; "
+                                                 "any kept checkpoint: voxray export RUN --checkpoint)")
     evaluate_at_end: bool = Field(False, description="evaluate the final model on the test split into RUN/eval/ "
                                                      "(voxray evaluate's metrics.json, report.html)")
     evaluate_vocoder: str = Field("", description="evaluate_at_end: the vocoder export that speaks an acoustic "

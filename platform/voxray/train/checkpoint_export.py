@@ -24,6 +24,7 @@ from voxray.train.launch import STORE_FILE, checkpoint_metric
 from voxray.train.runlog import METRICS_FILE
 
 PREFIX = "checkpoint_"
+BEST_DIR = "best"          # train.export_best's RUN/best/
 
 
 class CheckpointExportError(ValueError):

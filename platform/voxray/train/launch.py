@@ -221,9 +221,24 @@ def fit_recipe(recipe, plan: Any, *, columns: list[str], callbacks: Optional[lis
     summary = fit(recipe.train_loop, loop_config={"plan": plan, "gate": gate}, run=plan.run, config=plan.config,
                   store=plan.store, columns=columns, metric=metric, callbacks=callbacks, console=console)
     summary["metric_label"] = label
+    if plan.config.train.export_best:
+        summary["best_export"] = export_best(plan.run, plan.store, console)
     if plan.config.train.evaluate_at_end:
         summary["evaluation"] = evaluate_final(recipe.FAMILY, plan.store, plan.run, plan.config, console)
     return summary
+
+
+def export_best(run: str, store: str, console: bool = True) -> dict[str, Any]:
+    """RUN/best/: the best checkpoint's export (``train.export_best``), replacing an earlier one."""
+    from voxray.train.checkpoint_export import BEST_DIR, export_checkpoint
+
+    folder = uri.join(run, BEST_DIR)
+    if uri.exists(folder):
+        uri.remove_tree(folder)
+    done = export_checkpoint(run, "best", folder, store=store)
+    if console:
+        say(f"best checkpoint (step {done['step']}, {done['metric']} {done['value']:.4f}) exported to {folder}")
+    return done
 
 
 def evaluate_final(family: str, store: str, run: str, config: Config, console: bool = True) -> dict[str, Any]:
