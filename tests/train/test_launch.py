@@ -118,6 +118,18 @@ def test_settings_that_make_a_run_useless_are_named():
     assert "train.patience=3 needs more than 3 validations; the run makes 3" in patient
 
 
+def test_epochs_become_steps_from_the_stores_rows(capsys):
+    from voxray.config import load_config
+    from voxray.train.launch import steps_of_epochs
+
+    stats = {"splits": {"train": {"utterances": 50}}}
+    config = load_config(CPU_CONFIG, ["train.epochs=3", "train.batch_size=8", "train.num_workers=2",
+                                      "train.max_steps=999"])
+    assert steps_of_epochs(config, stats).train.max_steps == 3 * 4               # ceil(50 / 16) = 4 steps an epoch
+    assert "train.epochs=3: max_steps=12 (50 train rows / 16 per optimizer step" in capsys.readouterr().out
+    assert steps_of_epochs(load_config(CPU_CONFIG, ["train.max_steps=77"]), stats).train.max_steps == 77
+
+
 def test_console_lines():
     start = format_record({"kind": "start", "family": "vocoder", "workers": 1, "use_gpu": True, "zero_stage": 0,
                            "precision": "bf16", "parameters": {"generator": (13_900_000, 13_900_000),

@@ -179,7 +179,10 @@ class CurriculumStage(Strict):
 
 
 class TrainConfig(Strict):
-    max_steps: int = Field(2000, ge=1, description="optimizer steps")
+    max_steps: int = Field(2000, ge=1, description="optimizer steps (replaced by epochs when that is set)")
+    epochs: int = Field(0, ge=0, description="train this many passes over the train split instead: max_steps becomes "
+                                             "epochs x ceil(train rows / (batch_size x num_workers x grad_accum)), "
+                                             "the number the console and config.yaml then show (0: use max_steps)")
     batch_size: int = Field(16, ge=1, description="utterances per worker per micro-step")
     grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks)")

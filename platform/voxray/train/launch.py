@@ -115,6 +115,23 @@ def open_run(run: str, config: Config, store: str, fixed: tuple[str, ...] = RESU
 
 # ---------------------------------------------------------------------------------------- fit
 
+def steps_of_epochs(config: Config, stats: dict[str, Any], console: bool = True) -> Config:
+    """``config`` with ``train.max_steps`` from ``train.epochs`` and the store's train rows (as the
+    Qwen3-TTS guide counts epochs); unchanged when ``train.epochs`` is 0. A row is one sample of a
+    batch in every family (curriculum stages and length bucketing move the epoch boundary by a
+    batch or so)."""
+    train = config.train
+    if not train.epochs:
+        return config
+    rows = int(stats["splits"]["train"]["utterances"])
+    per_step = train.batch_size * train.num_workers * train.grad_accum
+    steps = train.epochs * -(-rows // per_step)
+    if console:
+        say(f"train.epochs={train.epochs}: max_steps={steps} ({rows} train rows / {per_step} per optimizer step, "
+            f"x {train.epochs})")
+    return config.model_copy(update={"train": train.model_copy(update={"max_steps": steps})})
+
+
 def useless_settings(config: Config) -> list[str]:
     """Settings that make a run far less useful than its config suggests, each naming its keys
     (the console prints them as warnings when the run starts)."""

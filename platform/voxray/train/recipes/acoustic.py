@@ -93,6 +93,7 @@ def prepare(store: str, run: str, config: Config, open_run: bool = True) -> Plan
         config = config.model_copy(update={"finetune": config.finetune.model_copy(
             update={"init_from": uri.absolute(config.finetune.init_from)})})
     stats = launch.store_stats(store)
+    config = launch.steps_of_epochs(config, stats)
     spec = AudioSpec(**stats["audio_spec"])
     config = config.model_copy(update={"audio": spec})   # the store decides the audio constants
     features = stats["features"]

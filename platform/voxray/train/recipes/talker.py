@@ -88,6 +88,7 @@ def prepare(store: str, run: str, config: Config, open_run: bool = True) -> Plan
         config = config.model_copy(update={"finetune": config.finetune.model_copy(
             update={"init_from": uri.absolute(config.finetune.init_from)})})
     stats = launch.store_stats(store)
+    config = launch.steps_of_epochs(config, stats)
     if not stats.get("codec"):
         raise ValueError(f"the feature store {store} has no audio codes: give audio_codes in the manifest, or "
                          "encode the store with voxray codec encode")

@@ -89,6 +89,7 @@ def prepare(store: str, run: str, config: Config, open_run: bool = True) -> Plan
     to start from, and the run folder."""
     store, run = uri.absolute(store), uri.absolute(run)
     stats = launch.store_stats(store)
+    config = launch.steps_of_epochs(config, stats)
     _store_has_audio(store)
     spec = AudioSpec(**stats["audio_spec"])
     config = config.model_copy(update={"audio": spec})
