@@ -75,5 +75,5 @@ def test_help_config_lists_every_key_with_default_and_meaning(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert {line.split(" = ")[0] for line in lines} == leaf_keys(AcousticConfig)
     assert "train.betas = [0.9, 0.98]  # AdamW betas" in lines
-    assert "train.max_steps = 2000  # optimizer steps [>= 1]" in lines
+    assert "train.max_steps = 2000  # optimizer steps (replaced by epochs when that is set) [>= 1]" in lines
     assert all("  # " in line for line in lines)
