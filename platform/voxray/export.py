@@ -8,6 +8,11 @@
   vocab.json          the token vocabulary, for models that read text (the model's, including
                       tokens added by fine-tuning)
   stats.json          the store's statistics (mel, F0, energy normalisation; label tables)
+
+A pretrained talker's export (``model.json``'s ``format``: ``transformers``) holds the upstream
+layout instead of model.safetensors/vocab.json (``save_pretrained``'s config.json and weights, the
+tokenizer and processor files; or peft's ``adapter/``), so its own package loads it, with the
+voxray files above beside them.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from voxray.text import Vocabulary
 
 FINAL_DIR = "final"
 ADAPTER_DIR = "adapter"          # an adapter-only export: final/adapter/ (adapter.safetensors, adapter.json)
-FILES = ("model.safetensors", "model.json", "config.yaml", "audio_spec.json")     # every family's
+FILES = ("model.json", "config.yaml", "audio_spec.json")     # every export's (and model.safetensors, but:)
+TRANSFORMERS = "transformers"          # model.json's format of a pretrained talker's export (upstream layout)
 
 
 @dataclass
@@ -44,11 +50,13 @@ class FinalModel:
         return self.manifest.get("family", self.config.family)
 
 
-def write_final(folder: str, *, weights: dict[str, torch.Tensor], manifest: dict[str, Any], config: Config,
+def write_final(folder: str, *, weights: Optional[dict[str, torch.Tensor]], manifest: dict[str, Any], config: Config,
                 vocabulary: Optional[list[str]] = None, stats: Optional[dict[str, Any]] = None) -> None:
-    """Write the export into ``folder`` (local or s3://), replacing an older one file by file."""
-    uri.write_bytes(uri.join(folder, "model.safetensors"),
-                    save({k: v.detach().cpu().contiguous() for k, v in weights.items()}))
+    """Write the export into ``folder`` (local or s3://), replacing an older one file by file
+    (``weights`` None: a pretrained talker's, whose weights are in the upstream layout)."""
+    if weights is not None:
+        uri.write_bytes(uri.join(folder, "model.safetensors"),
+                        save({k: v.detach().cpu().contiguous() for k, v in weights.items()}))
     texts = {
         "model.json": json.dumps(manifest, indent=1, ensure_ascii=False),
         "config.yaml": to_yaml(config),
@@ -81,13 +89,16 @@ def read_final(folder: str, family: Optional[str] = None) -> FinalModel:
     if missing:
         raise FileNotFoundError(f"{folder} is not a voxray model export (missing {', '.join(missing)})")
     manifest = json.loads(uri.read_text(uri.join(folder, "model.json")))
+    upstream = manifest.get("format") == TRANSFORMERS
+    if not upstream and not uri.exists(uri.join(folder, "model.safetensors")):
+        raise FileNotFoundError(f"{folder} is not a voxray model export (missing model.safetensors)")
     if family and manifest.get("family") != family:
         raise ValueError(f"{folder} holds a model of the {manifest.get('family')!r} family; a {family!r} model "
                          "is needed here")
     optional = {name: uri.read_text(uri.join(folder, name)) for name in ("vocab.json", "stats.json")
                 if uri.exists(uri.join(folder, name))}
     return FinalModel(
-        weights=load(uri.read_bytes(uri.join(folder, "model.safetensors"))),
+        weights={} if upstream else load(uri.read_bytes(uri.join(folder, "model.safetensors"))),
         manifest=manifest,
         config=build_config(yaml.safe_load(uri.read_text(uri.join(folder, "config.yaml"))), manifest.get("family")),
         audio_spec=AudioSpec(**json.loads(uri.read_text(uri.join(folder, "audio_spec.json")))),

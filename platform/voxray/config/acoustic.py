@@ -50,4 +50,7 @@ class AcousticConfig(Config):
     @model_validator(mode="after")
     def _adapter_export(self) -> "AcousticConfig":
         check_adapter_export(self.finetune, self.lora.rank)
+        if self.lora.train_heads:
+            raise ValueError("lora.train_heads applies to a pretrained talker (model.pretrained); the acoustic model "
+                             "trains its new embedding rows under LoRA")
         return self

@@ -32,6 +32,10 @@ class TalkerTrain(TrainConfig):
 
 
 class TalkerModel(Strict):
+    pretrained: Optional[str] = Field(
+        None, description="a pretrained talker's local folder in its published layout (Sesame CSM: config.json, "
+                          "model.safetensors, tokenizer files): fine-tune it instead of building voxray's own "
+                          "talker (preset, codebook_head, conditioning, reference_frames, dropout then do not apply)")
     preset: Literal["tiny", "small", "base"] = Field("tiny", description="size: tiny (CPU, tests), small, base")
     codebook_head: Literal["depth", "delay", "parallel"] = Field(
         "depth", description="how a frame's codebooks are predicted: depth (a small Transformer per frame over "
@@ -50,7 +54,13 @@ class TalkerModel(Strict):
 class TalkerLoss(Strict):
     first_codebook: float = Field(1.0, ge=0, description="weight of codebook 0's cross-entropy (with the end of "
                                                          "speech)")
-    sub_codebooks: float = Field(0.3, ge=0, description="weight of the mean cross-entropy of codebooks 1..K-1")
+    sub_codebooks: Optional[float] = Field(
+        None, ge=0, description="weight of the mean cross-entropy of codebooks 1..K-1 (null: the model's own: 0.3 "
+                                "for voxray's talker, as Qwen3-TTS's fine-tuning script; 1.0 for CSM, whose forward "
+                                "adds the depth decoder's loss unweighted)")
+    depth_frames: float = Field(1.0, gt=0, le=1, description="pretrained CSM: the share of audio frames (drawn per "
+                                                              "batch) the depth decoder learns, codebook 0 learning "
+                                                              "every frame (Sesame trained on 1/16: 0.0625)")
     text: float = Field(0.0, ge=0, description="weight of the text tokens' cross-entropy (IndexTTS2's dual loss)")
 
 
@@ -68,5 +78,25 @@ class TalkerConfig(Config):
 
     @model_validator(mode="after")
     def _adapter_export(self) -> "TalkerConfig":
-        check_adapter_export(self.finetune, self.lora.rank)
+        model = self.model
+        if model.pretrained is None:
+            check_adapter_export(self.finetune, self.lora.rank)
+            if self.lora.train_heads:
+                raise ValueError("lora.train_heads applies to a pretrained talker (model.pretrained); voxray's own "
+                                 "talker trains its new embedding rows under LoRA")
+            if self.loss.depth_frames != 1.0:
+                raise ValueError("loss.depth_frames applies to a pretrained CSM (model.pretrained)")
+            return self
+        if self.finetune.init_from:
+            raise ValueError("model.pretrained and finetune.init_from both set: give one model to start from")
+        if self.finetune.export == "adapter" and not self.lora.rank:
+            raise ValueError("finetune.export=adapter needs adapters: set lora.rank > 0")
+        if self.train.ema_decay > 0:
+            raise ValueError("train.ema_decay > 0 with model.pretrained: an EMA keeps a second full copy of the "
+                             "pretrained model on every rank; fine-tune without one (train.ema_decay: 0)")
+        own = {name: value for name, value in (("codebook_head", model.codebook_head),
+                                               ("conditioning", model.conditioning)) if value != TalkerModel.model_fields[name].default}
+        if own:
+            raise ValueError(f"model.{', model.'.join(own)} set with model.pretrained: they shape voxray's own "
+                             "talker; a pretrained one has its architecture's")
         return self

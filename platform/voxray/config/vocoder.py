@@ -81,6 +81,6 @@ class VocoderConfig(Config):
                              "backward and ZeRO-3 partitions its parameters; use 0, 1 or 2")
         if self.deepspeed.precision == "fp16":
             raise ValueError("deepspeed.precision=fp16: two engines cannot share fp16 loss scaling; use fp32 or bf16")
-        if self.lora.rank:
+        if self.lora.rank or self.lora.train_heads:
             raise ValueError(f"lora.rank={self.lora.rank}: the vocoder fine-tunes all weights (lora.rank=0)")
         return self

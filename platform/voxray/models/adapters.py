@@ -29,17 +29,19 @@ FEED_FORWARD = r"ffn\.(up|down)"          # the feed-forward projections, for ``
 
 
 def apply_lora(model: nn.Module, lora: Any, target_modules: str,
-               trainable_tokens: Optional[dict[str, list[int]]] = None) -> nn.Module:
+               trainable_tokens: Optional[dict[str, list[int]]] = None, feed_forward: str = FEED_FORWARD,
+               modules_to_save: Optional[list[str]] = None) -> nn.Module:
     """Freeze ``model``; train adapters (``lora``: the config's LoRA section: rank, ff_rank, alpha,
-    dropout, dora) on ``target_modules`` (a regex over module names) and the embedding rows listed
-    in ``trainable_tokens`` ({embedding module name: indices})."""
+    dropout, dora) on ``target_modules`` (a regex over module names; ``lora.ff_rank`` for those
+    matching ``feed_forward``), the embedding rows listed in ``trainable_tokens`` ({embedding module
+    name: indices}) and, in full, the modules named in ``modules_to_save``."""
     from peft import LoraConfig, get_peft_model
 
     tokens = {name: sorted(set(ids)) for name, ids in (trainable_tokens or {}).items() if ids}
-    ranks = {FEED_FORWARD: lora.ff_rank} if lora.ff_rank else {}
+    ranks = {feed_forward: lora.ff_rank} if lora.ff_rank else {}
     config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_dora=lora.dora,
                         target_modules=target_modules, rank_pattern=ranks,
-                        trainable_token_indices=tokens or None, bias="none")
+                        trainable_token_indices=tokens or None, modules_to_save=modules_to_save, bias="none")
     return get_peft_model(model, config)
 
 

@@ -6,6 +6,11 @@ collate -> validate -> loop -> export -> train (driver).
 ``finetune.init_from=TALKER/final`` starts from a trained talker (same codec); with
 ``lora.rank > 0`` only the adapters (LoRA, or DoRA with ``lora.dora=true``) and the embedding
 rows of tokens, speakers and languages new to that model train.
+
+``model.pretrained=FOLDER`` fine-tunes a pretrained talker of another architecture instead
+(Sesame CSM; ``models/pretrained/``: one file per architecture behind one interface): its own
+tokenizer, inputs and loss, the same loop, validation, checkpoints and sweeps, and an export in
+its upstream layout (``save_pretrained``; peft's adapter folder with ``finetune.export=adapter``).
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from voxray import uri
 from voxray.audio import AudioSpec
 from voxray.config import Config
 from voxray.data.batching import PAD_ID
-from voxray.export import FINAL_DIR, read_final, write_adapter, write_final
+from voxray.export import FINAL_DIR, TRANSFORMERS, read_final, write_adapter, write_final
 from voxray.losses.talker import combine, names, talker_losses
 from voxray.models import talker as talker_model
+from voxray.models.pretrained import training as pretrained_training
 from voxray.train import launch
 from voxray.train.checkpoint import evaluation_weights, load_weights
 from voxray.train.data import PrefetchedShard
@@ -45,6 +51,8 @@ REFERENCE_WEIGHTS = {"first_codebook": 1.0, "sub_codebooks": 0.3, "text_weight":
 METRIC_LABEL = "val cross-entropy"
 METRICS = ("val_ce", "val_loss")   # what train.checkpoint_metric may name
 COLUMNS = ["id", "token_ids", "speaker_index", "language_index", "n_frames", "audio_codes"]
+PRETRAINED_COLUMNS = ["id", "text", "token_ids", "speaker_index", "n_frames", "audio_codes"]
+SUB_CODEBOOKS = {None: 0.3, "csm": 1.0}     # loss.sub_codebooks when null: voxray's talker, CSM (see config)
 LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and feed-forward projections
 CODEC_KEYS = ("name", "n_codebooks", "codebook_size", "frame_rate")
 SEARCH_SPACE = {"train.lr": {"loguniform": [5.0e-5, 2.0e-3]}, "loss.sub_codebooks": {"uniform": [0.1, 1.0]}}
@@ -78,6 +86,7 @@ class Plan:
     base_build_args: Optional[dict[str, Any]] = None
     maps: dict[str, np.ndarray] = field(default_factory=dict)   # store index -> model index
     added: dict[str, list[int]] = field(default_factory=dict)   # embedding rows new to the base
+    pretrained: Optional[str] = None                            # a pretrained talker's folder (model.pretrained)
 
 
 def prepare(store: str, run: str, config: Config, open_run: bool = True) -> Plan:
@@ -97,6 +106,9 @@ def prepare(store: str, run: str, config: Config, open_run: bool = True) -> Plan
     config = config.model_copy(update={"audio": spec})
     plan = dict(store=store, run=run, store_stats=stats, codec=codec, **store_labels(stats))
     model = config.model
+    if model.pretrained:
+        return _prepare_pretrained(plan, config, open_run)
+    config = _sub_codebooks(config, None)
     build_args = dict(preset=model.preset, vocab_size=len(plan["vocabulary"]), n_speakers=len(plan["speakers"]),
                       n_languages=len(plan["languages"]), n_codebooks=codec["n_codebooks"],
                       codebook_size=codec["codebook_size"], codebook_head=model.codebook_head,
@@ -118,11 +130,47 @@ def prepare(store: str, run: str, config: Config, open_run: bool = True) -> Plan
     return Plan(config=config, build_args=build_args, **plan)
 
 
+def _sub_codebooks(config: Config, architecture: Optional[str]) -> Config:
+    """``loss.sub_codebooks`` resolved: the model's own weight when null."""
+    if config.loss.sub_codebooks is not None:
+        return config
+    return config.model_copy(update={"loss": config.loss.model_copy(
+        update={"sub_codebooks": SUB_CODEBOOKS[architecture]})})
+
+
+def _prepare_pretrained(plan: dict[str, Any], config: Config, open_run: bool) -> Plan:
+    """A pretrained talker's plan: its folder checked (architecture, files), its codec against the
+    store's (name, books, size, frame rate: a store encoded with another codec is refused, naming
+    both), and its builder arguments (what the export and the validation read)."""
+    folder = uri.absolute(config.model.pretrained)
+    arch = pretrained_training.talker(folder)
+    theirs, ours = arch.codec(), plan["codec"]
+    keys = ("name", *CODEC_KEYS[1:])
+    if any(theirs[key] != ours.get(key) for key in keys):
+        raise ValueError(f"the pretrained {arch.architecture} in {folder} speaks {arch.codec_name} codes "
+                         f"{ {key: theirs[key] for key in keys} }; this store's are { {key: ours.get(key) for key in keys} }: "
+                         f"encode the store with its codec (voxray codec encode --codec "
+                         f"pretrained:{arch.codec_name}=FOLDER)")
+    config = _sub_codebooks(config.model_copy(update={"model": config.model.model_copy(update={"pretrained": folder})}),
+                            arch.architecture)
+    build_args = {"architecture": arch.architecture, "pretrained": folder, "n_codebooks": theirs["n_codebooks"],
+                  "codebook_size": theirs["codebook_size"], "layers": arch.layers()}
+    if open_run:
+        launch.open_run(plan["run"], config, plan["store"])
+    return Plan(config=config, build_args=build_args, pretrained=folder, **plan)
+
+
 # ------------------------------------------------------------------------------------- model
 
-def build_model(plan: Plan, load_base: bool = True) -> torch.nn.Module:
+def build_model(plan: Plan, load_base: bool = True, ds_config: Optional[dict[str, Any]] = None) -> torch.nn.Module:
     """Built fresh, or the base talker grown to the new label sets, with adapters when
-    ``lora.rank > 0``."""
+    ``lora.rank > 0``; a pretrained talker loaded from its folder (partitioned as it loads with a
+    ZeRO-3 ``ds_config``)."""
+    if plan.pretrained:
+        config = plan.config
+        return pretrained_training.build(plan.pretrained, config.lora, precision=config.deepspeed.precision,
+                                         checkpointing=config.model.checkpointing,
+                                         train_heads=config.lora.train_heads, ds_config=ds_config)
     if plan.init_from is None:
         return talker_model.build(**plan.build_args)
     model = talker_model.build(**plan.base_build_args)
@@ -138,25 +186,29 @@ HEAD_PARTS = re.compile(r"(^|\.)(heads|text_head|depth|depth_in)\.")
 BLOCK = re.compile(r"(^|\.)decoder\.blocks\.(\d+)\.")
 
 
-def parameter_groups(model: torch.nn.Module, train: Any, layers: int) -> list[dict[str, Any]]:
+def parameter_groups(model: torch.nn.Module, train: Any, layers: int,
+                     patterns: tuple[re.Pattern, re.Pattern, re.Pattern] = (EMBEDDINGS, HEAD_PARTS, BLOCK)
+                     ) -> list[dict[str, Any]]:
     """The optimizer's parameter groups (trainable parameters only): adapters, embeddings, heads
     and the rest, each with its learning rate and weight decay (``train.*_lr``, ``*_weight_decay``),
     and decoder block i of ``layers`` at ``layer_decay^(layers - 1 - i)`` times its group's rate.
     Parameters that end up with the same rate and decay share one group (each group costs
-    DeepSpeed's ZeRO optimizer a pass per step)."""
+    DeepSpeed's ZeRO optimizer a pass per step). ``patterns``: the embeddings', heads' and
+    blocks' names (a pretrained talker's architecture has its own)."""
+    embeddings, heads, blocks = patterns
     groups: dict[tuple[float, float], dict[str, Any]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         if "lora_" in name:
             kind, lr, decay = "adapters", train.adapter_lr, train.adapter_weight_decay
-        elif EMBEDDINGS.search(name) or "trainable_tokens" in name:
+        elif embeddings.search(name) or "trainable_tokens" in name:
             kind, lr, decay = "embeddings", train.embedding_lr, train.embedding_weight_decay
-        elif HEAD_PARTS.search(name):
+        elif heads.search(name):
             kind, lr, decay = "heads", train.head_lr, train.head_weight_decay
         else:
             kind, lr, decay = "rest", None, None
-        block = BLOCK.search(name)
+        block = blocks.search(name)
         depth = layers - 1 - int(block.group(2)) if block else 0
         rate, decay = (lr or train.lr) * train.layer_decay ** depth, train.weight_decay if decay is None else decay
         group = groups.setdefault((rate, decay), {"names": [], "params": [], "lr": rate, "weight_decay": decay})
@@ -178,6 +230,8 @@ def _pad(arrays: list[np.ndarray], value: int) -> np.ndarray:
 def columns(config: Config) -> list[str]:
     """What the workers read: a reference encoder also needs the mels, and both reference ways
     the rows' sources and their ``ref_audio``."""
+    if config.model.pretrained:
+        return PRETRAINED_COLUMNS
     extra = {"table": [], "prompt": ["source", "ref_audio"], "reference": ["source", "ref_audio", "mel"]}
     return COLUMNS + extra[config.model.conditioning]
 
@@ -206,11 +260,14 @@ def collate(plan: Plan, rows: list[dict[str, Any]], rng: Optional[np.random.Gene
     """Store rows -> tokens [B, L], codes [B, T, K] and their lengths, speakers, languages; with
     ``model.conditioning=reference`` the reference mels [B, R, n_mels]; with ``prompt`` each
     row's reference text and codes lead its own (``prompt_frames`` [B] of them are not learnt;
-    a row whose speaker has no other utterance in the batch goes without)."""
+    a row whose speaker has no other utterance in the batch goes without). A pretrained talker's
+    rows go through its own collate (its tokenizer and chat template)."""
     rows = map_labels(rows, plan.maps)
     missing = [row["id"] for row in rows if row["audio_codes"] is None or len(row["audio_codes"]) == 0]
     if missing:
         raise ValueError(f"rows without audio codes in the store: {', '.join(missing[:5])}")
+    if plan.pretrained:
+        return pretrained_training.talker(plan.pretrained).collate(rows, rng, plan.config.loss.depth_frames)
     model = plan.config.model
     tokens = [np.asarray(r["token_ids"], dtype=np.int64) for r in rows]
     codes = [np.asarray(r["audio_codes"], dtype=np.int64) for r in rows]
@@ -252,9 +309,13 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model)
     eval_model.eval()
     k_books = plan.build_args["n_codebooks"]
     sums = torch.zeros(3 * k_books + 4)          # (CE sum, count) per codebook + text, correct per codebook, frames, tokens
-    for rows in val_shard.batches(plan.config.train.batch_size):
+    batches = list(val_shard.batches(plan.config.train.batch_size))
+    for rows, counts in (pretrained_training.aligned_batches(batches, worker.device) if plan.pretrained
+                         else ((rows, True) for rows in batches)):
         batch = collate(plan, rows)
         out = eval_model({k: v.to(worker.device) for k, v in batch.items()})
+        if not counts:
+            continue
         parts = talker_losses(out)
         sums[: 2 * k_books + 2] += parts["sums"]
         counts = parts["sums"][1: 2 * k_books: 2]
@@ -281,12 +342,16 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     plan: Plan = loop_config["plan"]
     config, train = plan.config, plan.config.train
     worker = start(loop_config, config, plan.run)
-    model = build_model(plan).to(worker.device)
+    ds_config = deepspeed_config(train, config.deepspeed, worker.world_size)
+    model = build_model(plan, ds_config=ds_config).to(worker.device)
     ema = make_ema(model, train.ema_decay)
-    eval_model = build_model(plan, load_base=False).to(worker.device)
-    engine, lr_schedule = build_engine(model, OptimizerSettings.of(train),
-                                       deepspeed_config(train, config.deepspeed, worker.world_size),
-                                       parameters=parameter_groups(model, train, talker_model.layers(plan.build_args)))
+    if plan.pretrained:         # validates on the engine's module: no second copy of a large model
+        eval_model, arch = None, pretrained_training.talker(plan.pretrained)
+        groups = parameter_groups(model, train, arch.layers(), (arch.embeddings, arch.heads, arch.block))
+    else:
+        eval_model = build_model(plan, load_base=False).to(worker.device)
+        groups = parameter_groups(model, train, talker_model.layers(plan.build_args))
+    engine, lr_schedule = build_engine(model, OptimizerSettings.of(train), ds_config, parameters=groups)
     trainable_only = config.lora.rank > 0
     emas = {"model": ema} if ema is not None else {}
     worker.restore({"model": engine}, emas, trainable_only=trainable_only)
@@ -316,14 +381,49 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             worker.log(meter.reduce(worker.device), lr=lr_schedule.get_last_lr()[0], grad_norm=grad_norm(engine))
             meter.reset()
         if worker.validation_due():
-            load_eval_weights(eval_model, engine, ema)
-            metrics = validate(plan, worker, val_shard, eval_model)
+            if eval_model is not None:
+                load_eval_weights(eval_model, engine, ema)
+            metrics = validate(plan, worker, val_shard, eval_model or engine.module)
             frames_per_token = metrics["val_frames_per_token"]
             worker.checkpoint(metrics, engines={"model": engine}, emas=emas, stream=stream,
                               trainable_only=trainable_only)
             meter.reset()
+    if plan.pretrained:
+        state = gathered_state(engine, worker.rank)      # every rank (gathers at ZeRO-3)
+        worker.finish(lambda: export_pretrained(plan, state, worker.state.step, frames_per_token))
+        return
     load_eval_weights(eval_model, engine, ema)          # every rank (gathers at ZeRO-3 without an EMA)
     worker.finish(lambda: export(plan, eval_model, worker.state.step, frames_per_token))
+
+
+def gathered_state(engine, rank: int) -> Optional[dict[str, torch.Tensor]]:
+    """The engine's full trained weights on rank 0's CPU (None elsewhere); every rank calls it."""
+    from voxray.train.engine import gathered
+
+    with gathered(engine):
+        if rank != 0:
+            return None
+        return {k: v.detach().cpu().clone() for k, v in engine.module.state_dict().items()}
+
+
+def export_pretrained(plan: Plan, state: dict[str, torch.Tensor], step: int, frames_per_token: Optional[float],
+                      folder: Optional[str] = None) -> None:
+    """A pretrained talker's RUN_URI/final (or ``folder``): the base model with the trained
+    weights loaded and adapters merged, in its upstream layout (``save_pretrained``, tokenizer and
+    processor files); with ``finetune.export=adapter`` peft's ``adapter/`` for the base instead;
+    voxray's model.json (format ``transformers``, speakers as the model's ids), config.yaml,
+    audio_spec.json and stats.json beside them."""
+    folder = folder or uri.join(plan.run, FINAL_DIR)
+    model = build_model(plan)
+    load_weights(model, state)
+    adapter_only = plan.config.finetune.export == "adapter"
+    pretrained_training.write_export(model, folder, adapter_only=adapter_only)
+    manifest = {"family": FAMILY, "format": TRANSFORMERS, "build": plan.build_args, "speakers": plan.speakers,
+                "speaker_ids": {name: i for i, name in enumerate(plan.speakers)}, "languages": plan.languages,
+                "codec": plan.codec, "frames_per_token": frames_per_token, "step": step,
+                "base": plan.pretrained, "adapter_only": adapter_only, "lora_rank": plan.config.lora.rank,
+                "dora": plan.config.lora.dora}
+    write_final(folder, weights=None, manifest=manifest, config=plan.config, stats=plan.store_stats)
 
 
 def export(plan: Plan, eval_model, step: int, frames_per_token: Optional[float], folder: Optional[str] = None) -> None:
@@ -350,8 +450,12 @@ def export_checkpoint(plan: Plan, checkpoint: str, step: int, metrics: dict[str,
     """``export`` of the weights in a merged checkpoint folder (local) into ``output``, with the
     frames per token of that step's validation (``voxray export RUN --checkpoint``)."""
     lora = plan.config.lora.rank > 0
+    weights = evaluation_weights(checkpoint, "model", plan.config.deepspeed.zero_stage, lora)
+    if plan.pretrained:
+        export_pretrained(plan, weights, step, metrics.get("val_frames_per_token"), output)
+        return
     model = build_model(plan, load_base=lora)
-    load_weights(model, evaluation_weights(checkpoint, "model", plan.config.deepspeed.zero_stage, lora))
+    load_weights(model, weights)
     export(plan, model, step, metrics.get("val_frames_per_token"), output)
 
 

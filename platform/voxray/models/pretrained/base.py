@@ -1,0 +1,117 @@
+"""The interface a pretrained talker implements for the talker recipe (one file per architecture:
+``csm.py``; a third model is one more file that subclasses ``PretrainedTalker`` and calls
+``register``), and what is common: the folder check, loading under DeepSpeed ZeRO-3, freezing.
+
+What the recipe asks of an architecture:
+
+  codec()            the codes it speaks: name, n_codebooks, codebook_size, frame_rate, sample_rate
+  layers()           its backbone's blocks (layer-wise learning-rate decay)
+  model_class()      the upstream class ``from_pretrained`` loads
+  collate(rows, ..)  store rows -> tensors (its tokenizer, its chat template)
+  forward(model, b)  its own loss on a batch, and per-codebook logits/targets in the talker
+                     family's form (``losses.talker.talker_losses`` reads them)
+  save(model, dir)   the upstream folder layout, loadable by the upstream package
+  generate(...)      codes for a text and a speaker
+  lora_targets, feed_forward, embeddings, heads, block, frozen, keep_trainable: module-name
+  patterns for LoRA, parameter groups and what stays frozen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from voxray import uri
+
+ARCHITECTURES: dict[str, type["PretrainedTalker"]] = {}          # config.json model_type -> class
+
+
+def register(cls: type["PretrainedTalker"]) -> type["PretrainedTalker"]:
+    ARCHITECTURES[cls.model_type] = cls
+    return cls
+
+
+class PretrainedTalker:
+    architecture = ""
+    model_type = ""
+    codec_name = ""
+    files: tuple[str, ...] = ("config.json",)
+    lora_targets = ""
+    feed_forward = ""
+    embeddings: re.Pattern = re.compile("$^")
+    heads: re.Pattern = re.compile("$^")
+    block: re.Pattern = re.compile("$^")
+    frozen: tuple[str, ...] = ()
+    keep_trainable: tuple[str, ...] = ()
+
+    def __init__(self, folder: str) -> None:
+        self.folder = os.path.abspath(folder)
+        self.config = read_config(folder)
+
+    def codec(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def layers(self) -> int:
+        raise NotImplementedError
+
+    def model_class(self):
+        raise NotImplementedError
+
+    def load(self, dtype: torch.dtype = torch.float32, ds_config: Optional[dict[str, Any]] = None) -> nn.Module:
+        """The model from the folder, its ``frozen`` parts frozen. With a ZeRO-3 ``ds_config``,
+        loaded under DeepSpeed's ``zero.Init`` (transformers' ``HfDeepSpeedConfig``): each rank
+        builds only its partition and the weights are scattered as they load, so no rank holds
+        the whole model."""
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        zero3 = ds_config is not None and ds_config["zero_optimization"]["stage"] == 3
+        keep = None
+        if zero3:
+            from transformers.integrations import HfDeepSpeedConfig
+
+            keep = HfDeepSpeedConfig(ds_config)        # transformers holds a weak reference: keep it alive
+        model = self.model_class().from_pretrained(self.folder, dtype=dtype)
+        del keep
+        for name in self.frozen:
+            for parameter in getattr(model, name).parameters():
+                parameter.requires_grad_(False)
+        return model
+
+
+def read_config(folder: str) -> dict[str, Any]:
+    """The folder's config.json, with clear errors for a folder that is not there or not a model."""
+    if uri.is_remote(folder) or not os.path.isdir(folder):
+        raise FileNotFoundError(f"the pretrained model folder {folder} does not exist (give a local folder in the "
+                                "published layout: pretrained models load from disk, nothing is downloaded)")
+    path = os.path.join(folder, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{folder} is not a pretrained model folder: config.json missing")
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def talker_for(folder: str) -> PretrainedTalker:
+    """The architecture of the model in ``folder`` (its config.json's ``model_type``), its files
+    checked: an error naming what is missing, or what the folder holds when it is no talker voxray
+    fine-tunes."""
+    from voxray.models.pretrained import csm  # noqa: F401  (registers)
+
+    config = read_config(folder)
+    kind = config.get("model_type")
+    if kind not in ARCHITECTURES:
+        raise ValueError(f"{folder} holds a {kind!r} model; voxray fine-tunes pretrained talkers of the kinds "
+                         f"{', '.join(sorted(ARCHITECTURES))}")
+    cls = ARCHITECTURES[kind]
+    missing = [name for name in cls.files if not os.path.exists(os.path.join(folder, name))]
+    if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
+        missing.append("*.safetensors")
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a complete {cls.architecture} model folder: "
+                                f"{', '.join(missing)} missing")
+    return cls(folder)
