@@ -23,7 +23,7 @@ from voxray import codeswitch, uri
 from voxray.audio import AudioSpec
 from voxray.cleaning import Rejected, clean
 from voxray.dsp import griffin_lim, log_mel, resample
-from voxray.export import FinalModel, read_final
+from voxray.export import TRANSFORMERS, FinalModel, read_final
 from voxray.models import talker
 from voxray.models.adapters import grow_and_adapt, load_adapter_state, merge_lora
 from voxray.models.acoustic import fastspeech2
@@ -87,9 +87,10 @@ def load_vocoder(final_uri: str, spec: Optional[AudioSpec] = None) -> Vocoder:
 
 @dataclass
 class TalkerVoice:
-    model: talker.Talker
+    model: talker.Talker | torch.nn.Module
     final: FinalModel
     codec: Any                              # decodes the talker's codes (voxray.codec.Codec)
+    pretrained: Any = None                  # a pretrained talker's architecture (models/pretrained), else None
 
 
 def _with_adapter(final: FinalModel, model: torch.nn.Module, adapter: str) -> tuple[FinalModel, torch.nn.Module]:
@@ -126,8 +127,20 @@ def load_talker(final_uri: str, codec: Optional[str] = None, adapter: Optional[s
     from voxray.codec import PrecomputedCodec, load_codec
 
     final = _read(final_uri, "talker")
-    model = talker.build(**final.manifest["build"])
-    model.load_state_dict(final.weights)
+    architecture = None
+    if final.manifest.get("format") == TRANSFORMERS:
+        from voxray.models.pretrained.training import load_export
+
+        if adapter:
+            raise SynthesisError(f"{final_uri} is a pretrained talker's export: its adapter export is "
+                                 "RUN/final itself (finetune.export=adapter), give it as --model")
+        try:
+            architecture, model = load_export(final_uri, final.manifest)
+        except (FileNotFoundError, ValueError) as exc:
+            raise SynthesisError(str(exc)) from None
+    else:
+        model = talker.build(**final.manifest["build"])
+        model.load_state_dict(final.weights)
     if adapter:
         final, model = _with_adapter(final, model, adapter)
     described = final.manifest["codec"]
@@ -140,7 +153,7 @@ def load_talker(final_uri: str, codec: Optional[str] = None, adapter: Optional[s
     if made != {key: described[key] for key in made}:
         raise SynthesisError(f"the codec {folder} makes {made} codes; the talker speaks "
                              f"{ {key: described[key] for key in made} }")
-    return TalkerVoice(model.eval(), final, decoder)
+    return TalkerVoice(model.eval(), final, decoder, architecture)
 
 
 def _pick(kind: str, name: Optional[str], known: list[str]) -> int:
@@ -274,14 +287,18 @@ def speak(voice: TalkerVoice, text: str, speaker: Optional[str] = None, language
     speaker_index = _pick("speaker", speaker, manifest["speakers"])
     language_index = _pick("language", language, manifest["languages"])
     language_name = manifest["languages"][language_index]
-    ids = tokens_for(voice, text, language_name)
     per_token = manifest.get("frames_per_token") or 4.0
-    max_frames = int(math.ceil(max_length_factor * per_token * len(ids))) + 10
-    ids, voice_args = _voice_inputs(voice, ids, language_name, ref_audio, ref_text)
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    codes, ended = voice.model.generate(torch.tensor(ids), speaker_index, language_index, max_frames=max_frames,
-                                        temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
-                                        **voice_args)
+    if voice.pretrained is not None:
+        codes, ended = _speak_pretrained(voice, text, speaker_index, per_token * max_length_factor, ref_audio,
+                                         temperature=temperature, top_k=top_k, seed=seed)
+    else:
+        ids = tokens_for(voice, text, language_name)
+        max_frames = int(math.ceil(max_length_factor * per_token * len(ids))) + 10
+        ids, voice_args = _voice_inputs(voice, ids, language_name, ref_audio, ref_text)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        codes, ended = voice.model.generate(torch.tensor(ids), speaker_index, language_index, max_frames=max_frames,
+                                            temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+                                            **voice_args)
     if len(codes) == 0:
         raise SynthesisError("the talker ended the utterance before its first code frame")
     codes = codes.numpy().astype(np.int32)
@@ -290,6 +307,24 @@ def speak(voice: TalkerVoice, text: str, speaker: Optional[str] = None, language
     except ValueError as exc:
         raise SynthesisError(str(exc)) from None
     return audio, codes, ended
+
+
+def _speak_pretrained(voice: TalkerVoice, text: str, speaker_index: int, frames_per_token: float,
+                      ref_audio: Optional[str], *, temperature: float, top_k: int,
+                      seed: Optional[int]) -> tuple[torch.Tensor, bool]:
+    """Codes from a pretrained talker's own ``generate``: its tokenizer and chat template, the
+    speaker as its id (the store's speaker i trained as CSM's ``[i]``)."""
+    if ref_audio:
+        raise SynthesisError("this pretrained talker knows its speakers by id: use --speaker")
+    arch = voice.pretrained
+    if not text.strip():
+        raise SynthesisError("the text is empty")
+    tokens = len(arch.tokenizer(text, add_special_tokens=False)["input_ids"])
+    if seed is not None:
+        torch.manual_seed(seed)
+    max_frames = int(math.ceil(frames_per_token * tokens)) + 10
+    codes = arch.generate(voice.model, text, speaker_index, max_frames, temperature=temperature, top_k=top_k)
+    return torch.from_numpy(codes), len(codes) < max_frames
 
 
 def write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:

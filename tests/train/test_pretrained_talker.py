@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 
 from tests.conftest import SAMPLE
@@ -136,6 +137,18 @@ def test_csm_fine_tunes_on_zero3_with_dora_resumes_and_loads_upstream(csm, mimi_
                                            tokenize=True, return_dict=True)
     codes = model.generate(**prompt, max_new_tokens=4, do_sample=False, depth_decoder_do_sample=False)
     assert codes.shape[-1] == 4
+    wav = tmp_path / "hello.wav"
+    assert cli.main(["synthesize", "--model", str(final), "--speaker", "spk_m", "--text", "Hello there.",
+                     "--out", str(wav), "--seed", "0", "--max-length-factor", "1"]) == 0
+    audio, rate = soundfile.read(wav)
+    assert rate == 22050 and len(audio) > 0
+    assert cli.main(["synthesize", "--model", str(final), "--ref-audio", str(wav), "--text", "Hi.",
+                     "--out", str(wav)]) == 2
+    assert "knows its speakers by id: use --speaker" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model", str(final), "--data", mimi_store, "--output", str(tmp_path / "eval"),
+                     "--limit", "2"]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["utterances"] == 2 and evaluated["failed"] == 0 and evaluated["metrics"]["mcd_db"] > 0
 
     # the same checkpoint exported adapter-only: peft's folder on the base equals the merged model
     plan = talker.prepare(mimi_store, run, load_config(None, [*common, "finetune.export=adapter"], family="talker"),
@@ -174,8 +187,10 @@ def test_what_does_not_fit_a_pretrained_talker_is_refused(csm, codes_store, tmp_
                             ("train.ema_decay=0.99", "second full copy"),
                             ("model.conditioning=prompt", "model.conditioning set with model.pretrained"),
                             ("finetune.export=adapter", "needs adapters"),
-                            ("deepspeed.precision=fp16", "runs on GPUs only")]:
+                            ("deepspeed.precision=fp16", "runs on GPUs only"),
+                            ("lora.rank=4 lora.dora=true model.checkpointing=true deepspeed.zero_stage=3",
+                             "DoRA reads its adapter weights outside their forward")]:
         with pytest.raises(ConfigError, match=named):
-            load_config(None, [f"model.pretrained={csm['csm']}", "train.ema_decay=0", override], family="talker")
+            load_config(None, [f"model.pretrained={csm['csm']}", *override.split()], family="talker")
     with pytest.raises(ConfigError, match="lora.train_heads applies to a pretrained talker"):
         load_config(None, ["lora.train_heads=true"], family="talker")

@@ -94,6 +94,11 @@ class TalkerConfig(Config):
         if self.train.ema_decay > 0:
             raise ValueError("train.ema_decay > 0 with model.pretrained: an EMA keeps a second full copy of the "
                              "pretrained model on every rank; fine-tune without one (train.ema_decay: 0)")
+        if self.lora.dora and model.checkpointing and self.deepspeed.zero_stage == 3:
+            raise ValueError("lora.dora with model.checkpointing at deepspeed.zero_stage=3: peft's DoRA reads its "
+                             "adapter weights outside their forward, and in activation checkpointing's recompute "
+                             "ZeRO-3 has released them (IndexError in peft's dora.get_lora_weight); use LoRA "
+                             "(lora.dora=false), ZeRO-2, or model.checkpointing=false")
         own = {name: value for name, value in (("codebook_head", model.codebook_head),
                                                ("conditioning", model.conditioning)) if value != TalkerModel.model_fields[name].default}
         if own:

@@ -175,14 +175,18 @@ class CsmTalker(PretrainedTalker):
     @torch.no_grad()
     def generate(self, model: nn.Module, text: str, speaker: int, max_frames: int,
                  temperature: float = 0.9, top_k: int = 50) -> np.ndarray:
-        """Codes [T, K] for ``text`` in voice ``[speaker]``, through CSM's own ``generate``."""
+        """Codes [T, K] for ``text`` in voice ``[speaker]``, through CSM's own ``generate``, the
+        ids past the codec's codebook (CSM's pad and spare rows) suppressed in both decoders: Mimi
+        cannot decode them."""
         ids = self.tokenizer(self.prompt(text, speaker, with_audio=False), add_special_tokens=False,
                              return_tensors="pt")
         device = next(model.parameters()).device
+        spare = list(range(self.codec()["codebook_size"], int(self.config["vocab_size"])))
         codes = model.generate(input_ids=ids["input_ids"].to(device), attention_mask=ids["attention_mask"].to(device),
                                max_new_tokens=max_frames, do_sample=temperature > 0, temperature=temperature or None,
-                               top_k=top_k, depth_decoder_do_sample=temperature > 0,
-                               depth_decoder_temperature=temperature or None, depth_decoder_top_k=top_k)
+                               top_k=top_k, suppress_tokens=spare, depth_decoder_do_sample=temperature > 0,
+                               depth_decoder_temperature=temperature or None, depth_decoder_top_k=top_k,
+                               depth_decoder_suppress_tokens=spare)
         codes = codes[0].cpu().numpy()
         ended = np.flatnonzero((codes == int(self.config["codebook_eos_token_id"])).all(axis=-1))
         return codes[: ended[0]] if len(ended) else codes

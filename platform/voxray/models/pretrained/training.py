@@ -131,3 +131,19 @@ def _upload(local: str, folder: str) -> None:
             else:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 shutil.copyfile(path, target)
+
+
+def load_export(final: str, manifest: dict[str, Any]) -> tuple[PretrainedTalker, nn.Module]:
+    """(architecture, model in eval mode) of a pretrained talker's export: the merged model in
+    ``final``, or the base folder the manifest names with peft's ``final/adapter`` merged on it."""
+    if uri.is_remote(final):
+        raise FileNotFoundError(f"{final}: a pretrained talker's export loads from a local folder (copy it first)")
+    if manifest.get("adapter_only"):
+        from peft import PeftModel
+
+        arch = talker(manifest["base"])
+        base = arch.model_class().from_pretrained(arch.folder)
+        model = PeftModel.from_pretrained(base, os.path.join(final, ADAPTER_DIR)).merge_and_unload()
+        return arch, model.eval()
+    arch = talker(final)
+    return arch, arch.model_class().from_pretrained(arch.folder).eval()

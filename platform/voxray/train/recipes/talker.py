@@ -59,8 +59,10 @@ SEARCH_SPACE = {"train.lr": {"loguniform": [5.0e-5, 2.0e-3]}, "loss.sub_codebook
 
 
 def search_space(config: Config) -> dict[str, Any]:
-    """The sweep's default: learning rate and the sub-codebook weight; LoRA rank when fine-tuning."""
-    return {**SEARCH_SPACE, **({"lora.rank": {"choice": [4, 8, 16, 32, 64]}} if config.finetune.init_from else {})}
+    """The sweep's default: learning rate and the sub-codebook weight; LoRA rank when fine-tuning
+    (a trained talker, or a pretrained one under LoRA)."""
+    lora = config.finetune.init_from or (config.model.pretrained and config.lora.rank > 0)
+    return {**SEARCH_SPACE, **({"lora.rank": {"choice": [4, 8, 16, 32, 64]}} if lora else {})}
 
 
 def tokens_and_frames(row: dict[str, Any]) -> int:
