@@ -57,7 +57,7 @@ def bare_loop(store: str, csm: str, steps: int, batch_size: int) -> float:
     from voxray.data.store import arrow_rows
     from voxray.models.pretrained.training import talker
     from voxray.train.data import bucketed
-    from voxray.train.recipes.talker import PRETRAINED_COLUMNS, tokens_and_frames
+    from voxray.train.recipes.talker import tokens_and_frames
 
     torch.set_num_threads(1)
     arch = talker(csm)
@@ -65,7 +65,7 @@ def bare_loop(store: str, csm: str, steps: int, batch_size: int) -> float:
     model = arch.load()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     rows = [r for f in sorted(glob.glob(f"{store}/train/*.parquet"))
-            for r in arrow_rows(pq.read_table(f, columns=PRETRAINED_COLUMNS))]
+            for r in arrow_rows(pq.read_table(f, columns=arch.columns))]
     batches, epoch, frames, started = [], 0, 0, None
     for step in range(steps):
         if not batches:

@@ -15,17 +15,18 @@ system_packages() {
     # espeak-ng gives phonemes (libespeak-ng) and built the sample corpus; Chromium and its
     # driver open voxray evaluate's HTML report in the tests (a real headless browser);
     # alsa-utils ships a real person's recordings (/usr/share/sounds/alsa), on which the tests
-    # calibrate the MCD beside espeak-ng audio.
+    # calibrate the MCD beside espeak-ng audio; sox is the binary qwen_tts's `sox` module looks
+    # for when imported (it prints a warning into every console and worker log without it).
     if ldconfig -p 2>/dev/null | grep -q libespeak-ng.so.1 && command -v espeak-ng >/dev/null \
             && command -v chromium >/dev/null && command -v chromedriver >/dev/null \
-            && [ -f /usr/share/sounds/alsa/Front_Center.wav ]; then
+            && [ -f /usr/share/sounds/alsa/Front_Center.wav ] && command -v sox >/dev/null; then
         return 0
     fi
     local apt=""
     if [ "$(id -u)" = 0 ]; then apt="apt-get"; elif sudo -n true 2>/dev/null; then apt="sudo apt-get"; fi
     if [ -n "$apt" ] && command -v apt-get >/dev/null; then
-        echo "setup: installing espeak-ng, chromium, chromium-driver and alsa-utils with $apt"
-        $apt update -qq && DEBIAN_FRONTEND=noninteractive $apt install -y -qq espeak-ng chromium chromium-driver alsa-utils >/dev/null
+        echo "setup: installing espeak-ng, chromium, chromium-driver, alsa-utils and sox with $apt"
+        $apt update -qq && DEBIAN_FRONTEND=noninteractive $apt install -y -qq espeak-ng chromium chromium-driver alsa-utils sox >/dev/null
     else
         cat >&2 <<'MSG'
 setup: WARNING: espeak-ng is missing and cannot be installed here (no root, no apt).

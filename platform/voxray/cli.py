@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                                  "sweep folder (path or s3://); re-running on it resumes the sweep"):
         sweep.add_argument("--trials", type=int, help="number of trials")
         sweep.add_argument("--search-space", help="YAML search space (default: the family's own, e.g. lr and "
-                                                  "loss weights, plus lora.rank when finetune.init_from is set)")
+                                                  "loss weights, plus lora.rank when finetune.init_from is set or "
+                                                  "a pretrained talker trains adapters)")
 
     predict = commands.add_parser("predict-mels", help="a store whose mels an acoustic model predicted (teacher-"
                                                        "forced, aligned with the audio): to fine-tune a vocoder")

@@ -313,7 +313,8 @@ def _speak_pretrained(voice: TalkerVoice, text: str, speaker_index: int, frames_
                       ref_audio: Optional[str], *, temperature: float, top_k: int,
                       seed: Optional[int]) -> tuple[torch.Tensor, bool]:
     """Codes from a pretrained talker's own ``generate``: its tokenizer and chat template, the
-    speaker as its id (the store's speaker i trained as CSM's ``[i]``)."""
+    speaker as the architecture knows it (CSM: the store's speaker i as ``[i]``; Qwen3-TTS: the
+    export's custom speaker by name)."""
     if ref_audio:
         raise SynthesisError("this pretrained talker knows its speakers by id: use --speaker")
     arch = voice.pretrained
@@ -323,7 +324,8 @@ def _speak_pretrained(voice: TalkerVoice, text: str, speaker_index: int, frames_
     if seed is not None:
         torch.manual_seed(seed)
     max_frames = int(math.ceil(frames_per_token * tokens)) + 10
-    codes = arch.generate(voice.model, text, speaker_index, max_frames, temperature=temperature, top_k=top_k)
+    name = voice.final.manifest["speakers"][speaker_index]
+    codes = arch.generate(voice.model, text, (speaker_index, name), max_frames, temperature=temperature, top_k=top_k)
     return torch.from_numpy(codes), len(codes) < max_frames
 
 

@@ -29,38 +29,24 @@ def codec_folders(tmp_path_factory) -> dict[str, str]:
     """Tiny Mimi (24 kHz, 12.5 Hz), DAC (16 kHz), EnCodec (24 kHz, 75 Hz) and Qwen3-TTS 12 Hz
     tokenizer (24 kHz, 12.5 Hz; with its feature extractor) folders."""
     import torch
-    from transformers import (DacConfig, DacModel, EncodecConfig, EncodecFeatureExtractor, EncodecModel,
-                              MimiConfig, MimiModel)
+    from transformers import DacConfig, DacModel, EncodecConfig, EncodecModel, MimiConfig, MimiModel
 
-    from voxray.models.pretrained.qwen3_tts_compat import import_qwen_tts
-
-    import_qwen_tts()
-    from qwen_tts.core import Qwen3TTSTokenizerV2Config, Qwen3TTSTokenizerV2Model
+    from voxray.models.pretrained.tiny import MIMI_TINY, qwen_tokenizer_folder
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("pretrained-codecs")
-    mimi = dict(hidden_size=32, num_filters=4, codebook_size=64, codebook_dim=16, vector_quantization_hidden_dimension=16,
-                num_hidden_layers=1, intermediate_size=32, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
-                upsample_groups=32)
-    qwen_decoder = dict(codebook_size=64, codebook_dim=16, hidden_size=32, latent_dim=32, num_attention_heads=2,
-                        num_key_value_heads=2, intermediate_size=32, num_hidden_layers=1,
-                        num_quantizers=BOOKS["qwen3-tts-12hz"], decoder_dim=16, sliding_window=8)
     models = {
-        "mimi": MimiModel(MimiConfig(num_quantizers=BOOKS["mimi"], **mimi)),
+        "mimi": MimiModel(MimiConfig(num_quantizers=BOOKS["mimi"], **MIMI_TINY)),
         "dac": DacModel(DacConfig(encoder_hidden_size=8, decoder_hidden_size=16, n_codebooks=BOOKS["dac"],
                                   codebook_size=64, codebook_dim=4, hidden_size=32)),
         "encodec": EncodecModel(EncodecConfig(hidden_size=16, num_filters=4, codebook_size=64, num_lstm_layers=1,
                                               target_bandwidths=[1.5, 3.0])),
-        "qwen3-tts-12hz": Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(
-            encoder_config={**mimi, "num_quantizers": 8}, decoder_config=qwen_decoder,
-            encoder_valid_num_quantizers=BOOKS["qwen3-tts-12hz"])),
     }
     folders = {}
     for kind, model in models.items():
         model.save_pretrained(root / kind)
         folders[kind] = str(root / kind)
-    EncodecFeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0,
-                            return_attention_mask=True).save_pretrained(folders["qwen3-tts-12hz"])
+    folders["qwen3-tts-12hz"] = qwen_tokenizer_folder(str(root / "qwen3-tts-12hz"), BOOKS["qwen3-tts-12hz"])
     return folders
 
 

@@ -194,3 +194,146 @@ def test_what_does_not_fit_a_pretrained_talker_is_refused(csm, codes_store, tmp_
             load_config(None, [f"model.pretrained={csm['csm']}", *override.split()], family="talker")
     with pytest.raises(ConfigError, match="lora.train_heads applies to a pretrained talker"):
         load_config(None, ["lora.train_heads=true"], family="talker")
+
+
+# ------------------------------------------------------------------------------------ Qwen3-TTS
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory) -> str:
+    """A tiny Qwen3-TTS-12Hz Base (4 codebooks of 64) with its speech tokenizer, as Qwen ships it."""
+    from voxray.models.pretrained.tiny import qwen3_tts_folder
+
+    return qwen3_tts_folder(str(tmp_path_factory.mktemp("qwen3-tts") / "Qwen3-TTS-12Hz-tiny-Base"), LINES)
+
+
+def recipe_layout(config: dict, text_ids: list[int], codes: np.ndarray) -> dict:
+    """One row laid out as Qwen's finetuning/dataset.py writes it (its slices, read off the
+    script): text channel, codec channel, codebook-0 labels, frame mask."""
+    talker = config["talker_config"]
+    n, t = len(text_ids), len(codes)
+    length = n + t + 8
+    ids = np.zeros((length, 2), dtype=np.int64)
+    labels = np.full(length, -100)
+    frames = np.zeros(length, dtype=bool)
+    ids[:3, 0] = text_ids[:3]
+    ids[3:7, 0] = config["tts_pad_token_id"]
+    ids[7, 0] = config["tts_bos_token_id"]
+    ids[8:8 + n - 3, 0] = text_ids[3:]
+    ids[8 + n - 3, 0] = config["tts_eos_token_id"]
+    ids[8 + n - 2:8 + n + t, 0] = config["tts_pad_token_id"]
+    ids[3:8, 1] = [talker["codec_nothink_id"], talker["codec_think_bos_id"], talker["codec_think_eos_id"], 0,
+                   talker["codec_pad_id"]]
+    ids[8:8 + n - 2, 1] = talker["codec_pad_id"]
+    ids[8 + n - 2, 1] = talker["codec_bos_id"]
+    ids[8 + n - 1:8 + n - 1 + t, 1] = codes[:, 0]
+    ids[8 + n - 1 + t, 1] = talker["codec_eos_token_id"]
+    labels[8 + n - 1:8 + n - 1 + t] = codes[:, 0]
+    labels[8 + n - 1 + t] = talker["codec_eos_token_id"]
+    frames[8 + n - 1:8 + n - 1 + t] = True
+    return {"input_ids": ids, "labels": labels, "frames": frames}
+
+
+def test_qwen3_tts_inputs_and_loss_follow_the_recipe_shifted_once(qwen):
+    """voxray's inputs are the recipe's layout, its speaker slot the model's own speaker encoder over
+    the reference, its codebook-0 loss the talker's; the recipe's code-predictor term is the
+    double-shifted cross-entropy (position j scored against codebook j+2), voxray's is shifted once."""
+    import torch.nn.functional as F
+
+    from voxray.models.pretrained.qwen3_tts_compat import import_qwen_tts
+
+    import_qwen_tts()
+    from qwen_tts.core.models import Qwen3TTSForConditionalGeneration
+    from qwen_tts.core.models.modeling_qwen3_tts import mel_spectrogram
+
+    arch = pretrained_talker(qwen)
+    rng = np.random.default_rng(0)
+    voice = (0.1 * rng.standard_normal(24000)).astype(np.float32)
+    rows = [{"id": "a", "source": "a.wav", "ref_audio": "b.wav", "text": LINES[2], "speaker_index": 0,
+             "audio_codes": rng.integers(0, 64, (11, 4)), "audio": voice, "sample_rate": 24000},
+            {"id": "b", "source": "b.wav", "ref_audio": None, "text": LINES[9], "speaker_index": 0,
+             "audio_codes": rng.integers(0, 64, (7, 4)), "audio": voice[:18000], "sample_rate": 24000}]
+    batch = arch.collate(rows, rng=None)
+    for i, row in enumerate(rows):
+        expected = recipe_layout(arch.config, arch.text_ids(row["text"]), row["audio_codes"])
+        length = len(expected["labels"])
+        assert batch["input_ids"][i, :length].numpy().tolist() == expected["input_ids"].tolist()
+        assert batch["labels"][i, :length].numpy().tolist() == expected["labels"].tolist()
+        assert batch["codec_mask"][i, :length].numpy().tolist() == expected["frames"].tolist()
+    model = Qwen3TTSForConditionalGeneration.from_pretrained(qwen).eval()       # with its speaker encoder
+    mels = mel_spectrogram(torch.from_numpy(voice[:18000])[None], n_fft=1024, num_mels=128, sampling_rate=24000,
+                           hop_size=256, win_size=1024, fmin=0, fmax=12000).transpose(1, 2)
+    with torch.no_grad():
+        recipe_speaker = model.speaker_encoder(mels)[0]
+    assert torch.allclose(batch["speaker_embeddings"][0], recipe_speaker, atol=1e-5)    # a's reference is b
+
+    out = arch.forward(model, batch)
+    parts = talker_losses(out, sub_codebooks=0.3)
+    hidden = model.talker(inputs_embeds=arch.embed(model, batch), attention_mask=batch["attention_mask"],
+                          labels=batch["labels"], output_hidden_states=True)
+    assert float(parts["ce_0"]) == pytest.approx(float(hidden.loss), abs=1e-5)
+    frames = batch["codec_ids"][batch["sub_mask"]]
+    logits, recipe_sub = model.talker.forward_sub_talker_finetune(
+        frames, hidden.hidden_states[0][-1][:, :-1][batch["sub_mask"][:, 1:]])
+    vocab = logits.shape[-1]
+    double = F.cross_entropy(logits[:, :-1].reshape(-1, vocab), frames[:, 2:].reshape(-1))
+    once = F.cross_entropy(logits.reshape(-1, vocab), frames[:, 1:].reshape(-1))
+    assert float(recipe_sub) == pytest.approx(float(double), abs=1e-5)
+    assert float(out["upstream_loss"]) == pytest.approx(float(hidden.loss) + 0.3 * float(recipe_sub), abs=1e-5)
+    sub = torch.stack([parts[f"ce_{k}"] for k in (1, 2, 3)]).mean()
+    assert float(sub) == pytest.approx(float(once), abs=1e-5)
+    assert float(parts["total"]) == pytest.approx(float(hidden.loss) + 0.3 * float(once), abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def qwen_store(qwen, sample_store, tmp_path_factory) -> str:
+    store = str(tmp_path_factory.mktemp("qwen-codes") / "store")
+    assert cli.main(["codec", "encode", "--codec", f"pretrained:qwen3-tts-12hz={qwen}/speech_tokenizer", "--data",
+                     sample_store, "--output", store]) == 0
+    return store
+
+
+@pytest.mark.integration
+def test_qwen3_tts_fine_tunes_on_zero3_with_dora_and_speaks_as_a_custom_voice(qwen, qwen_store, tmp_path, capsys):
+    """2 workers at ZeRO-3 with DoRA; the export is Qwen's custom-voice layout: qwen_tts loads it,
+    lists the store's speakers and speaks as one; each speaker's codec-embedding row is the speaker
+    encoder's embedding of its reference recording; voxray synthesize speaks through its codec."""
+    from voxray.models.pretrained.qwen3_tts import embed_speaker, reference_audio, speaker_encoder
+    from voxray.models.pretrained.qwen3_tts_compat import import_qwen_tts
+
+    run = str(tmp_path / "qwen-run")
+    assert cli.main(["train", "talker", "--data", qwen_store, "--output", run, f"model.pretrained={qwen}",
+                     "train.num_workers=2", "deepspeed.zero_stage=3", "lora.rank=4", "lora.dora=true",
+                     "train.batch_size=4", "train.max_steps=6", "train.val_every=6", "train.log_every=3",
+                     "train.max_failures=0", "train.warmup_steps=0", "train.lr=3e-3"]) == 0
+    val = metrics(run, "val")
+    assert val and {"val_ce", "val_ce_0", "val_ce_3"} <= set(val[-1])
+    final = Path(run, "final")
+    config = json.loads((final / "config.json").read_text())
+    assert config["tts_model_type"] == "custom_voice"
+    rows = config["talker_config"]["spk_id"]
+    assert rows == {"spk_f": 1016, "spk_m": 1017}                   # vocab_size - 72 on (3000 of 3072)
+    import_qwen_tts()
+    from qwen_tts import Qwen3TTSModel
+    from safetensors.torch import load_file
+
+    tts = Qwen3TTSModel.from_pretrained(str(final))
+    assert sorted(tts.get_supported_speakers()) == ["spk_f", "spk_m"]
+    wavs, rate = tts.generate_custom_voice(text="Hello there.", speaker="spk_m", language="english",
+                                           max_new_tokens=6)
+    assert rate == 24000 and len(wavs[0]) > 0
+    weights = load_file(str(final / "model.safetensors"))
+    assert not any(key.startswith("speaker_encoder.") for key in weights)
+    encoder = speaker_encoder(qwen)
+    for name, (audio, sample_rate) in reference_audio(qwen_store, ["spk_f", "spk_m"]).items():
+        assert torch.allclose(weights["talker.model.codec_embedding.weight"][rows[name]],
+                              embed_speaker(encoder, audio, sample_rate), atol=1e-5)
+    wav = tmp_path / "q.wav"
+    assert cli.main(["synthesize", "--model", str(final), "--speaker", "spk_f", "--text", "Hello there.",
+                     "--out", str(wav), "--seed", "0", "--max-length-factor", "1"]) == 0
+    assert "code frames" in capsys.readouterr().out
+
+
+def test_a_store_of_another_codec_is_refused_for_qwen3_tts(qwen, mimi_store, tmp_path):
+    config = load_config(None, [f"model.pretrained={qwen}"], family="talker")
+    with pytest.raises(ValueError, match=r"speaks qwen3-tts-12hz codes .*this store's are \{'name': 'mimi'"):
+        talker.prepare(mimi_store, str(tmp_path / "run"), config)

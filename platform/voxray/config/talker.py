@@ -34,7 +34,8 @@ class TalkerTrain(TrainConfig):
 class TalkerModel(Strict):
     pretrained: Optional[str] = Field(
         None, description="a pretrained talker's local folder in its published layout (Sesame CSM: config.json, "
-                          "model.safetensors, tokenizer files): fine-tune it instead of building voxray's own "
+                          "model.safetensors, tokenizer files; Qwen3-TTS-12Hz Base: also speech_tokenizer/): "
+                          "fine-tune it instead of building voxray's own "
                           "talker (preset, codebook_head, conditioning, reference_frames, dropout then do not apply)")
     preset: Literal["tiny", "small", "base"] = Field("tiny", description="size: tiny (CPU, tests), small, base")
     codebook_head: Literal["depth", "delay", "parallel"] = Field(
@@ -56,11 +57,12 @@ class TalkerLoss(Strict):
                                                          "speech)")
     sub_codebooks: Optional[float] = Field(
         None, ge=0, description="weight of the mean cross-entropy of codebooks 1..K-1 (null: the model's own: 0.3 "
-                                "for voxray's talker, as Qwen3-TTS's fine-tuning script; 1.0 for CSM, whose forward "
-                                "adds the depth decoder's loss unweighted)")
-    depth_frames: float = Field(1.0, gt=0, le=1, description="pretrained CSM: the share of audio frames (drawn per "
-                                                              "batch) the depth decoder learns, codebook 0 learning "
-                                                              "every frame (Sesame trained on 1/16: 0.0625)")
+                                "for voxray's talker and Qwen3-TTS, as Qwen's fine-tuning script; 1.0 for CSM, whose "
+                                "forward adds the depth decoder's loss unweighted)")
+    depth_frames: float = Field(1.0, gt=0, le=1, description="pretrained talkers: the share of audio frames (drawn "
+                                                              "per batch) the depth decoder / code predictor learns, "
+                                                              "codebook 0 learning every frame (Sesame trained CSM "
+                                                              "on 1/16: 0.0625)")
     text: float = Field(0.0, ge=0, description="weight of the text tokens' cross-entropy (IndexTTS2's dual loss)")
 
 
@@ -85,7 +87,7 @@ class TalkerConfig(Config):
                 raise ValueError("lora.train_heads applies to a pretrained talker (model.pretrained); voxray's own "
                                  "talker trains its new embedding rows under LoRA")
             if self.loss.depth_frames != 1.0:
-                raise ValueError("loss.depth_frames applies to a pretrained CSM (model.pretrained)")
+                raise ValueError("loss.depth_frames applies to a pretrained talker (model.pretrained)")
             return self
         if self.finetune.init_from:
             raise ValueError("model.pretrained and finetune.init_from both set: give one model to start from")

@@ -78,3 +78,23 @@ def padding_fraction(lengths: Sequence[int]) -> float:
     """Share of a padded [B, max(lengths)] batch that is padding."""
     longest = max(lengths)
     return 1.0 - sum(lengths) / (longest * len(lengths)) if longest else 0.0
+
+
+def references(rows: list[dict[str, Any]], rng: Optional[np.random.Generator]) -> list[Optional[int]]:
+    """For each row, the batch row that gives its voice: the one whose source is the row's
+    ``ref_audio``, else another utterance of the same speaker (drawn with ``rng``; without it, the
+    next one), else None."""
+    by_source = {row["source"]: i for i, row in enumerate(rows)}
+    chosen: list[Optional[int]] = []
+    for i, row in enumerate(rows):
+        if row.get("ref_audio") in by_source and by_source[row["ref_audio"]] != i:
+            chosen.append(by_source[row["ref_audio"]])
+            continue
+        same = [j for j, other in enumerate(rows) if j != i and other["speaker_index"] == row["speaker_index"]]
+        if not same:
+            chosen.append(None)
+        elif rng is not None:
+            chosen.append(same[int(rng.integers(len(same)))])
+        else:
+            chosen.append(next((j for j in same if j > i), same[0]))
+    return chosen

@@ -10,7 +10,7 @@ What the recipe asks of an architecture:
   collate(rows, ..)  store rows -> tensors (its tokenizer, its chat template)
   forward(model, b)  its own loss on a batch, and per-codebook logits/targets in the talker
                      family's form (``losses.talker.talker_losses`` reads them)
-  save(model, dir)   the upstream folder layout, loadable by the upstream package
+  save(model, dir, speakers, store)   the upstream folder layout, loadable by the upstream package
   generate(...)      codes for a text and a speaker
   lora_targets, feed_forward, embeddings, heads, block, frozen, keep_trainable: module-name
   patterns for LoRA, parameter groups and what stays frozen.
@@ -48,6 +48,7 @@ class PretrainedTalker:
     block: re.Pattern = re.compile("$^")
     frozen: tuple[str, ...] = ()
     keep_trainable: tuple[str, ...] = ()
+    columns = ["id", "text", "token_ids", "speaker_index", "n_frames", "audio_codes"]     # the store's, read
 
     def __init__(self, folder: str) -> None:
         self.folder = os.path.abspath(folder)
@@ -100,7 +101,7 @@ def talker_for(folder: str) -> PretrainedTalker:
     """The architecture of the model in ``folder`` (its config.json's ``model_type``), its files
     checked: an error naming what is missing, or what the folder holds when it is no talker voxray
     fine-tunes."""
-    from voxray.models.pretrained import csm  # noqa: F401  (registers)
+    from voxray.models.pretrained import csm, qwen3_tts  # noqa: F401  (they register)
 
     config = read_config(folder)
     kind = config.get("model_type")

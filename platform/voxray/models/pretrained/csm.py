@@ -163,9 +163,9 @@ class CsmTalker(PretrainedTalker):
 
     # ------------------------------------------------------------------------------- export
 
-    def save(self, model: nn.Module, folder: str) -> None:
+    def save(self, model: nn.Module, folder: str, speakers: list[str], store: str) -> None:
         """``save_pretrained`` of the (merged) model, with the base folder's tokenizer, processor
-        and chat template files."""
+        and chat template files (the speakers are CSM's ids: nothing to add)."""
         model.save_pretrained(folder)
         for name in os.listdir(self.folder):
             if name.startswith(("tokenizer", "processor", "preprocessor", "chat_template", "special_tokens")):
@@ -173,11 +173,12 @@ class CsmTalker(PretrainedTalker):
                     out.write(source.read())
 
     @torch.no_grad()
-    def generate(self, model: nn.Module, text: str, speaker: int, max_frames: int,
+    def generate(self, model: nn.Module, text: str, speaker: tuple[int, str], max_frames: int,
                  temperature: float = 0.9, top_k: int = 50) -> np.ndarray:
-        """Codes [T, K] for ``text`` in voice ``[speaker]``, through CSM's own ``generate``, the
-        ids past the codec's codebook (CSM's pad and spare rows) suppressed in both decoders: Mimi
-        cannot decode them."""
+        """Codes [T, K] for ``text`` in voice ``[index]`` (``speaker``: index, name), through CSM's
+        own ``generate``, the ids past the codec's codebook (CSM's pad and spare rows) suppressed in
+        both decoders: Mimi cannot decode them."""
+        speaker = speaker[0]
         ids = self.tokenizer(self.prompt(text, speaker, with_audio=False), add_special_tokens=False,
                              return_tensors="pt")
         device = next(model.parameters()).device

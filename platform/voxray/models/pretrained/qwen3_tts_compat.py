@@ -13,7 +13,11 @@ importing it, without touching its modeling code:
    keeps working;
 2. its 12 Hz tokenizer's encoder subclasses ``MimiModel`` and sets ``upsample``,
    ``decoder_transformer`` to None (it keeps only Mimi's encoder); in 5.23 those are read-only
-   properties of ``MimiModel``. voxray shadows them with plain class attributes on the subclass.
+   properties of ``MimiModel``. voxray shadows them with plain class attributes on the subclass;
+3. its talker and code predictor declare ``_tied_weights_keys`` as a list (transformers 4's form:
+   ``["lm_head.weight"]``); 5.23 reads a {target: source} dict and fails on save and load. Neither
+   ties anything (``tie_word_embeddings`` is false and the talker's head is ``codec_head``), so
+   voxray declares the empty dict.
 
 ``tests/codec/test_pretrained_codecs.py`` builds, saves, loads, encodes and decodes the tokenizer
 with these; remove a shim when the package no longer needs it (the tests say when).
@@ -57,5 +61,11 @@ def import_qwen_tts() -> ModuleType:
     if not _READY:
         for name in ("upsample", "decoder_transformer"):
             setattr(tokenizer_12hz.Qwen3TTSTokenizerV2Encoder, name, None)
+        from qwen_tts.core.models import modeling_qwen3_tts as talker
+
+        for cls in (talker.Qwen3TTSTalkerForConditionalGeneration,
+                    talker.Qwen3TTSTalkerCodePredictorModelForConditionalGeneration):
+            if isinstance(cls._tied_weights_keys, list):
+                cls._tied_weights_keys = {}
         _READY = True
     return qwen_tts

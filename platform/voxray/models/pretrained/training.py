@@ -107,7 +107,7 @@ def aligned_batches(batches: list[Any], device: torch.device) -> Iterator[tuple[
         yield (batches[i], True) if i < len(batches) else (batches[0], False)
 
 
-def write_export(module: nn.Module, folder: str, *, adapter_only: bool) -> None:
+def write_export(module: nn.Module, folder: str, *, adapter_only: bool, speakers: list[str], store: str) -> None:
     """``folder`` (local or s3://): the upstream layout of the trained model (merged), or with
     ``adapter_only`` peft's adapter folder in ``folder/adapter`` (loads on the base with
     ``PeftModel.from_pretrained``). voxray's own files (``export.write_final``) go next to them."""
@@ -116,7 +116,7 @@ def write_export(module: nn.Module, folder: str, *, adapter_only: bool) -> None:
         if adapter_only:
             module.model.save_pretrained(os.path.join(local, ADAPTER_DIR))
         else:
-            arch.save(plain_model(module), local)
+            arch.save(plain_model(module), local, speakers, store)
         _upload(local, folder)
 
 

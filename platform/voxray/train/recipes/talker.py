@@ -26,7 +26,7 @@ import torch
 from voxray import uri
 from voxray.audio import AudioSpec
 from voxray.config import Config
-from voxray.data.batching import PAD_ID
+from voxray.data.batching import PAD_ID, references
 from voxray.export import FINAL_DIR, TRANSFORMERS, read_final, write_adapter, write_final
 from voxray.losses.talker import combine, names, talker_losses
 from voxray.models import talker as talker_model
@@ -51,8 +51,7 @@ REFERENCE_WEIGHTS = {"first_codebook": 1.0, "sub_codebooks": 0.3, "text_weight":
 METRIC_LABEL = "val cross-entropy"
 METRICS = ("val_ce", "val_loss")   # what train.checkpoint_metric may name
 COLUMNS = ["id", "token_ids", "speaker_index", "language_index", "n_frames", "audio_codes"]
-PRETRAINED_COLUMNS = ["id", "text", "token_ids", "speaker_index", "n_frames", "audio_codes"]
-SUB_CODEBOOKS = {None: 0.3, "csm": 1.0}     # loss.sub_codebooks when null: voxray's talker, CSM (see config)
+SUB_CODEBOOKS = {None: 0.3, "csm": 1.0, "qwen3-tts": 0.3}   # loss.sub_codebooks when null (see the config)
 LORA_TARGETS = r".*\.(attn\.(qkv|out)|ffn\.(up|down))$"      # attention and feed-forward projections
 CODEC_KEYS = ("name", "n_codebooks", "codebook_size", "frame_rate")
 SEARCH_SPACE = {"train.lr": {"loguniform": [5.0e-5, 2.0e-3]}, "loss.sub_codebooks": {"uniform": [0.1, 1.0]}}
@@ -233,29 +232,9 @@ def columns(config: Config) -> list[str]:
     """What the workers read: a reference encoder also needs the mels, and both reference ways
     the rows' sources and their ``ref_audio``."""
     if config.model.pretrained:
-        return PRETRAINED_COLUMNS
+        return pretrained_training.talker(uri.absolute(config.model.pretrained)).columns
     extra = {"table": [], "prompt": ["source", "ref_audio"], "reference": ["source", "ref_audio", "mel"]}
     return COLUMNS + extra[config.model.conditioning]
-
-
-def references(rows: list[dict[str, Any]], rng: Optional[np.random.Generator]) -> list[Optional[int]]:
-    """For each row, the batch row that gives its voice: the one whose source is the row's
-    ``ref_audio``, else another utterance of the same speaker (drawn with ``rng``; without it, the
-    next one), else None."""
-    by_source = {row["source"]: i for i, row in enumerate(rows)}
-    chosen: list[Optional[int]] = []
-    for i, row in enumerate(rows):
-        if row.get("ref_audio") in by_source and by_source[row["ref_audio"]] != i:
-            chosen.append(by_source[row["ref_audio"]])
-            continue
-        same = [j for j, other in enumerate(rows) if j != i and other["speaker_index"] == row["speaker_index"]]
-        if not same:
-            chosen.append(None)
-        elif rng is not None:
-            chosen.append(same[int(rng.integers(len(same)))])
-        else:
-            chosen.append(next((j for j in same if j > i), same[0]))
-    return chosen
 
 
 def collate(plan: Plan, rows: list[dict[str, Any]], rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
@@ -419,7 +398,7 @@ def export_pretrained(plan: Plan, state: dict[str, torch.Tensor], step: int, fra
     model = build_model(plan)
     load_weights(model, state)
     adapter_only = plan.config.finetune.export == "adapter"
-    pretrained_training.write_export(model, folder, adapter_only=adapter_only)
+    pretrained_training.write_export(model, folder, adapter_only=adapter_only, speakers=plan.speakers, store=plan.store)
     manifest = {"family": FAMILY, "format": TRANSFORMERS, "build": plan.build_args, "speakers": plan.speakers,
                 "speaker_ids": {name: i for i, name in enumerate(plan.speakers)}, "languages": plan.languages,
                 "codec": plan.codec, "frames_per_token": frames_per_token, "step": step,
