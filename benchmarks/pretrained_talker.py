@@ -9,7 +9,8 @@ CSM of the real class (``voxray.models.pretrained.tiny.csm_folder``: backbone 2 
   bare loop      one process, plain PyTorch: the same collate (CSM's chat template and tokenizer),
                  CSM's forward(labels=) loss, AdamW, no Ray, no DeepSpeed (the single-GPU scripts'
                  loop)
-  ray+ds 1 / 2   ``voxray train talker model.pretrained=...`` on 1 and 2 Ray Train workers (ZeRO-2),
+  ray+ds 1 / 2   ``voxray train talker model.pretrained=...`` on 1 and 2 Ray Train workers (ZeRO-0 by
+                 default, as jobs/configs/talker-cpu.yaml; ``--zero-stage``),
                  the code frames/s the recipe logs after the first log interval
 
 the bare loop and the 1-worker run alternated ``--rounds`` times (medians). Target: bare / ray+ds
@@ -90,6 +91,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-steps", type=int, default=6)
+    parser.add_argument("--zero-stage", type=int, default=0,
+                        help="ZeRO stage of the throughput runs (0: with one worker ZeRO-2 partitions nothing and "
+                             "its bookkeeping costs 1.4-1.5x per step on models this small; RESULTS.md)")
+    parser.add_argument("--no-memory", action="store_true", help="throughput only")
     args = parser.parse_args()
 
     import ray
@@ -100,7 +105,7 @@ def main() -> None:
     steps = args.steps
     common = [f"model.pretrained={csm}", f"train.batch_size={args.batch_size}", f"train.max_steps={steps}",
               f"train.val_every={steps}", f"train.log_every={max(steps // 6, 1)}", "train.cpus_per_worker=1",
-              "deepspeed.zero_stage=2", "train.lr=1e-4", "train.warmup_steps=0"]
+              f"deepspeed.zero_stage={args.zero_stage}", "train.lr=1e-4", "train.warmup_steps=0"]
     bares, ones, ratios = [], [], []
     for round_ in range(args.rounds):                 # alternated: both sides see the same machine
         bares.append(bare_loop(store, csm, max(30, steps), args.batch_size))
@@ -108,13 +113,16 @@ def main() -> None:
         ratios.append(bares[-1] / ones[-1])
     two = ray_run(store, scratch, "two", [*common, "train.num_workers=2"])["code_frames_per_s"]
     bare, one = statistics.median(bares), statistics.median(ones)
-    print(f"\ncode frames/s (tiny CSM, batch {args.batch_size} per worker, {steps} steps, 1 CPU per worker, ZeRO-2; "
+    print(f"\ncode frames/s (tiny CSM, batch {args.batch_size} per worker, {steps} steps, 1 CPU per worker, "
+          f"ZeRO-{args.zero_stage}; "
           f"medians of {args.rounds} alternated rounds)")
     for label, value, each in (("bare PyTorch loop", bare, bares), ("Ray Train + DS, 1 worker", one, ones),
                                ("Ray Train + DS, 2 workers", two, [two])):
         print(f"  {label:28}{value:>10,.0f}   ({', '.join(f'{v:,.0f}' for v in each)})")
     print(f"  overhead bare / ray 1 worker {statistics.median(ratios):.3f} (target <= 1.15; rounds: "
           f"{', '.join(f'{r:.3f}' for r in ratios)}); 2 workers / 1 worker {two / one:.2f}", flush=True)
+    if args.no_memory:
+        return
 
     memory = [f"model.pretrained={csm}", "train.batch_size=4", f"train.max_steps={args.memory_steps}",
               f"train.val_every={args.memory_steps}", "train.log_every=2", "train.cpus_per_worker=1",

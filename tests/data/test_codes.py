@@ -127,12 +127,35 @@ def test_salted_qwen_manifest_becomes_integer_codes_and_a_ledger(ray_cluster, tm
 
 
 @pytest.mark.integration
-def test_codes_checked_against_the_configured_codec(ray_cluster, tmp_path):
-    _qwen_manifest(tmp_path / "corpus", {"code_2048": lambda v: np.where(v == 2047, 2048, v).tolist()})
+def test_codes_checked_against_the_configured_codec_and_kept_without_their_audio(ray_cluster, tmp_path):
+    """With the codec configured, rows are checked against it; a row whose audio file is missing
+    but whose codes are valid is kept for talker training (codes only, counted apart), one with bad
+    codes is not, and recipes that read mels never see it."""
+    from voxray.train.launch import training_datasets
+
+    good = _qwen_manifest(tmp_path / "corpus", {"code_2048": lambda v: np.where(v == 2047, 2048, v).tolist()})
+    manifest = tmp_path / "corpus" / "train.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    codes_only = {**rows[1], "id": "codes_only", "audio": str(tmp_path / "gone.wav")}
+    bad_codes_only = {**rows[0], "id": "bad_codes_only", "audio": str(tmp_path / "gone.wav")}
+    manifest.write_text("\n".join(json.dumps(r) for r in [*rows, codes_only, bad_codes_only]) + "\n")
     out = tmp_path / "store"
     stats = preprocess(str(tmp_path / "corpus"), str(out), load_config(overrides=[
         "codec.name=qwen3-tts-12hz", "codec.n_codebooks=16", "codec.codebook_size=2048", "codec.frame_rate=12.5"]))
     assert stats["codec"]["name"] == "qwen3-tts-12hz" and stats["codec"]["inferred"] == []
     ledger = {r["id"]: r for r in read_rejects(str(out))}
     assert ledger["code_2048"]["reason"] == codes.BAD_CODES and "code 2048 at frame 0" in ledger["code_2048"]["detail"]
-    assert stats["kept"] == 4
+    assert ledger["bad_codes_only"]["reason"] == codes.BAD_CODES
+    assert stats["kept"] == 5
+    kept = {row["id"]: row for split in ("train", "val", "test") for row in arrow_rows(read_split(str(out), split))}
+    row = kept["codes_only"]
+    assert row["n_frames"] == 0 and row["audio"] is None and len(row["mel"]) == 0
+    assert (row["audio_codes"] == good[rows[1]["id"]]).all()
+    assert row["audio_seconds"] == pytest.approx(len(good[rows[1]["id"]]) / 12.5)
+    assert stats["splits"][row["split"]]["codes_only"] == 1
+    assert sum(split.get("codes_only", 0) for split in stats["splits"].values()) == 1
+    with_mels = training_datasets(str(out), ["id", "mel"], ())
+    seen = {r["id"] for name in ("train", "val") for r in with_mels[name].take_all()}
+    assert "codes_only" not in seen and seen
+    codes_seen = {r["id"] for name in ("train", "val") for r in training_datasets(str(out), ["id"], ())[name].take_all()}
+    assert ("codes_only" in codes_seen) == (row["split"] in ("train", "val"))

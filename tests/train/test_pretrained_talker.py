@@ -296,7 +296,8 @@ def qwen_store(qwen, sample_store, tmp_path_factory) -> str:
 def test_qwen3_tts_fine_tunes_on_zero3_with_dora_and_speaks_as_a_custom_voice(qwen, qwen_store, tmp_path, capsys):
     """2 workers at ZeRO-3 with DoRA; the export is Qwen's custom-voice layout: qwen_tts loads it,
     lists the store's speakers and speaks as one; each speaker's codec-embedding row is the speaker
-    encoder's embedding of its reference recording; voxray synthesize speaks through its codec."""
+    encoder's embedding of its reference recording; voxray synthesize speaks through its codec and
+    voxray evaluate scores it (stop and resume: the CSM test; the mechanism is the recipe's)."""
     from voxray.models.pretrained.qwen3_tts import embed_speaker, reference_audio, speaker_encoder
     from voxray.models.pretrained.qwen3_tts_compat import import_qwen_tts
 
@@ -331,9 +332,24 @@ def test_qwen3_tts_fine_tunes_on_zero3_with_dora_and_speaks_as_a_custom_voice(qw
     assert cli.main(["synthesize", "--model", str(final), "--speaker", "spk_f", "--text", "Hello there.",
                      "--out", str(wav), "--seed", "0", "--max-length-factor", "1"]) == 0
     assert "code frames" in capsys.readouterr().out
+    assert cli.main(["evaluate", "--model", str(final), "--data", qwen_store, "--output", str(tmp_path / "eval"),
+                     "--limit", "2"]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["utterances"] == 2 and evaluated["failed"] == 0
 
 
-def test_a_store_of_another_codec_is_refused_for_qwen3_tts(qwen, mimi_store, tmp_path):
+def test_a_store_of_another_codec_and_an_adapter_export_are_refused_for_qwen3_tts(qwen, mimi_store, qwen_store,
+                                                                                   tmp_path):
     config = load_config(None, [f"model.pretrained={qwen}"], family="talker")
     with pytest.raises(ValueError, match=r"speaks qwen3-tts-12hz codes .*this store's are \{'name': 'mimi'"):
         talker.prepare(mimi_store, str(tmp_path / "run"), config)
+    adapter = load_config(None, [f"model.pretrained={qwen}", "lora.rank=4", "finetune.export=adapter"], family="talker")
+    with pytest.raises(ValueError, match="custom-voice export writes each speaker into config.json"):
+        talker.prepare(qwen_store, str(tmp_path / "run"), adapter, open_run=False)
+
+
+def test_sweeps_of_a_pretrained_talker_search_the_lora_rank_under_lora(csm):
+    full = load_config(None, [f"model.pretrained={csm['csm']}"], family="talker")
+    adapters = load_config(None, [f"model.pretrained={csm['csm']}", "lora.rank=8"], family="talker")
+    assert "lora.rank" not in talker.search_space(full) and {"train.lr", "loss.sub_codebooks"} <= set(talker.search_space(full))
+    assert talker.search_space(adapters)["lora.rank"] == {"choice": [4, 8, 16, 32, 64]}

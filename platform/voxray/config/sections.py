@@ -80,6 +80,11 @@ class PreprocessConfig(Strict):
     f0_speed: int = Field(1, ge=1, le=12, description="WORLD DIO's own decimation (1: none; 2 halves its cost "
                           "again, with more voicing disagreement: benchmarks/RESULTS.md)")
     store_audio: bool = Field(True, description="keep the processed waveform (vocoder/codec training)")
+    codes_without_audio: bool = Field(
+        True, description="a row whose audio file is missing but whose audio_codes are valid is kept for talker "
+                          "training as codes only (no mel, no audio; acoustic and vocoder training and evaluation "
+                          "skip it), counted apart in stats (codes_only), as Qwen3-TTS's data tool writes such "
+                          "manifests; false: rejected as missing_file")
     # Text and labels.
     g2p: Literal["espeak", "char"] = Field("espeak", description="phonemes from espeak-ng, or characters")
     default_speaker: str = Field("speaker0", description="speaker of rows that name none")

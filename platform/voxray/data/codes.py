@@ -111,8 +111,9 @@ def _weighted_median(pairs: list[tuple[float, int]]) -> float:
     return (found[0] + found[1]) / 2
 
 
-def check(codes: list[list[int]], info: CodecInfo, seconds: float) -> np.ndarray:
-    """The codes as int32 ``[T, n_codebooks]``; Rejected(BAD_CODES) naming the first problem."""
+def check(codes: list[list[int]], info: CodecInfo, seconds: Optional[float]) -> np.ndarray:
+    """The codes as int32 ``[T, n_codebooks]``; Rejected(BAD_CODES) naming the first problem
+    (``seconds`` None: a row without its audio, whose length cannot be checked)."""
     array = np.asarray(codes, dtype=np.int64)
     if array.shape[1] != info.n_codebooks:
         raise Rejected(BAD_CODES, f"{array.shape[1]} codebooks per frame, the codec has {info.n_codebooks}")
@@ -121,8 +122,8 @@ def check(codes: list[list[int]], info: CodecInfo, seconds: float) -> np.ndarray
         frame, codebook = (int(v) for v in bad[0])
         raise Rejected(BAD_CODES, f"code {int(array[frame, codebook])} at frame {frame}, codebook {codebook} is "
                                   f"outside [0, {info.codebook_size}) ({len(bad)} such codes)")
-    expected = seconds * info.frame_rate
-    if abs(array.shape[0] - expected) > info.length_tolerance:
+    expected = None if seconds is None else seconds * info.frame_rate
+    if expected is not None and abs(array.shape[0] - expected) > info.length_tolerance:
         raise Rejected(BAD_CODES, f"{array.shape[0]} code frames for {seconds:.3f} s of audio at {info.frame_rate:g} "
                                   f"Hz: {expected:.1f} expected, +-{info.length_tolerance} "
                                   "(codec.length_tolerance)")

@@ -36,3 +36,9 @@ def extract(waveform: np.ndarray, spec: AudioSpec, f0_floor: float = 65.0,
     f0 = f0_contour(cropped, spec, n_frames, f0_floor, f0_ceil, f0_rate, f0_speed)
     return Features(cropped, mel.numpy().astype(np.float32, copy=False),
                     f0, energy.numpy().astype(np.float32, copy=False))
+
+
+def empty(spec: AudioSpec) -> Features:
+    """No frames: a row kept for its audio codes alone (its audio file is missing)."""
+    return Features(np.zeros(0, np.float32), np.zeros((0, spec.n_mels), np.float32), np.zeros(0, np.float32),
+                    np.zeros(0, np.float32))

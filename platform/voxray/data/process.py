@@ -160,12 +160,21 @@ def _process(item: readers.RawItem, ctx: Context) -> tuple[dict[str, Any], Optio
         try:
             data = readers.audio_bytes(item)
         except FileNotFoundError:
-            raise Rejected(cleaning.MISSING_FILE, f"{item.get('audio')} does not exist") from None
+            if item.get("audio_codes") is None or not pre.codes_without_audio or ctx.codec is None \
+                    or pre.alignments:
+                raise Rejected(cleaning.MISSING_FILE, f"{item.get('audio')} does not exist") from None
+            data = None                 # codes only (preprocess.codes_without_audio): for talker training
         has_codes = item.get("audio_codes") is not None
-        audio = clean_audio(data, ctx.config, trim=not has_codes)      # trimming would shift audio against codes
-        audio_codes = codes.check(item["audio_codes"], ctx.codec, audio.waveform.shape[0] / spec.sample_rate) \
-            if has_codes else None
-        feats = features.extract(audio.waveform, spec, pre.f0_floor, pre.f0_ceil, pre.f0_rate, pre.f0_speed)
+        if data is None:
+            audio_codes = codes.check(item["audio_codes"], ctx.codec, None)
+            feats = features.empty(spec)
+            seconds = len(audio_codes) / ctx.codec.frame_rate
+        else:
+            audio = clean_audio(data, ctx.config, trim=not has_codes)      # trimming would shift audio against codes
+            audio_codes = codes.check(item["audio_codes"], ctx.codec, audio.waveform.shape[0] / spec.sample_rate) \
+                if has_codes else None
+            feats = features.extract(audio.waveform, spec, pre.f0_floor, pre.f0_ceil, pre.f0_rate, pre.f0_speed)
+            seconds = feats.waveform.shape[0] / spec.sample_rate
         durations = None
         if pre.alignments:
             intervals = _textgrid(item, speaker, pre.alignments)
@@ -197,9 +206,9 @@ def _process(item: readers.RawItem, ctx: Context) -> tuple[dict[str, Any], Optio
         "token_languages": [ctx.languages[name] for name in tagged.languages],
         "token_particles": tagged.particles, "n_languages": tagged.n_languages,
         "code_switched": tagged.n_languages > 1, "accent": item.get("accent"), "n_frames": feats.n_frames,
-        "audio_seconds": feats.waveform.shape[0] / spec.sample_rate,
+        "audio_seconds": seconds,
         "mel": feats.mel, "f0": feats.f0, "energy": feats.energy, "durations": durations,
-        "sample_rate": spec.sample_rate, "audio": feats.waveform if pre.store_audio else None,
+        "sample_rate": spec.sample_rate, "audio": feats.waveform if pre.store_audio and data is not None else None,
         "ref_audio": item.get("ref_audio"), "ref_text": item.get("ref_text"),
         "audio_codes": audio_codes, "metadata": item.get("metadata"),
     }, feats.waveform

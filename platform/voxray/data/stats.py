@@ -101,6 +101,7 @@ class PartialStats:
     augmented: int = 0                              # augmented train rows (not input rows: counted apart)
     augmented_seconds: float = 0.0
     transforms: Counter = field(default_factory=Counter)  # augmented rows by transform (speed, pitch, noise)
+    codes_only: Counter = field(default_factory=Counter)  # kept rows without audio, by split (talker only)
 
     def __post_init__(self) -> None:
         if self.mel is None:
@@ -129,10 +130,12 @@ class PartialStats:
             table = table.filter(pc.invert(made))
         self.input_rows += table.num_rows
         self.kept += table.num_rows
-        for split, seconds, speaker, language in zip(
+        for split, seconds, speaker, language, n_frames in zip(
             table["split"].to_pylist(), table["audio_seconds"].to_pylist(),
-            table["speaker_id"].to_pylist(), table["language"].to_pylist(),
+            table["speaker_id"].to_pylist(), table["language"].to_pylist(), table["n_frames"].to_pylist(),
         ):
+            if n_frames == 0:
+                self.codes_only[split] += 1
             self.split_utterances[split] += 1
             self.split_seconds[split] += seconds
             self.speakers[speaker] += 1
@@ -154,7 +157,7 @@ class PartialStats:
         for name in ("input_rows", "kept", "rejected", "malformed", "code_switched", "augmented", "augmented_seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages", "particles",
-                     "transforms"):
+                     "transforms", "codes_only"):
             getattr(self, name).update(getattr(other, name))
         self.mel.merge(other.mel)
         self.f0.merge(other.f0)
@@ -169,7 +172,8 @@ class PartialStats:
         return {**{name: getattr(self, name) for name in ("input_rows", "kept", "rejected", "malformed", "code_frames",
                                                           "code_switched", "augmented", "augmented_seconds")},
                 **{name: dict(getattr(self, name)) for name in ("reasons", "split_utterances", "split_seconds",
-                                                               "speakers", "languages", "particles", "transforms")},
+                                                               "speakers", "languages", "particles", "transforms",
+                                                               "codes_only")},
                 "mel": self.mel.to_json(), "f0": self.f0.to_json(), "energy": self.energy.to_json(),
                 "code_counts": None if self.code_counts is None else self.code_counts.tolist()}
 
@@ -182,8 +186,8 @@ class PartialStats:
                      "augmented_seconds"):
             setattr(stats, name, value[name])
         for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages", "particles",
-                     "transforms"):
-            setattr(stats, name, Counter(value[name]))
+                     "transforms", "codes_only"):
+            setattr(stats, name, Counter(value.get(name, {})))       # codes_only: markers of older runs lack it
         return stats
 
     def move(self, from_split: str, to_split: str, seconds: float) -> None:
@@ -202,7 +206,8 @@ class PartialStats:
 
     def splits(self) -> dict[str, dict[str, float]]:
         return {s: {"utterances": self.split_utterances.get(s, 0),
-                    "audio_seconds": round(self.split_seconds.get(s, 0.0), 3)} for s in SPLITS}
+                    "audio_seconds": round(self.split_seconds.get(s, 0.0), 3),
+                    **({"codes_only": self.codes_only[s]} if self.codes_only.get(s) else {})} for s in SPLITS}
 
     def features(self) -> dict[str, Any]:
         return {"mel": self.mel.summary(), "f0_voiced": self.f0.summary(),

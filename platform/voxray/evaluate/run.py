@@ -295,7 +295,9 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
     except targets.TargetError as exc:
         raise EvaluationError(str(exc)) from None
     plan = _plan(data, output, model, vocoder, asr or {}, speaker_encoder, seed, use_gpu, audio)
-    ids = sorted(store.read_split(data, split, ["id"])["id"].to_pylist()) if store.split_files(data, split) else []
+    table = store.read_split(data, split, ["id", "n_frames"]) if store.split_files(data, split) else None
+    # rows kept for their codes alone (no recording: preprocess.codes_without_audio) have nothing to compare with
+    ids = sorted(i for i, n in zip(table["id"].to_pylist(), table["n_frames"].to_pylist()) if n) if table else []
     if not ids:
         raise EvaluationError(f"the store {data} has no {split} rows")
     chosen = ids[:limit] if limit else ids

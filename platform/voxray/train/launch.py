@@ -49,10 +49,15 @@ class ShardConfig(DataConfig):
 
 
 def training_datasets(store: str, columns: list[str], stages) -> dict[str, Any]:
-    """The train and val splits (reading ``columns``), and one filtered train split per curriculum stage."""
+    """The train and val splits (reading ``columns``), and one filtered train split per curriculum stage.
+    A recipe that reads mels does not see the rows kept for their codes alone (no audio, 0 frames:
+    ``preprocess.codes_without_audio``)."""
     from voxray.train import curriculum
 
-    datasets = store_datasets(store, columns + [c for c in curriculum.columns(stages) if c not in columns])
+    extra = [c for c in curriculum.columns(stages) + ["n_frames"] * ("mel" in columns) if c not in columns]
+    datasets = store_datasets(store, columns + list(dict.fromkeys(extra)))
+    if "mel" in columns:
+        datasets = {name: data.filter(expr="n_frames > 0") for name, data in datasets.items()}
     return {**datasets, **curriculum.stage_datasets(datasets["train"], stages)}
 
 

@@ -49,6 +49,7 @@ class PretrainedTalker:
     frozen: tuple[str, ...] = ()
     keep_trainable: tuple[str, ...] = ()
     columns = ["id", "text", "token_ids", "speaker_index", "n_frames", "audio_codes"]     # the store's, read
+    adapter_export = ""      # why finetune.export=adapter cannot hold what this architecture exports ("": it can)
 
     def __init__(self, folder: str) -> None:
         self.folder = os.path.abspath(folder)

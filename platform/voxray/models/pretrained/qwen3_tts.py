@@ -77,6 +77,8 @@ class Qwen3TTSTalker(PretrainedTalker):
     keep_trainable = ("text_embedding", "text_projection", "codec_embedding", "codec_head", "lm_head")
     columns = ["id", "text", "token_ids", "speaker_index", "n_frames", "audio_codes", "source", "ref_audio",
                "audio", "sample_rate"]
+    adapter_export = ("the custom-voice export writes each speaker into config.json and a row of the codec-embedding "
+                      "table, which an adapter folder cannot carry: export merged (finetune.export=merged)")
 
     def __init__(self, folder: str) -> None:
         super().__init__(folder)
@@ -120,14 +122,20 @@ class Qwen3TTSTalker(PretrainedTalker):
 
     def speaker_embeddings(self, rows: list[dict[str, Any]], rng: Optional[np.random.Generator]) -> torch.Tensor:
         """[B, hidden] the speaker encoder's embedding of each row's reference recording."""
-        chosen = references(rows, rng)
+        heard = {i for i, row in enumerate(rows) if row.get("audio") is not None and len(row["audio"])}
+        picks = references(rows, rng)
         encoder = speaker_encoder(self.folder)
         out = []
-        for i, j in enumerate(chosen):
-            ref = rows[i if j is None else j]
-            if ref.get("audio") is None or len(ref["audio"]) == 0:
-                raise ValueError(f"row {ref['id']}: no audio in the store for the speaker embedding (Qwen3-TTS "
-                                 "takes its voice from a reference recording: preprocess with store_audio)")
+        for i, row in enumerate(rows):
+            j = picks[i]
+            if j not in heard:        # none, or a row kept for its codes alone: another recording of the speaker
+                same = [k for k in sorted(heard) if rows[k]["speaker_index"] == row["speaker_index"]]
+                j = next((k for k in same if k != i), i if i in heard else None)
+            if j is None:
+                raise ValueError(f"row {row['id']}: no recording of its speaker in the batch for the speaker "
+                                 "embedding (Qwen3-TTS takes its voice from a reference recording; rows kept for "
+                                 "their codes alone have none, and the store needs preprocess.store_audio)")
+            ref = rows[j]
             out.append(embed_speaker(encoder, np.asarray(ref["audio"], dtype=np.float32), int(ref["sample_rate"])))
         return torch.stack(out)
 

@@ -152,6 +152,8 @@ def _prepare_pretrained(plan: dict[str, Any], config: Config, open_run: bool) ->
                          f"{ {key: theirs[key] for key in keys} }; this store's are { {key: ours.get(key) for key in keys} }: "
                          f"encode the store with its codec (voxray codec encode --codec "
                          f"pretrained:{arch.codec_name}=FOLDER)")
+    if config.finetune.export == "adapter" and arch.adapter_export:
+        raise ValueError(f"finetune.export=adapter with a pretrained {arch.architecture}: {arch.adapter_export}")
     config = _sub_codebooks(config.model_copy(update={"model": config.model.model_copy(update={"pretrained": folder})}),
                             arch.architecture)
     build_args = {"architecture": arch.architecture, "pretrained": folder, "n_codebooks": theirs["n_codebooks"],
