@@ -28,7 +28,7 @@ import statistics
 import tempfile
 import time
 
-from train_talker import optimizer_bytes, ray_run          # benchmarks/ is on sys.path
+from train_talker import alternated, optimizer_bytes, ray_run          # benchmarks/ is on sys.path
 
 
 def ensure_mimi_codes(store: str | None, scratch: str) -> tuple[str, str]:
@@ -106,21 +106,11 @@ def main() -> None:
     common = [f"model.pretrained={csm}", f"train.batch_size={args.batch_size}", f"train.max_steps={steps}",
               f"train.val_every={steps}", f"train.log_every={max(steps // 6, 1)}", "train.cpus_per_worker=1",
               f"deepspeed.zero_stage={args.zero_stage}", "train.lr=1e-4", "train.warmup_steps=0"]
-    bares, ones, ratios = [], [], []
-    for round_ in range(args.rounds):                 # alternated: both sides see the same machine
-        bares.append(bare_loop(store, csm, max(30, steps), args.batch_size))
-        ones.append(ray_run(store, scratch, f"one-{round_}", [*common, "train.num_workers=1"])["code_frames_per_s"])
-        ratios.append(bares[-1] / ones[-1])
-    two = ray_run(store, scratch, "two", [*common, "train.num_workers=2"])["code_frames_per_s"]
-    bare, one = statistics.median(bares), statistics.median(ones)
-    print(f"\ncode frames/s (tiny CSM, batch {args.batch_size} per worker, {steps} steps, 1 CPU per worker, "
-          f"ZeRO-{args.zero_stage}; "
-          f"medians of {args.rounds} alternated rounds)")
-    for label, value, each in (("bare PyTorch loop", bare, bares), ("Ray Train + DS, 1 worker", one, ones),
-                               ("Ray Train + DS, 2 workers", two, [two])):
-        print(f"  {label:28}{value:>10,.0f}   ({', '.join(f'{v:,.0f}' for v in each)})")
-    print(f"  overhead bare / ray 1 worker {statistics.median(ratios):.3f} (target <= 1.15; rounds: "
-          f"{', '.join(f'{r:.3f}' for r in ratios)}); 2 workers / 1 worker {two / one:.2f}", flush=True)
+    alternated(f"tiny CSM, batch {args.batch_size} per worker, {steps} steps, 1 CPU per worker, "
+               f"ZeRO-{args.zero_stage}", args.rounds,
+               bare=lambda: bare_loop(store, csm, max(30, steps), args.batch_size),
+               one=lambda r: ray_run(store, scratch, f"one-{r}", [*common, "train.num_workers=1"])["code_frames_per_s"],
+               two=lambda: ray_run(store, scratch, "two", [*common, "train.num_workers=2"])["code_frames_per_s"])
     if args.no_memory:
         return
 

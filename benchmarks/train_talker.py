@@ -119,6 +119,24 @@ def optimizer_bytes(run: str) -> list[int]:
     return [os.path.getsize(f) for f in files]
 
 
+def alternated(title: str, rounds: int, *, bare, one, two) -> None:
+    """The bare loop and the 1-worker run alternated ``rounds`` times (both sides see the same
+    machine; medians), then 2 workers once: code frames/s and the overhead ratio, printed."""
+    bares, ones, ratios = [], [], []
+    for round_ in range(rounds):
+        bares.append(bare())
+        ones.append(one(round_))
+        ratios.append(bares[-1] / ones[-1])
+    twos = two()
+    median_one = statistics.median(ones)
+    print(f"\ncode frames/s ({title}; medians of {rounds} alternated rounds)")
+    for label, value, each in (("bare PyTorch loop", statistics.median(bares), bares),
+                               ("Ray Train + DS, 1 worker", median_one, ones), ("Ray Train + DS, 2 workers", twos, [twos])):
+        print(f"  {label:28}{value:>10,.0f}   ({', '.join(f'{v:,.0f}' for v in each)})")
+    print(f"  overhead bare / ray 1 worker {statistics.median(ratios):.3f} (target <= 1.15; rounds: "
+          f"{', '.join(f'{r:.3f}' for r in ratios)}); 2 workers / 1 worker {twos / median_one:.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store")
@@ -145,21 +163,13 @@ def main() -> None:
                   f"train.log_every={max(steps // 6, 1)}", "train.cpus_per_worker=1",
                   f"deepspeed.zero_stage={args.zero_stage}",
                   f"model.preset={preset}"]
-        bares, ones, ratios = [], [], []
-        for round_ in range(args.rounds):              # alternated: both sides see the same machine
-            bares.append(bare_loop(store, max(30, steps), batch_size, "cpu", preset)["code_frames_per_s"])
-            ones.append(ray_run(store, scratch, f"{preset}-1-{round_}", [*common, "train.num_workers=1"])
-                        ["code_frames_per_s"])
-            ratios.append(bares[-1] / ones[-1])
-        two = ray_run(store, scratch, f"{preset}-2", [*common, "train.num_workers=2"])["code_frames_per_s"]
-        bare, one = statistics.median(bares), statistics.median(ones)
-        print(f"\ncode frames/s ({preset}, depth head, batch {batch_size} per worker, {steps} steps, 1 CPU per worker, "
-              f"ZeRO-{args.zero_stage}; medians of {args.rounds} alternated rounds)")
-        for label, value, each in (("bare PyTorch loop", bare, bares), ("Ray Train + DS, 1 worker", one, ones),
-                                   ("Ray Train + DS, 2 workers", two, [two])):
-            print(f"  {label:28}{value:>10,.0f}   ({', '.join(f'{v:,.0f}' for v in each)})")
-        print(f"  overhead bare / ray 1 worker {statistics.median(ratios):.3f} (target <= 1.15; rounds: "
-              f"{', '.join(f'{r:.3f}' for r in ratios)}); 2 workers / 1 worker {two / one:.2f}", flush=True)
+        alternated(f"{preset}, depth head, batch {batch_size} per worker, {steps} steps, 1 CPU per worker, "
+                   f"ZeRO-{args.zero_stage}", args.rounds,
+                   bare=lambda: bare_loop(store, max(30, steps), batch_size, "cpu", preset)["code_frames_per_s"],
+                   one=lambda r: ray_run(store, scratch, f"{preset}-1-{r}", [*common, "train.num_workers=1"])
+                   ["code_frames_per_s"],
+                   two=lambda: ray_run(store, scratch, f"{preset}-2", [*common, "train.num_workers=2"])
+                   ["code_frames_per_s"])
 
     if args.no_memory:
         return

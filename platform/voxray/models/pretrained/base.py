@@ -42,7 +42,7 @@ class PretrainedTalker:
     codec_name = ""
     files: tuple[str, ...] = ("config.json",)
     lora_targets = ""
-    feed_forward = ""
+    feed_forward = r"mlp\.(gate|up|down)_proj"      # Llama-style MLPs (lora.ff_rank)
     embeddings: re.Pattern = re.compile("$^")
     heads: re.Pattern = re.compile("$^")
     block: re.Pattern = re.compile("$^")

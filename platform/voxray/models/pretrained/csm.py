@@ -43,7 +43,6 @@ class CsmTalker(PretrainedTalker):
     codec_name = "mimi"
     files = ("config.json", "tokenizer_config.json", "tokenizer.json")
     lora_targets = r".*(backbone_model|depth_decoder\.model)\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$"
-    feed_forward = r"mlp\.(gate|up|down)_proj"
     embeddings = re.compile(r"(^|\.)(embed_text_tokens|embed_tokens)(\.|$)")
     heads = re.compile(r"(^|\.)(lm_head|depth_decoder)\.")
     block = re.compile(r"(^|\.)backbone_model\.layers\.(\d+)\.")

@@ -69,7 +69,6 @@ class Qwen3TTSTalker(PretrainedTalker):
     codec_name = "qwen3-tts-12hz"
     files = ("config.json", "tokenizer_config.json", "speech_tokenizer/config.json")
     lora_targets = r".*talker\.(model|code_predictor\.model)\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$"
-    feed_forward = r"mlp\.(gate|up|down)_proj"
     embeddings = re.compile(r"(^|\.)(text_embedding|codec_embedding|code_predictor\.model\.codec_embedding)(\.|$)")
     heads = re.compile(r"(^|\.)(codec_head|code_predictor)\.")
     block = re.compile(r"(^|\.)talker\.model\.layers\.(\d+)\.")
