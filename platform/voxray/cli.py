@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--output", required=True, help="feature store folder (path or s3://)")
     pre.add_argument("--format", choices=["auto", "ljspeech", "jsonl", "hf-parquet"], default=None,
                      help="input format (default: preprocess.format, which defaults to auto)")
+    pre.add_argument("--max-rows", type=int, default=None,
+                     help="only the input's first N rows (quick runs; sets preprocess.max_rows)")
+    pre.add_argument("--val-input", default=None,
+                     help="a manifest whose rows are the val split instead of a hashed share of --input "
+                          "(sets preprocess.val_input)")
     _add_config_args(pre)
 
     _family_parsers(commands, "train", "train a model from a feature store on Ray Train + DeepSpeed",
@@ -171,7 +176,9 @@ def _preprocess(args: argparse.Namespace) -> int:
     from voxray.data.pipeline import OutputError, preprocess
     from voxray.data.readers import InputError
 
-    config = load_config(args.config, args.overrides)
+    flags = [f"preprocess.{key}={value}" for key, value in (("max_rows", args.max_rows), ("val_input", args.val_input))
+             if value is not None]
+    config = load_config(args.config, args.overrides + flags)
     try:
         stats = preprocess(args.input, args.output, config, fmt=args.format)
     except (InputError, OutputError) as exc:

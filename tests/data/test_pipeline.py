@@ -334,3 +334,37 @@ def test_augmented_rows_are_train_rows_counted_apart(codeswitch_store):
             assert row["n_frames"] == pytest.approx(source["n_frames"] / factor, abs=2)
         else:
             assert row["n_frames"] == source["n_frames"] and row["audio"] != source["audio"]
+
+
+def test_max_rows_keeps_the_inputs_first_rows_in_manifest_order():
+    """preprocess.max_rows (voxray preprocess --max-rows): the units holding the first N rows, the
+    last one cut; the rows read are exactly the manifest's first N."""
+    units = readers.plan(str(SAMPLE), "ljspeech")
+    first = readers.first_rows(units, 10)
+    assert [readers.unit_rows(u) for u in first] == [8, 2] and readers.first_rows(units, 0) == units
+    read = [item["id"] for unit in first for item in readers.read_unit(unit, with_audio=False)]
+    assert read == [line.split("|")[0] for line in (SAMPLE / "metadata.csv").read_text().splitlines()[:10]]
+    assert progress.fingerprint(str(SAMPLE), "ljspeech", first, load_config()) != \
+        progress.fingerprint(str(SAMPLE), "ljspeech", units, load_config())     # a cut run is not resumed as a whole one
+
+
+@pytest.mark.integration
+def test_a_val_input_is_the_val_split(ray_cluster, tmp_path):
+    """preprocess.val_input (voxray preprocess --val-input): its rows are val whatever their ids
+    hash to; the input's rows go to train and test only."""
+    from voxray import cli
+
+    lines = (SAMPLE / "metadata.csv").read_text().splitlines()
+    val = tmp_path / "val.jsonl"
+    val.write_text("\n".join(json.dumps({"id": f"v_{fields[0]}", "audio": str(SAMPLE / "wavs" / f"{fields[0]}.wav"),
+                                         "text": fields[1], "speaker_id": fields[3], "language": fields[4]})
+                             for fields in (line.split("|") for line in lines[40:43])) + "\n")
+    out = tmp_path / "store"
+    assert cli.main(["preprocess", "--input", str(SAMPLE), "--output", str(out), "--max-rows", "12",
+                     "--val-input", str(val)]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["input_rows"] == 15 and stats["splits"]["val"]["utterances"] == 3
+    assert sorted(store.read_split(str(out), "val", ["id"])["id"].to_pylist()) == sorted(
+        f"v_{line.split('|')[0]}" for line in lines[40:43])
+    assert not any(i.startswith("v_") for split in ("train", "test")
+                   for i in store.read_split(str(out), split, ["id"])["id"].to_pylist())

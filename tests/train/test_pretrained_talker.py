@@ -174,7 +174,8 @@ def test_what_does_not_fit_a_pretrained_talker_is_refused(csm, codes_store, tmp_
     with pytest.raises(ValueError, match=r"speaks mimi codes .* this store's are .*'n_codebooks'.*voxray codec "
                                          r"encode --codec pretrained:mimi=FOLDER"):
         talker.prepare(codes_store, str(tmp_path / "run"), config)
-    with pytest.raises(ValueError, match=r"holds a 'mimi' model; voxray fine-tunes pretrained talkers of the kinds csm"):
+    with pytest.raises(ValueError, match=r"holds a 'mimi' model; voxray fine-tunes pretrained talkers of the "
+                                         r"kinds csm"):
         pretrained_talker(csm["mimi"])
     partial = tmp_path / "partial"
     shutil.copytree(csm["csm"], partial)
@@ -293,21 +294,28 @@ def qwen_store(qwen, sample_store, tmp_path_factory) -> str:
 
 
 @pytest.mark.integration
-def test_qwen3_tts_fine_tunes_on_zero3_with_dora_and_speaks_as_a_custom_voice(qwen, qwen_store, tmp_path, capsys):
-    """2 workers at ZeRO-3 with DoRA; the export is Qwen's custom-voice layout: qwen_tts loads it,
-    lists the store's speakers and speaks as one; each speaker's codec-embedding row is the speaker
-    encoder's embedding of its reference recording; voxray synthesize speaks through its codec and
-    voxray evaluate scores it (stop and resume: the CSM test; the mechanism is the recipe's)."""
+def test_qwen3_tts_fine_tunes_on_zero3_with_dora_resumes_and_speaks_as_a_custom_voice(qwen, qwen_store, tmp_path,
+                                                                                      capsys):
+    """2 workers at ZeRO-3 with DoRA, stopped at step 3 and resumed to 6 = 6 steps straight; the
+    export is Qwen's custom-voice layout: qwen_tts loads it, lists the store's speakers and speaks as
+    one; each speaker's codec-embedding row is the speaker encoder's embedding of its reference
+    recording; voxray synthesize speaks through its codec and voxray evaluate scores it."""
     from voxray.models.pretrained.qwen3_tts import embed_speaker, reference_audio, speaker_encoder
     from voxray.models.pretrained.qwen3_tts_compat import import_qwen_tts
 
-    run = str(tmp_path / "qwen-run")
-    assert cli.main(["train", "talker", "--data", qwen_store, "--output", run, f"model.pretrained={qwen}",
-                     "train.num_workers=2", "deepspeed.zero_stage=3", "lora.rank=4", "lora.dora=true",
-                     "train.batch_size=4", "train.max_steps=6", "train.val_every=6", "train.log_every=3",
-                     "train.max_failures=0", "train.warmup_steps=0", "train.lr=3e-3"]) == 0
+    run, straight = str(tmp_path / "qwen-run"), str(tmp_path / "qwen-straight")
+    common = [f"model.pretrained={qwen}", "train.num_workers=2", "deepspeed.zero_stage=3", "lora.rank=4",
+              "lora.dora=true", "train.batch_size=4", "train.val_every=3", "train.log_every=3", "train.max_failures=0",
+              "train.warmup_steps=0", "train.schedule=constant", "train.lr=3e-3"]
+    for output, steps in ((run, 3), (run, 6), (straight, 6)):
+        assert cli.main(["train", "talker", "--data", qwen_store, "--output", output, f"train.max_steps={steps}",
+                         *common]) == 0
+    assert [r["step"] for r in metrics(run, "resumed")] == [3]
+    for a, b in zip(metrics(run, "train"), metrics(straight, "train")):   # the same references drawn, the same updates
+        assert a["step"] == b["step"] and a["total"] == pytest.approx(b["total"], rel=1e-4)
     val = metrics(run, "val")
-    assert val and {"val_ce", "val_ce_0", "val_ce_3"} <= set(val[-1])
+    assert {"val_ce", "val_ce_0", "val_ce_3"} <= set(val[-1])
+    assert val[-1]["val_ce"] == pytest.approx(metrics(straight, "val")[-1]["val_ce"], rel=1e-4)
     final = Path(run, "final")
     config = json.loads((final / "config.json").read_text())
     assert config["tts_model_type"] == "custom_voice"
@@ -351,5 +359,6 @@ def test_a_store_of_another_codec_and_an_adapter_export_are_refused_for_qwen3_tt
 def test_sweeps_of_a_pretrained_talker_search_the_lora_rank_under_lora(csm):
     full = load_config(None, [f"model.pretrained={csm['csm']}"], family="talker")
     adapters = load_config(None, [f"model.pretrained={csm['csm']}", "lora.rank=8"], family="talker")
-    assert "lora.rank" not in talker.search_space(full) and {"train.lr", "loss.sub_codebooks"} <= set(talker.search_space(full))
+    assert "lora.rank" not in talker.search_space(full)
+    assert {"train.lr", "loss.sub_codebooks"} <= set(talker.search_space(full))
     assert talker.search_space(adapters)["lora.rank"] == {"choice": [4, 8, 16, 32, 64]}

@@ -109,6 +109,13 @@ class PreprocessConfig(Strict):
         {}, description="further Ray resources each task asks for, e.g. {cpu_node: 0.001} to keep "
                         "preprocessing on CPU nodes")
     overwrite: bool = Field(False, description="replace an output folder that is not empty")
+    val_input: Optional[str] = Field(
+        None, description="a manifest (or folder, any input format) whose rows are the val split (the Qwen3-TTS "
+                          "guide's validation file; voxray preprocess --val-input); the input's rows then split "
+                          "into train and test only, preprocess.split.val's share going to train")
+    max_rows: int = Field(0, ge=0, description="only the input's first N rows, in manifest order (quick runs; the "
+                                                "Qwen3-TTS guide's --max-rows; voxray preprocess --max-rows N) "
+                                                "(0: all)")
 
     @field_validator("code_switch", "particles", mode="before")
     @classmethod

@@ -101,8 +101,8 @@ class TalkerConfig(Config):
                              "adapter weights outside their forward, and in activation checkpointing's recompute "
                              "ZeRO-3 has released them (IndexError in peft's dora.get_lora_weight); use LoRA "
                              "(lora.dora=false), ZeRO-2, or model.checkpointing=false")
-        own = {name: value for name, value in (("codebook_head", model.codebook_head),
-                                               ("conditioning", model.conditioning)) if value != TalkerModel.model_fields[name].default}
+        defaults = TalkerModel.model_fields
+        own = [name for name in ("codebook_head", "conditioning") if getattr(model, name) != defaults[name].default]
         if own:
             raise ValueError(f"model.{', model.'.join(own)} set with model.pretrained: they shape voxray's own "
                              "talker; a pretrained one has its architecture's")

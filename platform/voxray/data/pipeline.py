@@ -86,7 +86,10 @@ def preprocess(input_uri: str, output: str, config: Config, fmt: Optional[str] =
     fmt = fmt or pre.format
     if fmt == "auto":
         fmt = readers.detect_format(input_uri)
-    units = readers.plan(input_uri, fmt)
+    units = readers.first_rows(readers.plan(input_uri, fmt), pre.max_rows)
+    if pre.val_input:           # its rows are the val split, whatever their ids hash to
+        val_format = pre.format if pre.format != "auto" else readers.detect_format(pre.val_input)
+        units += [{**unit, "split": "val"} for unit in readers.plan(pre.val_input, val_format)]
     if not units:
         raise readers.InputError(f"{input_uri!r} holds no rows")
     ledger = progress.Ledger(output)

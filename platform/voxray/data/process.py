@@ -199,7 +199,7 @@ def _process(item: readers.RawItem, ctx: Context) -> tuple[dict[str, Any], Optio
         return {**row, "status": "rejected", "reason": cleaning.PROCESSING_ERROR,
                 "detail": f"{type(exc).__name__}: {exc} ({posixpath.basename(where.filename)}:{where.lineno})"}, None
     return {
-        **row, "status": "kept", "split": split_of(row["id"], pre.split),
+        **row, "status": "kept", "split": item.get("forced_split") or _hashed_split(row["id"], pre),
         "speaker_index": ctx.speakers[speaker], "language_index": ctx.languages[language],
         "text": item.get("text"), "normalized_text": text, "phonemes": tokens,
         "token_ids": ctx.vocabulary.encode(tokens),
@@ -212,6 +212,13 @@ def _process(item: readers.RawItem, ctx: Context) -> tuple[dict[str, Any], Optio
         "ref_audio": item.get("ref_audio"), "ref_text": item.get("ref_text"),
         "audio_codes": audio_codes, "metadata": item.get("metadata"),
     }, feats.waveform
+
+
+def _hashed_split(utt_id: str, pre) -> str:
+    """The row's split by its id's hash; with ``preprocess.val_input`` the val share is train's
+    (val rows come from that input)."""
+    split = split_of(utt_id, pre.split)
+    return "train" if split == "val" and pre.val_input else split
 
 
 def augmented_rows(row: dict[str, Any], waveform: np.ndarray, ctx: Context) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ class RawItem(TypedDict, total=False):
     accent: Optional[str]
     metadata: Optional[str]       # JSON of the manifest fields the store has no column for
     malformed: Optional[str]      # why the row could not be parsed
+    forced_split: Optional[str]   # the split its input gives it (preprocess.val_input), not its id's hash
 
 
 # Per-word tags of code-switched rows (``voxray.codeswitch``); ``language_tags`` is another name
@@ -116,6 +117,21 @@ def unit_rows(unit: dict) -> int:
     return unit.get("rows", 1)
 
 
+def first_rows(units: list[dict], max_rows: int) -> list[dict]:
+    """The units that hold the input's first ``max_rows`` rows (all when 0), the last one cut
+    (``limit``: read_unit yields that many of its rows)."""
+    if not max_rows:
+        return units
+    kept, left = [], max_rows
+    for unit in units:
+        if left <= 0:
+            break
+        rows = unit_rows(unit)
+        kept.append(unit if rows <= left else {**unit, "rows": left, "limit": left})
+        left -= rows
+    return kept
+
+
 def plan(input_uri: str, fmt: str, rows_per_unit: int = 8) -> list[dict]:
     if fmt == "ljspeech":
         metadata = input_uri if input_uri.lower().endswith(".csv") else uri.join(input_uri, "metadata.csv")
@@ -162,6 +178,14 @@ def _plan_parquet(shard: str) -> list[dict]:
 
 
 def read_unit(unit: dict, with_audio: bool = True) -> list[RawItem]:
+    """The unit's rows (its first ``limit``: ``first_rows``), each tagged with the unit's ``split``
+    when the unit has one (``preprocess.val_input``'s units)."""
+    items = _read_unit(unit, with_audio)
+    items = items[: unit["limit"]] if "limit" in unit else items
+    return [{**item, "forced_split": unit["split"]} for item in items] if "split" in unit else items
+
+
+def _read_unit(unit: dict, with_audio: bool) -> list[RawItem]:
     kind = unit["kind"]
     if kind == "ljspeech":
         return [_ljspeech_item(unit["base"], n, line) for n, line in _unit_lines(unit)]

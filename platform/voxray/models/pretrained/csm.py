@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from typing import Any, Optional
 
 import numpy as np
@@ -42,7 +43,8 @@ class CsmTalker(PretrainedTalker):
     model_type = "csm"
     codec_name = "mimi"
     files = ("config.json", "tokenizer_config.json", "tokenizer.json")
-    lora_targets = r".*(backbone_model|depth_decoder\.model)\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$"
+    lora_targets = (r".*(backbone_model|depth_decoder\.model)\.layers\.\d+\."
+                    r"(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$")
     embeddings = re.compile(r"(^|\.)(embed_text_tokens|embed_tokens)(\.|$)")
     heads = re.compile(r"(^|\.)(lm_head|depth_decoder)\.")
     block = re.compile(r"(^|\.)backbone_model\.layers\.(\d+)\.")
@@ -168,8 +170,7 @@ class CsmTalker(PretrainedTalker):
         model.save_pretrained(folder)
         for name in os.listdir(self.folder):
             if name.startswith(("tokenizer", "processor", "preprocessor", "chat_template", "special_tokens")):
-                with open(os.path.join(self.folder, name), "rb") as source, open(os.path.join(folder, name), "wb") as out:
-                    out.write(source.read())
+                shutil.copyfile(os.path.join(self.folder, name), os.path.join(folder, name))
 
     @torch.no_grad()
     def generate(self, model: nn.Module, text: str, speaker: tuple[int, str], max_frames: int,

@@ -68,7 +68,8 @@ class Qwen3TTSTalker(PretrainedTalker):
     model_type = "qwen3_tts"
     codec_name = "qwen3-tts-12hz"
     files = ("config.json", "tokenizer_config.json", "speech_tokenizer/config.json")
-    lora_targets = r".*talker\.(model|code_predictor\.model)\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$"
+    lora_targets = (r".*talker\.(model|code_predictor\.model)\.layers\.\d+\."
+                    r"(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$")
     embeddings = re.compile(r"(^|\.)(text_embedding|codec_embedding|code_predictor\.model\.codec_embedding)(\.|$)")
     heads = re.compile(r"(^|\.)(codec_head|code_predictor)\.")
     block = re.compile(r"(^|\.)talker\.model\.layers\.(\d+)\.")

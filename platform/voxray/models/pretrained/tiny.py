@@ -96,9 +96,20 @@ def qwen_tokenizer_folder(folder: str, n_codebooks: int = 4, seed: int = 0) -> s
                    num_key_value_heads=2, intermediate_size=32, num_hidden_layers=1, num_quantizers=n_codebooks,
                    decoder_dim=16, sliding_window=8)
     torch.manual_seed(seed)
-    Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(
+    model = Qwen3TTSTokenizerV2Model(Qwen3TTSTokenizerV2Config(
         encoder_config={**MIMI_TINY, "num_quantizers": 8}, decoder_config=decoder,
-        encoder_valid_num_quantizers=n_codebooks)).save_pretrained(folder)
+        encoder_valid_num_quantizers=n_codebooks))
+    with torch.no_grad():
+        # its decoder's EMA codebooks start at zero (every code would decode to silence), and at these
+        # sizes the random decoder's output is ~1e-9: make codes distinct and the output audible
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            if name.startswith("decoder.") and name.endswith("embedding_sum"):
+                tensor.normal_()
+        codes = torch.randint(0, 64, (1, 12, n_codebooks))                 # [batch, frames, codebooks]
+        peak = float(model.decode(codes).audio_values[0].abs().max())
+        last = [module for module in model.decoder.modules() if isinstance(module, torch.nn.Conv1d)][-1]
+        last.weight.mul_(0.3 / max(peak, 1e-12))
+    model.save_pretrained(folder)
     EncodecFeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0,
                             return_attention_mask=True).save_pretrained(folder)
     return os.path.abspath(folder)
@@ -132,7 +143,8 @@ def qwen3_tts_folder(folder: str, lines: Iterable[str], n_codebooks: int = 4, se
                   rope_scaling={"rope_type": "default", "mrope_section": [2, 3, 3], "interleaved": True},
                   codec_pad_id=specials + 100, codec_bos_id=specials + 101, codec_eos_token_id=specials + 102,
                   codec_think_id=specials + 106, codec_nothink_id=specials + 107, codec_think_bos_id=specials + 108,
-                  codec_think_eos_id=specials + 109, codec_language_id={"english": specials + 50, "chinese": specials + 55},
+                  codec_think_eos_id=specials + 109,
+                  codec_language_id={"english": specials + 50, "chinese": specials + 55},
                   spk_id={}, spk_is_dialect={},
                   code_predictor_config=dict(vocab_size=codes, hidden_size=32, intermediate_size=64,
                                              num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,

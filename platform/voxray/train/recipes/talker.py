@@ -147,9 +147,10 @@ def _prepare_pretrained(plan: dict[str, Any], config: Config, open_run: bool) ->
     arch = pretrained_training.talker(folder)
     theirs, ours = arch.codec(), plan["codec"]
     keys = ("name", *CODEC_KEYS[1:])
-    if any(theirs[key] != ours.get(key) for key in keys):
+    model_codes, store_codes = {key: theirs[key] for key in keys}, {key: ours.get(key) for key in keys}
+    if model_codes != store_codes:
         raise ValueError(f"the pretrained {arch.architecture} in {folder} speaks {arch.codec_name} codes "
-                         f"{ {key: theirs[key] for key in keys} }; this store's are { {key: ours.get(key) for key in keys} }: "
+                         f"{model_codes}; this store's are {store_codes}: "
                          f"encode the store with its codec (voxray codec encode --codec "
                          f"pretrained:{arch.codec_name}=FOLDER)")
     if config.finetune.export == "adapter" and arch.adapter_export:
