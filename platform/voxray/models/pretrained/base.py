@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,22 +64,13 @@ class PretrainedTalker:
     def model_class(self):
         raise NotImplementedError
 
-    def load(self, dtype: torch.dtype = torch.float32, ds_config: Optional[dict[str, Any]] = None) -> nn.Module:
-        """The model from the folder, its ``frozen`` parts frozen. With a ZeRO-3 ``ds_config``,
-        loaded under DeepSpeed's ``zero.Init`` (transformers' ``HfDeepSpeedConfig``): each rank
-        builds only its partition and the weights are scattered as they load, so no rank holds
-        the whole model."""
+    def load(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        """The model from the folder, its ``frozen`` parts frozen (at ZeRO-3 the caller holds the
+        ``HfDeepSpeedConfig``: ``training.build``)."""
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
-        zero3 = ds_config is not None and ds_config["zero_optimization"]["stage"] == 3
-        keep = None
-        if zero3:
-            from transformers.integrations import HfDeepSpeedConfig
-
-            keep = HfDeepSpeedConfig(ds_config)        # transformers holds a weak reference: keep it alive
         model = self.model_class().from_pretrained(self.folder, dtype=dtype)
-        del keep
         for name in self.frozen:
             for parameter in getattr(model, name).parameters():
                 parameter.requires_grad_(False)

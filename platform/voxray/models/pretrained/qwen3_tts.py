@@ -105,10 +105,10 @@ class Qwen3TTSTalker(PretrainedTalker):
 
         return Qwen3TTSForConditionalGeneration
 
-    def load(self, dtype: torch.dtype = torch.float32, ds_config: Optional[dict[str, Any]] = None) -> nn.Module:
+    def load(self, dtype: torch.dtype = torch.float32) -> nn.Module:
         """The model without its speaker encoder (``collate`` runs a frozen copy; the custom-voice
         export has none)."""
-        model = super().load(dtype, ds_config)
+        model = super().load(dtype)
         model.speaker_encoder = None
         return model
 

@@ -74,8 +74,9 @@ def build(folder: str, lora: Any, *, precision: str = "fp32", checkpointing: boo
 
 def _zero3_context(ds_config: Optional[dict[str, Any]]):
     """transformers' ``HfDeepSpeedConfig`` while the model loads and peft wraps it at ZeRO-3
-    (from_pretrained then builds each parameter partitioned under ``deepspeed.zero.Init``; peft
-    gathers a weight where it needs one whole, e.g. DoRA's norms)."""
+    (from_pretrained then builds each parameter partitioned under ``deepspeed.zero.Init``, so no
+    rank holds the whole model; peft gathers a weight where it needs one whole, e.g. DoRA's norms).
+    transformers keeps only a weak reference: the caller holds the returned object meanwhile."""
     if ds_config is None or ds_config["zero_optimization"]["stage"] != 3:
         return None
     from transformers.integrations import HfDeepSpeedConfig
