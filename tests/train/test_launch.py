@@ -116,6 +116,9 @@ def test_settings_that_make_a_run_useless_are_named():
     assert once.startswith("train.val_every=500 > train.max_steps=300") and "no early stopping" in once
     patient, = notes("train.max_steps=300", "train.warmup_steps=20", "train.val_every=100", "train.patience=3")
     assert "train.patience=3 needs more than 3 validations; the run makes 3" in patient
+    hang, = notes("train.max_steps=300", "train.warmup_steps=20", "train.val_every=100", "train.hang_timeout=60",
+                  "train.stall_seconds=120")
+    assert hang.startswith("train.hang_timeout=60 <= train.stall_seconds=120")
 
 
 def test_epochs_become_steps_from_the_stores_rows(capsys):

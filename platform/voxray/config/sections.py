@@ -237,7 +237,14 @@ class TrainConfig(Strict):
     patience: int = Field(0, ge=0, description="validations without improvement before stopping (0: off)")
     min_delta: float = Field(0.0, ge=0, description="smallest improvement that counts, for patience")
     max_nonfinite_steps: int = Field(20, ge=1, description="consecutive non-finite steps before the run stops")
-    stall_seconds: float = Field(300.0, gt=0, description="no step for this long: say on the console what the run waits for")
+    stall_seconds: float = Field(300.0, gt=0, description="no step for this long: say on the console what the run waits "
+                                                          "for, and each rank's stack (where its training thread is)")
+    hang_timeout: int = Field(
+        900, ge=10, description="seconds a collective (all-reduce, barrier) waits for the other ranks before the run "
+                                "fails, naming each rank's last stack: the process group's timeout (gloo raises; on "
+                                "GPU NCCL's watchdog aborts, TORCH_NCCL_ASYNC_ERROR_HANDLING=1). A failure then "
+                                "restarts per max_failures. Covers model loading and checkpoint writes between "
+                                "collectives: raise it for a model that loads longer")
     seed: int = Field(1234, description="initial weights, dropout, data order")
     curriculum: tuple[CurriculumStage, ...] = Field(
         (), description="stages by step, each training on the rows its conditions keep (then all rows), e.g. "

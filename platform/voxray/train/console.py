@@ -2,7 +2,8 @@
 and the driver prints one line per record (start, progress, validation, end). When no record
 arrives for ``train.stall_seconds``, the driver says what the run waits for.
 
-Records are plain dicts: ``{"kind": "start" | "train" | "val" | "event" | "beat" | "warning", ...}``.
+Records are plain dicts: ``{"kind": "start" | "train" | "val" | "event" | "beat" | "warning" | "stack", ...}``;
+every rank sends its "stack" records (``watchdog.StackWatch``), the rest come from rank 0.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from typing import Any, Callable, Optional
 
 from voxray.cluster import say
+from voxray.train.watchdog import where
 
 
 def _number(value: float) -> str:
@@ -49,6 +51,10 @@ def format_record(record: dict[str, Any]) -> Optional[str]:
             return f"{record['event']} at step {record['step']}{detail}"
         case "warning":
             return f"warning: {record['text']}"
+        case "stack":
+            frames = "\n".join(f"    {frame}" for frame in record["frames"])
+            return (f"rank {record['rank']} (pid {record['pid']} on {record['host']}): no step for "
+                    f"{record['quiet']:.0f} s after step {record['step']}; its training thread is in\n{frames}")
     return None
 
 
@@ -62,6 +68,7 @@ class Console:
         self.describe_waiting = describe_waiting
         self.write = write
         self.last_step: Optional[int] = None
+        self.stacks: dict[int, dict[str, Any]] = {}      # each rank's last "stack" record
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="voxray-console", daemon=True)
 
@@ -88,9 +95,16 @@ class Console:
                 continue
             except Exception:           # the queue's actor is gone (Ray shut down)
                 return
-            self._last_record = time.monotonic()
-            self.last_step = record.get("step", self.last_step)
             line = format_record(record)
+            if record["kind"] == "stack":      # a stuck rank's stack is not a sign of life
+                before = self.stacks.get(record["rank"])
+                self.stacks[record["rank"]] = record
+                if before is not None and before["frames"] == record["frames"]:
+                    line = (f"rank {record['rank']}: no step for {record['quiet']:.0f} s after step {record['step']}, "
+                            f"still in {where(record['frames'])}")
+            else:
+                self._last_record = time.monotonic()
+                self.last_step = record.get("step", self.last_step)
             if line:
                 self.write(line)
 
@@ -106,3 +120,8 @@ class Console:
         self.write(f"no training step for {quiet:.0f} s {where} (train.stall_seconds={self.stall_seconds:g}); "
                    f"waiting for: {waiting}")
         self._last_record = time.monotonic()       # say it again after another stall_seconds
+
+    def where_ranks_were(self) -> str:
+        """Each rank's last reported stack in one line per rank ("" when none was reported)."""
+        return "; ".join(f"rank {rank} after step {record['step']} in {where(record['frames'])}"
+                         for rank, record in sorted(self.stacks.items()))

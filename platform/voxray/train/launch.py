@@ -156,7 +156,26 @@ def useless_settings(config: Config) -> list[str]:
     elif train.patience and validations <= train.patience:
         notes.append(f"train.patience={train.patience} needs more than {train.patience} validations; the run makes "
                      f"{validations} (train.max_steps / train.val_every): early stopping can never stop it")
+    if train.hang_timeout <= train.stall_seconds:
+        notes.append(f"train.hang_timeout={train.hang_timeout} <= train.stall_seconds={train.stall_seconds:g}: a hung "
+                     "collective fails the run before the console shows where each rank is; lower train.stall_seconds")
     return notes
+
+
+def hang_error(exc: Exception, train, printer) -> str:
+    """The failure's message, naming each rank's last stack when the console had them; a
+    collective that timed out is said to be one, with the setting and the likely causes."""
+    text = str(exc)
+    stacks = printer.where_ranks_were() if printer is not None else ""
+    timed_out = any(sign in text for sign in ("Timed out", "timed out", "Watchdog caught collective", "Timeout"))
+    message = f"training failed after {train.max_failures} restarts"
+    if timed_out:
+        message = (f"a collective waited train.hang_timeout={train.hang_timeout} s for the other ranks and the run "
+                   f"failed (after {train.max_failures} restarts): the ranks stopped making the same collectives "
+                   "(a rank stuck in data, I/O or a deadlock, a lost node, or ranks that call the model a different "
+                   "number of times)")
+    where = f"\nwhere each rank was: {stacks}" if stacks else ""
+    return f"{message}.{where}\n{text}"
 
 
 def demand(config: Config) -> Demand:
@@ -173,7 +192,7 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
     NonFiniteError, ClusterFitError. ``callbacks`` are Ray Train callbacks (a sweep's reporter);
     ``console`` prints the run's progress lines here (a sweep's trials do not)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Queue
 
     train = config.train
@@ -193,8 +212,10 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
         printer = Console(queue, train.stall_seconds, describe_waiting).start()
     storage_path, name, filesystem = uri.ray_storage(run)
     env = uri.storage_env()
+    workers_env = {**env, **({"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"} if train.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop,
+        torch_config=TorchConfig(timeout_s=train.hang_timeout),     # a hung collective fails, named
         train_loop_config={**loop_config, "metric": metric, "storage_env": env},
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
                                      resources_per_worker=needs.per_worker),
@@ -203,7 +224,7 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
             checkpoint_config=CheckpointConfig(num_to_keep=train.keep_best, checkpoint_score_attribute=metric,
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=train.max_failures),
-            worker_runtime_env={"env_vars": env} if env else None,
+            worker_runtime_env={"env_vars": workers_env} if workers_env else None,
             callbacks=callbacks),
         datasets=training_datasets(store, columns, train.curriculum),
         dataset_config=ShardConfig(),
@@ -211,7 +232,7 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
     try:
         result = trainer.fit()
     except TrainingFailedError as exc:
-        raise TrainingError(f"training failed after {train.max_failures} restarts: {exc}") from exc
+        raise TrainingError(hang_error(exc, train, printer)) from exc
     finally:
         if printer is not None:
             printer.stop()

@@ -38,10 +38,13 @@ from voxray.train.data import BatchStream, DataPosition, PrefetchedShard, frames
 from voxray.train.distributed import all_reduce_sum, init_deepspeed_distributed
 from voxray.train.ema import EMA
 from voxray.train.runlog import RunLog
+from voxray.train.watchdog import StackWatch
 
-# Fault injection for recovery drills: "RANK:STEP" makes that rank's process die (SIGKILL) after
-# that optimizer step, once per run folder; Ray Train must then recover the run.
+# Fault injection for recovery drills, each "RANK:STEP" and once per run folder: after that optimizer
+# step that rank's process dies (SIGKILL; Ray Train must recover the run), or stops making collectives
+# (it sleeps while the others wait in theirs: a hung collective, which must fail at train.hang_timeout).
 KILL_ENV = "VOXRAY_FAULT_KILL_RANK_AT_STEP"
+HANG_ENV = "VOXRAY_FAULT_HANG_RANK_AT_STEP"
 ABORTED_FILE = "aborted.json"        # written by rank 0 when the non-finite guard stops the run
 SCHEDULER_STOP = "stopped by the sweep's scheduler"
 HEARTBEAT_S = 10.0                   # rank 0 tells the driver it is alive at least this often
@@ -61,6 +64,7 @@ class Worker:
     device: torch.device
     gate: Any = None                         # a sweep's SchedulerGate
     console: Any = None                      # the driver's queue of console records
+    watch: Optional[StackWatch] = None       # sends this rank's stack to the console when no step comes
     state: ckpt.TrainerState = field(default_factory=ckpt.TrainerState)
     runlog: Optional[RunLog] = None
     restored: bool = False
@@ -171,8 +175,12 @@ class Worker:
                                      f"train.max_nonfinite_steps={self.train.max_nonfinite_steps})")
         else:
             state.consecutive_skipped = 0
+        if self.watch is not None:
+            self.watch.stepped()
         if os.environ.get(KILL_ENV) == f"{self.rank}:{state.step}":
             _inject_fault(self.run)
+        if os.environ.get(HANG_ENV) == f"{self.rank}:{state.step}":
+            _hang(self.run)
         if self.rank == 0 and time.monotonic() - self._last_beat > HEARTBEAT_S:
             self._send({"kind": "beat", "step": state.step})
         return not skipped
@@ -248,6 +256,8 @@ class Worker:
         own), writes ``final/`` with ``export``. A run the guard aborted leaves ABORTED_FILE for the
         driver; a run a sweep's scheduler stopped keeps only its checkpoints."""
         state = self.state
+        if self.watch is not None:
+            self.watch.stop()
         if self.runlog is None:
             return
         if state.stop_reason.startswith("non-finite"):
@@ -295,9 +305,19 @@ def start(loop_config: dict[str, Any], config: Config, run: str) -> Worker:
         device = ray.train.torch.get_device()
         torch.cuda.set_device(device)
     torch.manual_seed(config.train.seed)
-    return Worker(run=run, config=config, metric=loop_config["metric"], family=config.family, rank=rank,
-                  local_rank=local_rank, world_size=world_size, device=device, gate=loop_config.get("gate"),
-                  console=loop_config.get("console"))
+    worker = Worker(run=run, config=config, metric=loop_config["metric"], family=config.family, rank=rank,
+                    local_rank=local_rank, world_size=world_size, device=device, gate=loop_config.get("gate"),
+                    console=loop_config.get("console"))
+    queue = loop_config.get("console")
+    if queue is not None:                    # every rank: its stack when no step comes (a sweep has no console)
+        def send(record: dict[str, Any]) -> None:
+            try:
+                queue.put_nowait(record)
+            except Exception:
+                pass
+
+        worker.watch = StackWatch(rank, config.train.stall_seconds, send, lambda: worker.state.step).start()
+    return worker
 
 
 def _inject_fault(run: str) -> None:
@@ -310,3 +330,14 @@ def _inject_fault(run: str) -> None:
     uri.write_text(marker, "")
     time.sleep(5)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _hang(run: str) -> None:
+    """HANG_ENV's drill, once per run folder: this rank stops making collectives (the other ranks
+    wait in their next one, as when ranks disagree on how many collectives a step makes)."""
+    marker = uri.join(run, "fault-hung")
+    if uri.exists(marker):
+        return
+    uri.write_text(marker, "")
+    while True:
+        time.sleep(1.0)
