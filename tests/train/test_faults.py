@@ -3,11 +3,15 @@ run ends or recovers, and that nothing is lost. Times are measured in benchmarks
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 
-from tests.train.conftest import CPU_CONFIG
+from tests.train.conftest import CPU_CONFIG, latest_checkpoint, metrics, trainer_state
 from voxray import cli
-from voxray.train.worker import HANG_ENV
+from voxray.train.worker import DISK_FULL_ENV, HANG_ENV, KILL_IN_CHECKPOINT_ENV
 
 ACOUSTIC_2 = ["--config", CPU_CONFIG, "train.num_workers=2", "train.max_failures=0", "train.log_every=1",
               "train.warmup_steps=0"]
@@ -30,3 +34,62 @@ def test_a_hung_collective_shows_each_ranks_stack_then_fails_at_hang_timeout(sam
     assert "a collective waited train.hang_timeout=20 s" in out.err, out.err
     assert "rank 0 after step 3 in " in out.err and "rank 1 after step 3 in " in out.err
     assert "_hang" in out.err.split("rank 1 after step 3 in ", 1)[1]
+
+
+@pytest.mark.integration
+def test_an_unfinished_or_damaged_checkpoint_is_never_resumed_from(sample_store, tmp_path, monkeypatch, capsys):
+    """Rank 1 dies with its part of checkpoint 8 written but not reported: Ray Train never registers
+    it and the restarted run resumes at 4. Then checkpoint 8's ZeRO shard is truncated on disk: the
+    next resume skips it with a line naming the file and starts from 4."""
+    run = str(tmp_path / "run")
+
+    def train(steps: int, *overrides: str) -> int:
+        return cli.main(["train", "acoustic", "--data", sample_store, "--output", run, *ACOUSTIC_2,
+                         f"train.max_steps={steps}", "train.val_every=4", *overrides])
+
+    monkeypatch.setenv(KILL_IN_CHECKPOINT_ENV, "1:8")
+    assert train(8, "train.max_failures=1") == 0
+    assert [r["step"] for r in metrics(run, "resumed")] == [4]
+    monkeypatch.delenv(KILL_IN_CHECKPOINT_ENV)
+
+    shard = Path(run, "checkpoint_00000008", "ds", "model", "zero_pp_rank_1_mp_rank_00_optim_states.pt")
+    written = shard.stat().st_size
+    shard.write_bytes(shard.read_bytes()[: written // 2])
+    assert train(12) == 0
+    out = capsys.readouterr().out
+    assert (f"checkpoint_00000008 skipped, it is incomplete: ds/model/zero_pp_rank_1_mp_rank_00_optim_states.pt "
+            f"(rank 1) is {written // 2:,} bytes, {written:,} written (truncated); resuming from the checkpoint of "
+            "step 4") in out, out
+    assert [r["step"] for r in metrics(run, "resumed")] == [4, 4]
+    assert [r["checkpoint"] for r in metrics(run, "checkpoint_skipped")] == ["checkpoint_00000008"]
+    assert trainer_state(latest_checkpoint(run))["step"] == 12 and Path(run, "final").is_dir()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 MiB filesystem (tmpfs) to fill; the test needs the right to mount one (root)."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("filling a disk needs a small filesystem to fill: mounting a tmpfs needs root")
+    yield str(folder)
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.mark.integration
+def test_a_full_disk_fails_the_checkpoint_clearly_and_keeps_the_one_before(sample_store, small_disk, tmp_path,
+                                                                           monkeypatch, capsys):
+    """The device a rank writes its checkpoint part on fills up at step 8: the run fails saying so,
+    with the free space; the checkpoint of step 4 is intact and the next run resumes from it."""
+    run = str(tmp_path / "run")
+    args = ["train", "acoustic", "--data", sample_store, "--output", run, "--config", CPU_CONFIG, "train.max_steps=8",
+            "train.val_every=4", "train.max_failures=0", f"train.checkpoint_tmp={small_disk}"]
+    monkeypatch.setenv(DISK_FULL_ENV, "0:8")
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"no space left on the device writing rank 0's part of the checkpoint of step 8 in {small_disk}/" in err, err
+    assert "MiB free of 64 MiB): the previous checkpoint is intact" in err
+    monkeypatch.delenv(DISK_FULL_ENV)
+    os.remove(os.path.join(small_disk, "disk-full-drill"))
+    assert cli.main(args) == 0
+    assert [r["step"] for r in metrics(run, "resumed")] == [4]

@@ -239,6 +239,9 @@ class TrainConfig(Strict):
     max_nonfinite_steps: int = Field(20, ge=1, description="consecutive non-finite steps before the run stops")
     stall_seconds: float = Field(300.0, gt=0, description="no step for this long: say on the console what the run waits "
                                                           "for, and each rank's stack (where its training thread is)")
+    checkpoint_tmp: str = Field("", description="local folder where each rank writes its part of a checkpoint before "
+                                              "Ray Train copies it to the run (empty: the system's temp folder, "
+                                              "TMPDIR); a full device there fails the checkpoint with the free space")
     hang_timeout: int = Field(
         900, ge=10, description="seconds a collective (all-reduce, barrier) waits for the other ranks before the run "
                                 "fails, naming each rank's last stack: the process group's timeout (gloo raises; on "

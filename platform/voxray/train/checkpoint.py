@@ -10,10 +10,14 @@ A checkpoint folder holds
   trainer_state.json      step, data position, early stopping, skipped-step counters (rank 0)
   ema/<engine>.safetensors  EMA weights of the engines that keep one (rank 0; every rank holds the
                           same full copy)
+  manifest/rank_<r>.json  written last by each rank: the files of its part and their sizes
 
 Every rank reports its folder to ``ray.train.report``; Ray Train copies them all into the same
 storage folder, so no rank's shard is lost (saving only rank 0's folder loses the others' ZeRO
-shards and the run cannot resume).
+shards and the run cannot resume). Ray registers a checkpoint only when every rank reported it
+(a run killed while writing one resumes from the one before); the manifests catch what happens
+to a registered one later (a truncated or deleted file): ``complete`` skips it, naming the file,
+and resume takes the newest complete checkpoint before it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ from voxray.train.ema import EMA
 
 DS_DIR = "ds"
 EMA_DIR = "ema"
+MANIFEST_DIR = "manifest"
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of the run can be resumed from, or one could not be written; says why."""
 
 
 @dataclass
@@ -104,6 +113,73 @@ def save(folder: str, *, engines: dict[str, Any], rank: int, state: TrainerState
         for name, ema in emas.items():
             save_file({k: v.contiguous() for k, v in ema.state_dict().items()},
                       os.path.join(folder, EMA_DIR, f"{name}.safetensors"))
+    _write_manifest(folder, rank, state.step)
+
+
+def _write_manifest(folder: str, rank: int, step: int) -> None:
+    """MANIFEST_DIR/rank_<r>.json: the files this rank wrote and their sizes, written last."""
+    import torch.distributed as dist
+
+    files = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            files[os.path.relpath(path, folder)] = os.path.getsize(path)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    os.makedirs(os.path.join(folder, MANIFEST_DIR), exist_ok=True)
+    with open(os.path.join(folder, MANIFEST_DIR, f"rank_{rank}.json"), "w") as handle:
+        json.dump({"rank": rank, "world_size": world, "step": step, "files": files}, handle)
+
+
+def problem(filesystem, path: str) -> Optional[str]:
+    """Why the checkpoint folder ``path`` (on a pyarrow ``filesystem``: local or the run's S3) cannot
+    be resumed from, or None when every rank's manifest is there and every file it lists has its
+    size. A folder from before manifests existed counts as complete when it has trainer_state.json."""
+    from pyarrow.fs import FileSelector, FileType
+
+    infos = filesystem.get_file_info(FileSelector(path, recursive=True, allow_not_found=True))
+    sizes = {os.path.relpath(i.path, path): i.size for i in infos if i.type == FileType.File}
+    manifests = [json.loads(filesystem.open_input_stream(f"{path}/{name}").read())
+                 for name in sorted(sizes) if name.startswith(f"{MANIFEST_DIR}/rank_")]
+    if not manifests:
+        return None if "trainer_state.json" in sizes else "no rank finished writing its part (no manifest)"
+    missing = sorted(set(range(manifests[0]["world_size"])) - {m["rank"] for m in manifests})
+    if missing:
+        return f"rank {', '.join(map(str, missing))} did not finish writing its part (no {MANIFEST_DIR}/rank_N.json)"
+    for manifest in manifests:
+        for name, size in sorted(manifest["files"].items()):
+            if name not in sizes:
+                return f"{name} (rank {manifest['rank']}) is missing"
+            if sizes[name] != size:
+                return f"{name} (rank {manifest['rank']}) is {sizes[name]:,} bytes, {size:,} written (truncated)"
+    return None
+
+
+def complete(checkpoint) -> tuple[Any, list[tuple[str, str]]]:
+    """The checkpoint to resume from: Ray Train's latest (``checkpoint``) when complete, else the
+    newest complete one before it in the run folder; and the (folder name, reason) of each skipped.
+    Every rank reads the same storage, so every rank picks the same one."""
+    from pyarrow.fs import FileSelector, FileType
+    from ray.train import Checkpoint
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    parent, name = path.rsplit("/", 1)
+    skipped: list[tuple[str, str]] = []
+    reason = problem(fs, path)
+    if reason is None:
+        return checkpoint, skipped
+    skipped.append((name, reason))
+    older = sorted((i.base_name for i in fs.get_file_info(FileSelector(parent))
+                    if i.type == FileType.Directory and i.base_name.startswith("checkpoint_") and i.base_name < name),
+                   reverse=True)
+    for candidate in older:
+        reason = problem(fs, f"{parent}/{candidate}")
+        if reason is None:
+            return Checkpoint(f"{parent}/{candidate}", filesystem=fs), skipped
+        skipped.append((candidate, reason))
+    raise CheckpointError(f"no complete checkpoint to resume from in {parent}: "
+                          + "; ".join(f"{n}: {r}" for n, r in skipped)
+                          + ". Train into a new --output, or move the run's checkpoint_* folders away to start over")
 
 
 def load(folder: str, *, engines: dict[str, Any], rank: int, emas: dict[str, EMA],

@@ -45,6 +45,8 @@ from voxray.train.watchdog import StackWatch
 # (it sleeps while the others wait in theirs: a hung collective, which must fail at train.hang_timeout).
 KILL_ENV = "VOXRAY_FAULT_KILL_RANK_AT_STEP"
 HANG_ENV = "VOXRAY_FAULT_HANG_RANK_AT_STEP"
+KILL_IN_CHECKPOINT_ENV = "VOXRAY_FAULT_KILL_RANK_IN_CHECKPOINT"     # dies with its part written, not reported
+DISK_FULL_ENV = "VOXRAY_FAULT_DISK_FULL_AT_STEP"     # its checkpoint write meets a full device (/dev/full)
 ABORTED_FILE = "aborted.json"        # written by rank 0 when the non-finite guard stops the run
 SCHEDULER_STOP = "stopped by the sweep's scheduler"
 HEARTBEAT_S = 10.0                   # rank 0 tells the driver it is alive at least this often
@@ -89,7 +91,9 @@ class Worker:
 
         restored = ray.train.get_checkpoint()
         fresh: list[str] = []
+        skipped: list[tuple[str, str]] = []
         if restored is not None:
+            restored, skipped = ckpt.complete(restored)
             with restored.as_directory() as folder:
                 fresh = ckpt.fresh_emas(folder, emas or {})
                 self.state, self._collate_rng = ckpt.load(folder, engines=engines, rank=self.rank,
@@ -104,6 +108,10 @@ class Worker:
         self._stopper = ckpt.EarlyStopping(self.train.patience, self.train.min_delta, **self.state.early_stopping)
         if self.rank == 0:
             self.runlog = RunLog(self.run, resumed_step=self.state.step)
+            for name, reason in skipped:
+                self.runlog.event(self.state.step, "checkpoint_skipped", checkpoint=name, reason=reason)
+                self.warn(f"{name} skipped, it is incomplete: {reason}; resuming from the checkpoint of step "
+                          f"{self.state.step}")
             if self.restored:
                 self.runlog.event(self.state.step, "resumed", restarts=self.state.restarts,
                                   epoch=self.state.position.epoch)
@@ -235,9 +243,18 @@ class Worker:
             self.runlog.sync()
             shown = metrics if self._val_progress is None else {k: metrics[k] for k in self._val_progress if k in metrics}
             self._send({"kind": "val", "step": state.step, "values": shown, "best": improved})
-        with tempfile.TemporaryDirectory(prefix="voxray-ckpt-") as folder:
-            ckpt.save(folder, engines=engines, rank=self.rank, state=state, emas=emas,
-                      collate_rng=stream.rng_state(), trainable_only=trainable_only)
+        with tempfile.TemporaryDirectory(prefix="voxray-ckpt-", dir=self.train.checkpoint_tmp or None) as folder:
+            if os.environ.get(DISK_FULL_ENV) == f"{self.rank}:{state.step}":
+                _fill_disk(self.run, folder)
+            try:
+                ckpt.save(folder, engines=engines, rank=self.rank, state=state, emas=emas,
+                          collate_rng=stream.rng_state(), trainable_only=trainable_only)
+            except Exception as exc:
+                if not _no_space(exc, folder):
+                    raise
+                raise _no_space_error(exc, folder, self.rank, state.step) from exc
+            if os.environ.get(KILL_IN_CHECKPOINT_ENV) == f"{self.rank}:{state.step}":
+                _inject_fault(self.run)
             ray.train.report({**metrics, "step": state.step, "epoch": state.position.epoch,
                               "skipped_steps": state.skipped_steps, "restarts": state.restarts},
                              checkpoint=Checkpoint.from_directory(folder),
@@ -330,6 +347,56 @@ def _inject_fault(run: str) -> None:
     uri.write_text(marker, "")
     time.sleep(5)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+NO_SPACE_MIB = 16        # a write that failed with less than this free on its device failed for space
+
+
+def _no_space(exc: Exception, folder: str) -> bool:
+    """Whether a failed checkpoint write failed for space: the kernel said so (ENOSPC, EDQUOT), or,
+    as torch.save and DeepSpeed lose the errno ("iostream error", "file write failed"), the device
+    has next to nothing left."""
+    import errno
+    import shutil
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < NO_SPACE_MIB * 2**20
+    except OSError:
+        return False
+
+
+def _no_space_error(exc: Exception, folder: str, rank: int, step: int) -> Exception:
+    import shutil
+
+    usage = shutil.disk_usage(folder)
+    return ckpt.CheckpointError(
+        f"no space left on the device writing rank {rank}'s part of the checkpoint of step {step} in {folder} "
+        f"({usage.free / 2**20:,.0f} MiB free of {usage.total / 2**20:,.0f} MiB): the previous checkpoint is intact "
+        f"and a resume starts from it. Free space there, or set train.checkpoint_tmp to a larger local disk. "
+        f"({type(exc).__name__}: {exc})")
+
+
+def _fill_disk(run: str, folder: str) -> None:
+    """DISK_FULL_ENV's drill, once per run folder: fill the device of the checkpoint's folder (a
+    small test filesystem, train.checkpoint_tmp; the drill refuses one over 256 MiB) so that the
+    checkpoint's writes fail as on a full disk."""
+    import shutil
+
+    marker = uri.join(run, "fault-disk-full")
+    if uri.exists(marker):
+        return
+    uri.write_text(marker, "")
+    if shutil.disk_usage(folder).total > 256 * 2**20:
+        raise RuntimeError(f"{DISK_FULL_ENV} fills only a small test filesystem; {folder} is on a larger one")
+    with open(os.path.join(os.path.dirname(folder), "disk-full-drill"), "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 2**20)
+                handle.flush()
+        except OSError:
+            pass
 
 
 def _hang(run: str) -> None:
