@@ -438,6 +438,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from voxray.cluster import set_verbose
 
     set_verbose(getattr(args, "verbose", False))
+    from voxray.uri import StorageError
+
     try:
         match args.command:
             case "preprocess":
@@ -458,6 +460,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 return _export(args)
     except ConfigError as exc:
         print(f"voxray {args.command}: config error: {exc}", file=sys.stderr)
+        return 2
+    except StorageError as exc:
+        print(f"voxray {args.command}: storage error: {exc}", file=sys.stderr)
         return 2
     except UsageError as exc:
         parser.print_usage(sys.stderr)

@@ -3,6 +3,13 @@
 S3 credentials and endpoints come from the standard AWS variables (AWS_ENDPOINT_URL,
 AWS_ACCESS_KEY_ID, ...); ``storage_env`` forwards them to Ray tasks so that workers started
 before the variables were set still see the same bucket.
+
+Transient S3 errors (503 SlowDown, throttling, a dropped connection) are retried with backoff:
+botocore's ``standard`` retry mode, ``AWS_MAX_ATTEMPTS`` attempts per request (voxray's default
+RETRY_DEFAULTS unless the variables are set), under s3fs's own retries of dropped connections and
+SlowDown. One policy for every reader and writer: the store's reads and writes (Ray Data), the
+run's checkpoints (Ray Train) and the files voxray reads and writes itself all go through s3fs. An
+error that outlasts the retries names the URI (``StorageError``).
 """
 
 from __future__ import annotations
@@ -15,6 +22,36 @@ import fsspec
 from fsspec.core import url_to_fs
 
 _FORWARDED_ENV_PREFIXES = ("AWS_", "FSSPEC_", "VOXRAY_")
+# botocore's own variables; set here unless the user set them, and forwarded to every Ray task.
+# standard mode: exponential backoff with jitter (up to 20 s) on 5xx, throttling and connection errors.
+RETRY_DEFAULTS = {"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "8"}
+for _key, _value in RETRY_DEFAULTS.items():
+    os.environ.setdefault(_key, _value)
+
+
+class StorageError(OSError):
+    """A storage operation on a URI failed after its retries; the message names the URI."""
+
+
+def _named(operation):
+    """``operation(path, ...)`` with a remote failure other than a missing file raised as a
+    StorageError naming ``path`` and the retry policy it outlasted."""
+    import functools
+
+    @functools.wraps(operation)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return operation(path, *args, **kwargs)
+        except (FileNotFoundError, StorageError):
+            raise
+        except Exception as exc:
+            if not is_remote(os.fspath(path)) or isinstance(exc, (ValueError, TypeError)):
+                raise
+            raise StorageError(f"{path}: storage kept failing after {os.environ.get('AWS_MAX_ATTEMPTS')} attempts "
+                               f"per request ({os.environ.get('AWS_RETRY_MODE')} retries with backoff; "
+                               f"AWS_MAX_ATTEMPTS, AWS_RETRY_MODE): {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
 
 
 def is_remote(path: str) -> bool:
@@ -61,6 +98,7 @@ def unstrip(reference: str, fs_path: str) -> str:
     return fs_path
 
 
+@_named
 def read_bytes(path: str) -> bytes:
     fs, inner = filesystem(path)
     return fs.cat_file(inner)
@@ -70,6 +108,7 @@ def read_text(path: str, encoding: str = "utf-8") -> str:
     return read_bytes(path).decode(encoding)
 
 
+@_named
 def write_bytes(path: str, data: bytes) -> None:
     fs, inner = filesystem(path)
     if not is_remote(path):
@@ -82,16 +121,19 @@ def write_text(path: str, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+@_named
 def exists(path: str) -> bool:
     fs, inner = filesystem(path)
     return fs.exists(inner)
 
 
+@_named
 def isdir(path: str) -> bool:
     fs, inner = filesystem(path)
     return fs.isdir(inner)
 
 
+@_named
 def find(path: str, suffixes: tuple[str, ...] = ()) -> list[str]:
     """All files under ``path`` (recursively), as URIs like ``path``, sorted."""
     fs, inner = filesystem(path)
@@ -106,6 +148,7 @@ def is_empty_dir(path: str) -> bool:
     return not exists(path) or not find(path)
 
 
+@_named
 def remove_tree(path: str) -> None:
     fs, inner = filesystem(path)
     if fs.exists(inner):
@@ -113,6 +156,7 @@ def remove_tree(path: str) -> None:
     fs.invalidate_cache()
 
 
+@_named
 def makedirs(path: str) -> None:
     fs, inner = filesystem(path)
     fs.makedirs(inner, exist_ok=True)
@@ -152,6 +196,8 @@ def pyarrow_filesystem(path: str):
                            token=env.get("AWS_SESSION_TOKEN"))
         if env.get("AWS_ENDPOINT_URL"):
             options["endpoint_url"] = env["AWS_ENDPOINT_URL"]
+        options["config_kwargs"] = {"retries": {"mode": env["AWS_RETRY_MODE"],     # the processes this goes to
+                                                "max_attempts": int(env["AWS_MAX_ATTEMPTS"])}}   # lack the env
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
         if region:
             options["client_kwargs"] = {"region_name": region}

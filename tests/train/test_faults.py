@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import s3_bucket
+from tests.flaky_s3 import FlakyS3
 from tests.train.conftest import CPU_CONFIG, latest_checkpoint, metrics, trainer_state
 from voxray import cli
 from voxray.train.worker import DISK_FULL_ENV, HANG_ENV, KILL_IN_CHECKPOINT_ENV
@@ -93,3 +95,31 @@ def test_a_full_disk_fails_the_checkpoint_clearly_and_keeps_the_one_before(sampl
     os.remove(os.path.join(small_disk, "disk-full-drill"))
     assert cli.main(args) == 0
     assert [r["step"] for r in metrics(run, "resumed")] == [4]
+
+
+@pytest.mark.integration
+def test_flaky_s3_is_retried_and_an_outage_names_the_uri(sample_store, s3_server, monkeypatch, capsys):
+    """A proxy in front of the S3 server fails a fifth of all requests (503 SlowDown or a dropped
+    connection): the store is copied up, trained from and checkpointed to through it, and nothing
+    fails. Then every request fails: the run stops with an error naming the URI and the retries."""
+    import s3fs
+
+    with FlakyS3(s3_server, share=0.2, seed=1) as proxy, s3_bucket(proxy.endpoint) as bucket:
+        fs = s3fs.S3FileSystem()
+        store, run = f"s3://{bucket}/store", f"s3://{bucket}/run"
+        fs.put(sample_store, f"{bucket}/store", recursive=True)
+        args = ["train", "acoustic", "--data", store, "--output", run, "--config", CPU_CONFIG, "train.max_steps=4",
+                "train.val_every=2", "train.max_failures=0"]
+        assert cli.main(args) == 0, capsys.readouterr().err
+        assert sum(proxy.failed.values()) >= 20 and min(proxy.failed.values()) > 0, proxy.failed
+        fs.invalidate_cache()
+        assert fs.exists(f"{bucket}/run/checkpoint_00000004/manifest/rank_0.json")
+        assert fs.exists(f"{bucket}/run/final/model.safetensors")
+
+        proxy.share = 1.0
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+        monkeypatch.setattr(s3fs.S3FileSystem, "retries", 2)       # s3fs's own, over botocore's
+        s3fs.S3FileSystem.clear_instance_cache()                    # clients made with the default attempts
+        assert cli.main([*args, "train.max_steps=6"]) == 2
+        err = capsys.readouterr().err
+        assert f"storage error: s3://{bucket}/" in err and "storage kept failing after 2 attempts per request" in err, err

@@ -3,6 +3,7 @@ sweep driver records, and a gate that cannot answer lets training go on."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -17,13 +18,21 @@ class _Trial:
 def test_a_recorded_decision_answers_the_worker(ray_cluster, tmp_path):
     sweep = str(tmp_path / "sweep")
     decisions = open_decisions(sweep)
-    callback = DecisionCallback(gate_name(sweep))
+    callback = DecisionCallback(gate_name(sweep), max_steps=20)
     gate = SchedulerGate(gate_name(sweep), "t1", timeout_s=30)
     callback.on_trial_result(1, [], _Trial(), {"step": 5, "val_mel": 1.0})
-    callback.on_trial_result(2, [], _Trial(), {"step": 10, "val_mel": 1.2, "done": True})
+    # a stop before max_steps holds Tune's loop until the trial's rank 0 has recorded its end
+    stopping = threading.Thread(target=callback.on_trial_result,
+                                args=(2, [], _Trial(), {"step": 10, "val_mel": 1.2, "done": True}))
+    stopping.start()
     callback.on_trial_result(3, [], _Trial(), {"val_mel": 1.2})      # no step: nothing recorded
     assert gate.should_stop(5) is False
     assert gate.should_stop(10) is True
+    time.sleep(1)
+    assert stopping.is_alive()                                       # Tune has not ended the trial yet
+    gate.recorded()
+    stopping.join(timeout=30)
+    assert not stopping.is_alive()
     # the worker may ask before the driver has decided: it waits for the decision
     waiting = decisions.wait.remote("t1", 15, 30)
     time.sleep(1)

@@ -130,6 +130,13 @@ def test_resume_after_driver_kill_repeats_no_finished_trial(sweep):
     assert sweep["ended_before"] and sweep["complete_during"] >= len(sweep["ended_before"])
     for trial_id in sweep["ended_before"]:
         assert [row for row in rows if row["trial"].endswith(trial_id)], trial_id
+    # the restarted driver's table has the trial that ended before the kill as it ended then
+    before = [json.loads(line) for line in sweep["first_metrics"].splitlines()]
+    first = next(row for row in rows if row["trial"] == Path(sweep["first"]).name.removeprefix("trial_"))
+    assert int(first["steps"]) == max(r["step"] for r in before if r["kind"] == "val")
+    assert float(first["best_val_mel"]) == pytest.approx(min(r["val_mel"] for r in before if r["kind"] == "val"))
+    ends = [r["kind"] for r in before if r["kind"] in ("stopped", "finished")]
+    assert ends == [first["status"]], (ends, first)
     # the trial that had ended before the kill did not train again
     assert Path(sweep["first"], "metrics.jsonl").read_text() == sweep["first_metrics"]
     # the Optuna study (what optuna-dashboard opens) holds 4 told trials, none still running, each
@@ -157,9 +164,10 @@ def test_asha_stops_a_trial_early_and_the_table_says_so(sweep):
         run = glob.glob(str(sweep["out"] / "trials" / f"*{row['trial'][-8:]}"))[0]
         records = [json.loads(line) for line in Path(run, "metrics.jsonl").read_text().splitlines()]
         assert max(r["step"] for r in records if r["kind"] == "train") == int(row["steps"]), row
+        assert [r["kind"] for r in records if r["kind"] in ("stopped", "finished")] == ["stopped"], row
         assert int(row["steps"]) % 5 == 0
         events += [r for r in records if r["kind"] == "stopped"]
-    assert events and all("stopped by the sweep's scheduler" in e["reason"] for e in events), events
+    assert len(events) == len(stopped) and all("stopped by the sweep's scheduler" in e["reason"] for e in events)
     for row in rows:
         assert 1e-5 <= float(row["train.lr"]) <= 1e-2 and 0.1 <= float(row["loss.duration"]) <= 1.0
         assert 0 < float(row["best_val_mel"]) < 10

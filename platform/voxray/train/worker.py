@@ -287,6 +287,8 @@ class Worker:
             self._event("finished", reason=state.stop_reason or "max_steps", skipped_steps=state.skipped_steps)
             export()
         self.runlog.close()
+        if self.gate is not None and state.stop_reason.startswith(SCHEDULER_STOP):
+            self.gate.recorded()             # the sweep's driver holds Tune's stop until now
 
     def warn(self, text: str) -> None:
         """A warning the person at the console should see (rank 0)."""

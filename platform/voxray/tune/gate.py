@@ -38,6 +38,18 @@ class Decisions:
     def __init__(self) -> None:
         self._events: dict[tuple[str, int], asyncio.Event] = {}
         self._stop: dict[tuple[str, int], bool] = {}
+        self._recorded: dict[str, asyncio.Event] = {}
+
+    async def recorded(self, trial_id: str) -> None:
+        """The trial's rank 0 has written how it ended (its run log closed and synced)."""
+        self._recorded.setdefault(trial_id, asyncio.Event()).set()
+
+    async def wait_recorded(self, trial_id: str, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._recorded.setdefault(trial_id, asyncio.Event()).wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     def _event(self, key: tuple[str, int]) -> asyncio.Event:
         return self._events.setdefault(key, asyncio.Event())
@@ -99,22 +111,45 @@ class SchedulerGate:
                         self.trial_id, step, self.timeout_s)
         return bool(decision)
 
+    def recorded(self) -> None:
+        """Rank 0, after writing the trial's "stopped" event: Tune may end the trial now."""
+        import ray
+
+        actor = _lookup(self.name)
+        if actor is not None:
+            try:
+                ray.get(actor.recorded.remote(self.trial_id), timeout=30)
+            except Exception:
+                log.warning("could not tell the sweep driver that trial %s recorded its end", self.trial_id)
+
 
 class DecisionCallback(Callback):
     """Records, for every result with a ``step``, whether Tune stops the trial there (Tune marks
-    the result ``done`` before callbacks see it when its scheduler or a stopper said STOP)."""
+    the result ``done`` before callbacks see it when its scheduler or a stopper said STOP).
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    A stop before ``max_steps`` then holds Tune's loop until the trial's rank 0 has written its
+    "stopped" event (at most ``record_timeout_s``): Tune ends a stopped trial by killing its actor,
+    and without the wait it could do so before the event was written (seen under load)."""
+
+    def __init__(self, name: str, max_steps: int, record_timeout_s: float = 60.0) -> None:
+        self.name, self.max_steps, self.record_timeout_s = name, max_steps, record_timeout_s
         self._actor = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"name": self.name, "_actor": None}           # an actor handle is one driver's only
+        return {**self.__dict__, "_actor": None}              # an actor handle is one driver's only
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         if "step" not in result:
             return
         if self._actor is None:
             self._actor = _lookup(self.name)
-        if self._actor is not None:
-            self._actor.decide.remote(trial.trial_id, int(result["step"]), bool(result.get("done")))
+        if self._actor is None:
+            return
+        stop, step = bool(result.get("done")), int(result["step"])
+        self._actor.decide.remote(trial.trial_id, step, stop)
+        if stop and step < self.max_steps:
+            import ray
+
+            if not ray.get(self._actor.wait_recorded.remote(trial.trial_id, self.record_timeout_s)):
+                log.warning("trial %s did not record its stop at step %d within %.0f s", trial.trial_id, step,
+                            self.record_timeout_s)

@@ -91,7 +91,7 @@ def tune(store: str, sweep: str, trials: int, base: Config, space_path: Optional
         tune.with_parameters(_trial, store=store, sweep=sweep, base=base, gated=gated,
                              storage_env=uri.storage_env()), TRIAL_DRIVER)
     storage_path, name, filesystem = uri.ray_storage(sweep)
-    callbacks = [ProgressLines(metric)] + ([DecisionCallback(gate_name(sweep))] if gated else [])
+    callbacks = [ProgressLines(metric)] + ([DecisionCallback(gate_name(sweep), base.train.max_steps)] if gated else [])
     run_config = tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
                                 callbacks=callbacks, verbose=None if verbose() else 0)
     resuming = uri.exists(uri.join(sweep, "tuner.pkl"))
