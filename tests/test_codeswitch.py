@@ -48,6 +48,12 @@ def test_manifest_tags_win_and_must_fit():
         SWITCH.tag("Jom makan lunch lah.", "ms", ["ms", "ms"])
     with pytest.raises(TagError, match="'lahh'"):
         SWITCH.tag("Jom lah", "ms", None, [None, "lahh"])
+    # the plan's samples tag a particle with the language "particle": the row's language, a particle type
+    words = SWITCH.tag("Jom makan lunch lah.", "ms", ["ms", "ms", "en", "particle"])
+    assert [(w.language, w.particle) for w in words] == [("ms", 0), ("ms", 0), ("en", 0), ("ms", 1)]
+    assert SWITCH.tag("ok lor", "en-us", ["en-us", "Particle"], [None, None])[1].particle == SWITCH.particle_of("lor")
+    with pytest.raises(TagError, match="'makan' is tagged 'particle' but is not in preprocess.particles"):
+        SWITCH.tag("Jom makan", "ms", ["ms", "particle"])
     # without detection languages, untagged words are the row's
     assert [w.language for w in CodeSwitch().tag("a b", "ha", [None, "en"])] == ["ha", "en"]
 

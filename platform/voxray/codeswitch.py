@@ -24,6 +24,9 @@ from voxray.text import G2P, join_owned, segments
 # Malaysian English / Colloquial Malay discourse particles (the users' plan); config can replace it.
 MALAYSIAN_PARTICLES = ("lah", "leh", "lor", "loh", "meh", "mah", "hor", "wor", "ah", "kan")
 NO_PARTICLE_TAGS = ("", "o", "none")     # particle_tags entries that mean "not a particle" (BIO's "O")
+# A word_langs entry that says "this word is a discourse particle" (the Malaysian plan's samples):
+# the word takes the row's language and its particle type from the inventory.
+PARTICLE_LANGUAGE = "particle"
 
 
 class TagError(ValueError):
@@ -121,6 +124,13 @@ class CodeSwitch:
         for name, tags in (("word_langs", word_langs), ("particle_tags", particle_tags)):
             if tags is not None and len(tags) != len(words):
                 raise TagError(f"{name} has {len(tags)} tags for {len(words)} words: {words}")
+        marked = {i for i, tag in enumerate(word_langs or []) if (tag or "").lower() == PARTICLE_LANGUAGE}
+        for i in sorted(marked):
+            if not self.particle_of(words[i]) and not (particle_tags and particle_tags[i]):
+                raise TagError(f"word {words[i]!r} is tagged {PARTICLE_LANGUAGE!r} but is not in preprocess.particles "
+                               f"{list(self.particles)} (give its type in particle_tags, or add it)")
+        if marked:
+            word_langs = [row_language if i in marked else tag for i, tag in enumerate(word_langs)]
         if word_langs is not None and all(word_langs):
             languages = list(word_langs)
         elif self.languages:
@@ -132,9 +142,11 @@ class CodeSwitch:
             particles = [self.particle_of(word) for word in words]
         else:
             particles = []
-            for word, tag in zip(words, particle_tags):
+            for i, (word, tag) in enumerate(zip(words, particle_tags)):
                 name = (tag or "").lower()
-                if name in NO_PARTICLE_TAGS:
+                if i in marked and not name:
+                    particles.append(self.particle_of(word))
+                elif name in NO_PARTICLE_TAGS:
                     particles.append(0)
                 elif name in self.particles:
                     particles.append(self.particles.index(name) + 1)

@@ -112,10 +112,12 @@ def _word_langs(item: readers.RawItem, language: str, ctx: Context) -> Optional[
     if tags is None or not switch.languages:
         return tags
     allowed = {codeswitch.primary(name): name for name in switch.row_languages(language)}
-    unknown = sorted({tag for tag in tags if tag and codeswitch.primary(tag) not in allowed})
+    particle = codeswitch.PARTICLE_LANGUAGE
+    unknown = sorted({tag for tag in tags if tag and tag.lower() != particle and codeswitch.primary(tag) not in allowed})
     if unknown:
-        raise codeswitch.TagError(f"word_langs {unknown} not in preprocess.code_switch {list(switch.languages)}")
-    return [allowed[codeswitch.primary(tag)] if tag else None for tag in tags]
+        raise codeswitch.TagError(f"word_langs {unknown} not in preprocess.code_switch {list(switch.languages)} "
+                                  f"(or {particle!r})")
+    return [tag if not tag or tag.lower() == particle else allowed[codeswitch.primary(tag)] for tag in tags]
 
 
 def front_end(item: readers.RawItem, text: str, speaker: str, language: str, ctx: Context) -> codeswitch.Tagged:
