@@ -12,6 +12,7 @@ drill waits 5 s after it before SIGKILL, counted). Cases:
   hang        rank 1 stops making collectives after step 6 (stall_seconds 10, hang_timeout 60)
   kill        rank 1 SIGKILLed after step 6 (max_failures 1): Ray Train restarts from step 4
   kill-ckpt   rank 1 SIGKILLed with its part of checkpoint 8 written, not reported
+  oom         rank 1 outgrows a 192 MiB memory cgroup after step 6; the kernel kills it (needs root)
   truncated   checkpoint 8's rank-1 ZeRO shard truncated after a finished 8-step run; run to 12
   disk-full   the checkpoint folder (a 64 MiB tmpfs; needs root) fills at step 8
   flaky-s3    store and run on S3 (moto) through a proxy failing 20 % of requests, vs direct
@@ -101,6 +102,28 @@ def case_kill(store: str, scratch: str, in_checkpoint: bool) -> dict:
             "run_s": end - started}
 
 
+def case_oom(store: str, scratch: str) -> dict:
+    from voxray.train.worker import memory_cgroup_drill_folder
+
+    folder = memory_cgroup_drill_folder()
+    if folder is None:
+        return {"fault": "killed for memory", "outcome": "not measured: needs a writable memory cgroup (root)"}
+    os.rmdir(folder)
+    run = os.path.join(scratch, "oom")
+    code, lines, end = train(store, run, 12, "train.max_failures=1", env={"VOXRAY_FAULT_OOM_RANK_AT_STEP": "1:6"})
+    for drill in Path(os.path.dirname(folder)).glob("voxray-oom-drill-*"):
+        drill.rmdir()
+    fault = os.path.getmtime(os.path.join(run, "fault-oom"))
+    named, line = first(lines, r"was killed for memory")
+    back, _ = first(lines, r"resumed at step")
+    step = resumed_steps(run)[0]
+    print("   ", line.strip(), flush=True)
+    return {"fault": "rank 1 OOM-killed by the kernel (192 MiB cgroup) after step 6", "exit": code,
+            "to_line_s": named - fault, "to_end_s": back - fault,
+            "outcome": f"named as a memory kill; restarted from step {step} (time to the resumed line), finished",
+            "lost": f"{6 - step} steps"}
+
+
 def case_truncated(store: str, scratch: str) -> dict:
     run = os.path.join(scratch, "truncated")
     code, _, _ = train(store, run, 8)
@@ -175,7 +198,7 @@ def case_flaky_s3(store: str, scratch: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", help="a preprocessed sample store (default: preprocess the sample corpus)")
-    parser.add_argument("--only", default="hang,kill,kill-ckpt,truncated,disk-full,flaky-s3")
+    parser.add_argument("--only", default="hang,kill,kill-ckpt,oom,truncated,disk-full,flaky-s3")
     args = parser.parse_args()
     scratch = tempfile.mkdtemp(prefix="voxray-faults-")
     if args.store:
@@ -184,7 +207,7 @@ def main() -> None:
         store = os.path.join(scratch, "store")
         assert run_cli(["preprocess", "--input", str(REPO / "corpus" / "sample"), "--output", store], {})[0] == 0
     cases = {"hang": lambda: case_hang(store, scratch), "kill": lambda: case_kill(store, scratch, False),
-             "kill-ckpt": lambda: case_kill(store, scratch, True), "truncated": lambda: case_truncated(store, scratch),
+             "kill-ckpt": lambda: case_kill(store, scratch, True), "oom": lambda: case_oom(store, scratch), "truncated": lambda: case_truncated(store, scratch),
              "disk-full": lambda: case_disk_full(store, scratch), "flaky-s3": lambda: case_flaky_s3(store, scratch)}
     print("| fault | exit | fault -> console line | fault -> end | outcome | lost |")
     print("|---|---|---|---|---|---|")

@@ -3,6 +3,7 @@ run ends or recovers, and that nothing is lost. Times are measured in benchmarks
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 from pathlib import Path
@@ -13,7 +14,7 @@ from tests.conftest import s3_bucket
 from tests.flaky_s3 import FlakyS3
 from tests.train.conftest import CPU_CONFIG, latest_checkpoint, metrics, trainer_state
 from voxray import cli
-from voxray.train.worker import DISK_FULL_ENV, HANG_ENV, KILL_IN_CHECKPOINT_ENV
+from voxray.train.worker import DISK_FULL_ENV, HANG_ENV, KILL_IN_CHECKPOINT_ENV, OOM_ENV
 
 ACOUSTIC_2 = ["--config", CPU_CONFIG, "train.num_workers=2", "train.max_failures=0", "train.log_every=1",
               "train.warmup_steps=0"]
@@ -123,3 +124,36 @@ def test_flaky_s3_is_retried_and_an_outage_names_the_uri(sample_store, s3_server
         assert cli.main([*args, "train.max_steps=6"]) == 2
         err = capsys.readouterr().err
         assert f"storage error: s3://{bucket}/" in err and "storage kept failing after 2 attempts per request" in err, err
+
+
+@pytest.fixture
+def memory_cgroups():
+    """The right to make memory cgroups (root and a memory controller); the drills' are removed after."""
+    from voxray.train.worker import memory_cgroup_drill_folder
+
+    folder = memory_cgroup_drill_folder()
+    if folder is None:
+        pytest.skip("killing a worker for memory needs a memory cgroup to put it in: root and a memory controller")
+    os.rmdir(folder)
+    parent = os.path.dirname(folder)
+    yield parent
+    for drill in glob.glob(os.path.join(parent, "voxray-oom-drill-*")):
+        os.rmdir(drill)
+
+
+@pytest.mark.integration
+def test_a_worker_killed_for_memory_is_named_and_the_run_restarts(sample_store, memory_cgroups, tmp_path,
+                                                                  monkeypatch, capsys):
+    """Rank 1 outgrows its memory cgroup after step 3 and the kernel's OOM killer kills it: the
+    console says rank 1 was killed for memory, with its peak and the settings to change, and
+    train.max_failures restarts the run from its last checkpoint."""
+    run = str(tmp_path / "run")
+    monkeypatch.setenv(OOM_ENV, "1:3")
+    assert cli.main(["train", "acoustic", "--data", sample_store, "--output", run, *ACOUSTIC_2, "train.max_steps=6",
+                     "train.val_every=2", "train.max_failures=1"]) == 0
+    out = capsys.readouterr().out
+    assert "rank 1 failed: " in out, out
+    assert "rank 1 was killed for memory: its process was killed (SIGKILL) with its memory cgroup at " in out, out
+    assert "the kernel's OOM killer; its peak RSS was " in out and "Lower train.batch_size (now " in out
+    assert [r["step"] for r in metrics(run, "resumed")] == [2]
+    assert trainer_state(latest_checkpoint(run))["step"] == 6

@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable, Optional
 
 from voxray.cluster import say
-from voxray.train.watchdog import where
+from voxray.train.watchdog import killed_for_memory, where
 
 
 def _number(value: float) -> str:
@@ -51,6 +51,9 @@ def format_record(record: dict[str, Any]) -> Optional[str]:
             return f"{record['event']} at step {record['step']}{detail}"
         case "warning":
             return f"warning: {record['text']}"
+        case "failure":
+            first_line = record["error"].strip().splitlines()[-1] if record["error"].strip() else "?"
+            return f"rank {record['rank']} failed: {first_line[:400]}"
         case "stack":
             frames = "\n".join(f"    {frame}" for frame in record["frames"])
             return (f"rank {record['rank']} (pid {record['pid']} on {record['host']}): no step for "
@@ -62,13 +65,16 @@ class Console:
     """Driver side: a thread that prints the queue's records and watches for a stalled run."""
 
     def __init__(self, queue, stall_seconds: float, describe_waiting: Callable[[], str],
-                 write: Callable[[str], None] = say) -> None:
+                 write: Callable[[str], None] = say, memory_advice: str = "") -> None:
         self.queue = queue
         self.stall_seconds = stall_seconds
         self.describe_waiting = describe_waiting
         self.write = write
+        self.memory_advice = memory_advice
         self.last_step: Optional[int] = None
         self.stacks: dict[int, dict[str, Any]] = {}      # each rank's last "stack" record
+        self.memory: dict[int, dict[str, Any]] = {}      # each rank's last "memory" sample
+        self.memory_kills: list[str] = []                # one line per rank killed for memory
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="voxray-console", daemon=True)
 
@@ -96,6 +102,13 @@ class Console:
             except Exception:           # the queue's actor is gone (Ray shut down)
                 return
             line = format_record(record)
+            if record["kind"] == "memory":
+                self.memory[record["rank"]] = record
+                continue
+            if record["kind"] == "failure":
+                line += self._memory_verdict(record)
+                self.write(line)
+                continue
             if record["kind"] == "stack":      # a stuck rank's stack is not a sign of life
                 before = self.stacks.get(record["rank"])
                 self.stacks[record["rank"]] = record
@@ -120,6 +133,18 @@ class Console:
         self.write(f"no training step for {quiet:.0f} s {where} (train.stall_seconds={self.stall_seconds:g}); "
                    f"waiting for: {waiting}")
         self._last_record = time.monotonic()       # say it again after another stall_seconds
+
+    def _memory_verdict(self, record: dict[str, Any]) -> str:
+        """"; killed for memory: ..." with the rank's peak and the settings to change, when the
+        failure looks like one (recorded for the run's final error too)."""
+        memory = self.memory.get(record["rank"])
+        why = killed_for_memory(record["error"], memory, record["time"])
+        if why is None:
+            return ""
+        peak = f"; its peak RSS was {memory['peak_rss_mb']:,.0f} MiB" if memory else ""
+        verdict = f"rank {record['rank']} was killed for memory: {why}{peak}. {self.memory_advice}"
+        self.memory_kills.append(verdict)
+        return f"\n    {verdict}"
 
     def where_ranks_were(self) -> str:
         """Each rank's last reported stack in one line per rank ("" when none was reported)."""

@@ -162,6 +162,34 @@ def useless_settings(config: Config) -> list[str]:
     return notes
 
 
+def memory_advice(config: Config) -> str:
+    """What to change when a rank is killed for memory, with the run's current values."""
+    family_keys = {"vocoder": " or vocoder.segment_frames (shorter segments)",
+                   "talker": ", turn on model.checkpointing (activation checkpointing)"}
+    return (f"Lower train.batch_size (now {config.train.batch_size}){family_keys.get(config.family, '')}, "
+            f"raise deepspeed.zero_stage (now {config.deepspeed.zero_stage}), or use workers with more memory; "
+            f"train.max_failures={config.train.max_failures} restarts from the last checkpoint")
+
+
+def _failure_callback(queue):
+    """A Ray Train callback (it runs in the run's controller) that sends each worker failure to the
+    console queue as it happens, before Ray Train restarts the workers or gives up."""
+    import time
+
+    from ray.train import UserCallback
+
+    class FailureLines(UserCallback):
+        def after_exception(self, run_context, worker_exceptions) -> None:
+            for rank, exc in worker_exceptions.items():
+                try:
+                    queue.put_nowait({"kind": "failure", "rank": rank, "time": time.time(),
+                                      "error": f"{type(exc).__name__}: {exc}"[-4000:]})
+                except Exception:
+                    pass
+
+    return FailureLines()
+
+
 def hang_error(exc: Exception, train, printer) -> str:
     """The failure's message, naming each rank's last stack when the console had them; a
     collective that timed out is said to be one, with the setting and the likely causes."""
@@ -175,7 +203,8 @@ def hang_error(exc: Exception, train, printer) -> str:
                    "(a rank stuck in data, I/O or a deadlock, a lost node, or ranks that call the model a different "
                    "number of times)")
     where = f"\nwhere each rank was: {stacks}" if stacks else ""
-    return f"{message}.{where}\n{text}"
+    memory = "".join(f"\n{line}" for line in (printer.memory_kills if printer is not None else []))
+    return f"{message}.{memory}{where}\n{text}"
 
 
 def demand(config: Config) -> Demand:
@@ -209,7 +238,8 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
 
         queue = Queue(actor_options={"num_cpus": 0})       # never waits for a CPU the run needs
         loop_config = {**loop_config, "console": queue}
-        printer = Console(queue, train.stall_seconds, describe_waiting).start()
+        printer = Console(queue, train.stall_seconds, describe_waiting, memory_advice=memory_advice(config)).start()
+        callbacks = [*(callbacks or []), _failure_callback(queue)]
     storage_path, name, filesystem = uri.ray_storage(run)
     env = uri.storage_env()
     workers_env = {**env, **({"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"} if train.use_gpu else {})}

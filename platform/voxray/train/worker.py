@@ -46,7 +46,8 @@ from voxray.train.watchdog import StackWatch
 KILL_ENV = "VOXRAY_FAULT_KILL_RANK_AT_STEP"
 HANG_ENV = "VOXRAY_FAULT_HANG_RANK_AT_STEP"
 KILL_IN_CHECKPOINT_ENV = "VOXRAY_FAULT_KILL_RANK_IN_CHECKPOINT"     # dies with its part written, not reported
-DISK_FULL_ENV = "VOXRAY_FAULT_DISK_FULL_AT_STEP"     # its checkpoint write meets a full device (/dev/full)
+DISK_FULL_ENV = "VOXRAY_FAULT_DISK_FULL_AT_STEP"     # its checkpoint write meets a full device
+OOM_ENV = "VOXRAY_FAULT_OOM_RANK_AT_STEP"     # it outgrows a memory cgroup and the kernel's OOM killer kills it
 ABORTED_FILE = "aborted.json"        # written by rank 0 when the non-finite guard stops the run
 SCHEDULER_STOP = "stopped by the sweep's scheduler"
 HEARTBEAT_S = 10.0                   # rank 0 tells the driver it is alive at least this often
@@ -189,6 +190,8 @@ class Worker:
             _inject_fault(self.run)
         if os.environ.get(HANG_ENV) == f"{self.rank}:{state.step}":
             _hang(self.run)
+        if os.environ.get(OOM_ENV) == f"{self.rank}:{state.step}":
+            _outgrow_memory(self.run)
         if self.rank == 0 and time.monotonic() - self._last_beat > HEARTBEAT_S:
             self._send({"kind": "beat", "step": state.step})
         return not skipped
@@ -399,6 +402,53 @@ def _fill_disk(run: str, folder: str) -> None:
                 handle.flush()
         except OSError:
             pass
+
+
+def memory_cgroup_drill_folder() -> Optional[str]:
+    """A new memory cgroup under this process's own (cgroup v1 or v2), or None when this machine
+    gives no writable one (the OOM drill needs root and a memory controller)."""
+    try:
+        lines = open("/proc/self/cgroup").read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        base = ("/sys/fs/cgroup" if controllers == "" else
+                "/sys/fs/cgroup/memory" if "memory" in controllers.split(",") else None)
+        if base is None or not os.path.isdir(base + path):
+            continue
+        folder = os.path.join(base + path, f"voxray-oom-drill-{os.getpid()}")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError:
+            continue
+        if os.path.exists(os.path.join(folder, "memory.max")) or os.path.exists(
+                os.path.join(folder, "memory.limit_in_bytes")):
+            return folder
+        os.rmdir(folder)
+    return None
+
+
+def _outgrow_memory(run: str, limit_mib: int = 192) -> None:
+    """OOM_ENV's drill, once per run folder: this process moves into a memory cgroup of its own
+    with room for ``limit_mib`` more MiB, then grows 8 MiB every 0.1 s (as a leak or a growing
+    batch would) until the kernel's OOM killer kills it (SIGKILL)."""
+    marker = uri.join(run, "fault-oom")
+    if uri.exists(marker):
+        return
+    uri.write_text(marker, "")
+    folder = memory_cgroup_drill_folder()
+    if folder is None:
+        raise RuntimeError(f"{OOM_ENV} needs a writable memory cgroup (root)")
+    v2 = os.path.exists(os.path.join(folder, "memory.max"))
+    with open(os.path.join(folder, "memory.max" if v2 else "memory.limit_in_bytes"), "w") as handle:
+        handle.write(str(limit_mib << 20))
+    with open(os.path.join(folder, "cgroup.procs"), "w") as handle:
+        handle.write(str(os.getpid()))
+    held = []
+    while True:
+        held.append(np.ones(8 << 20, dtype=np.uint8))
+        time.sleep(0.1)
 
 
 def _hang(run: str) -> None:
