@@ -200,6 +200,10 @@ def _preprocess(args: argparse.Namespace) -> int:
         made = stats["augmented"]
         print(f"  augmented train rows {made['utterances']} ({made['audio_seconds']:.1f} s; "
               f"{', '.join(f'{k} {v}' for k, v in made['by_transform'].items())}), apart from the input rows")
+    if stats["denoise"]["utterances"]:
+        print(f"  denoised {stats['denoise']['utterances']} utterances (preprocess.denoise="
+              f"{stats['denoise']['strength']:g}): noise floor below the speech lowered by "
+              f"{stats['denoise']['noise_floor_lowered_db']:.1f} dB on average")
     if stats["code_switch"]["code_switched_utterances"]:
         print(f"  code-switched utterances {stats['code_switch']['code_switched_utterances']}; particle words "
               f"{sum(stats['code_switch']['particle_words'].values())}")

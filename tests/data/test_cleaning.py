@@ -86,3 +86,32 @@ def test_loudness_equals_torchaudio(rate):
     for signal in (speech, tone(1.2, rate, 3000.0, 0.99), gated):
         expected = float(torchaudio.functional.loudness(torch.from_numpy(np.ascontiguousarray(signal))[None], rate))
         assert loudness(signal, rate) == pytest.approx(expected, abs=1e-3)
+
+
+def _noisy_recording(snr_db: float) -> tuple[np.ndarray, np.ndarray]:
+    """(a committed recording, the same with white noise ``snr_db`` below its speech), 16 kHz."""
+    import soundfile
+
+    from tests.conftest import SAMPLE
+
+    speech, _ = soundfile.read(SAMPLE / "wavs" / "en-us_spk_f_001.wav", dtype="float32")
+    noise = np.random.default_rng(0).normal(size=speech.shape).astype(np.float32)
+    level = np.sqrt(np.mean(speech[np.abs(speech) > 0.01] ** 2))
+    return speech, speech + noise * level * 10 ** (-snr_db / 20)
+
+
+def test_denoise_lowers_the_noise_floor_and_keeps_the_speech():
+    """noisereduce (strength 0.8, stationary) on a recording + white noise 10 dB below its speech:
+    the noise floor drops by more than 10 dB and the result is closer to the clean recording than
+    the noisy one (correlation 0.86 -> 0.93; at 20 dB SNR it falls 0.98 -> 0.97: README)."""
+    speech, noisy = _noisy_recording(10.0)
+    settings = {**DEFAULTS, "sample_rate": 16000, "trim": False}
+    plain = clean(wav_bytes(noisy, 16000), **settings)
+    cleaned = clean(wav_bytes(noisy, 16000), **settings, denoise_strength=0.8)
+    assert plain.denoise_db is None and cleaned.denoise_db > 4
+    assert cleaning.noise_floor_db(cleaned.waveform) < cleaning.noise_floor_db(plain.waveform) - 4
+
+    def correlation(x: np.ndarray) -> float:
+        return float(np.corrcoef(x, speech[: len(x)])[0, 1])
+
+    assert correlation(cleaned.waveform) > correlation(plain.waveform) + 0.02

@@ -368,3 +368,24 @@ def test_a_val_input_is_the_val_split(ray_cluster, tmp_path):
         f"v_{line.split('|')[0]}" for line in lines[40:43])
     assert not any(i.startswith("v_") for split in ("train", "test")
                    for i in store.read_split(str(out), split, ["id"])["id"].to_pylist())
+
+
+def test_denoise_is_applied_and_counted(ray_cluster, tmp_path):
+    """preprocess.denoise on three noisy recordings: every kept row is denoised, the store says by
+    how much each noise floor dropped and stats.json counts them."""
+    import soundfile
+
+    from tests.data.test_cleaning import _noisy_recording
+
+    lines = sample_lines(3)
+    corpus = make_ljspeech(tmp_path / "corpus", lines)
+    for line in lines:
+        path = corpus / "wavs" / f"{line.split('|')[0]}.wav"
+        speech, rate = soundfile.read(path, dtype="float32")
+        noise = np.random.default_rng(1).normal(size=speech.shape).astype(np.float32) * 0.01
+        soundfile.write(path, speech + noise, rate)
+    stats = run(corpus, tmp_path / "store", "preprocess.denoise=0.9")
+    assert stats["denoise"]["utterances"] == stats["kept"] == 3
+    assert stats["denoise"]["noise_floor_lowered_db"] > 3
+    lowered = all_rows(tmp_path / "store")["denoise_db"].to_pylist()
+    assert len(lowered) == 3 and all(value > 3 for value in lowered)

@@ -70,6 +70,13 @@ class PreprocessConfig(Strict):
     max_peak: float = Field(0.99, gt=0, le=1, description="after the loudness gain, scale down to this peak")
     silence_peak_dbfs: float = Field(-50.0, description="a file whose peak is below this is rejected as silent")
     trim_top_db: float = Field(40.0, gt=0, description="trim edges quieter than peak - top_db")
+    denoise: float = Field(0.0, ge=0, le=1, description="noise reduction (noisereduce's spectral gating) before "
+                                                       "trimming: the share of the estimated noise removed (its "
+                                                       "prop_decrease; 0: off, 0.8 gentle, 1 all); counted in stats "
+                                                       "(denoise: rows, noise floor lowered by, dB)")
+    denoise_stationary: bool = Field(True, description="denoise: one noise profile per file (a steady hiss or hum); "
+                                                       "false: noisereduce's non-stationary mode (changing noise, "
+                                                       "~3x slower)")
     min_seconds: float = Field(0.5, description="shortest utterance kept, after trimming")
     max_seconds: float = Field(20.0, description="longest utterance kept, after trimming")
     # Features.

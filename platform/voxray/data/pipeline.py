@@ -227,6 +227,9 @@ def _summarise(totals, rejects: int, output: str, fmt: str, input_uri: str, conf
                       "by_transform": dict(sorted(totals.transforms.items())),
                       "note": "train rows made by preprocess.augment, on disk next to the kept rows "
                               "(rows_on_disk = kept + augmented); not input rows"},
+        "denoise": {"strength": config.preprocess.denoise, "stationary": config.preprocess.denoise_stationary,
+                    "utterances": totals.denoised,
+                    "noise_floor_lowered_db": round(totals.denoise_db / totals.denoised, 2) if totals.denoised else None},
         "features": totals.features(),
         "audio_spec": config.audio.model_dump(),
         "vocabulary": context.vocabulary.tokens,

@@ -79,7 +79,8 @@ def clean_audio(data: bytes, config: Config, trim: bool = True) -> cleaning.Clea
         data, sample_rate=spec.sample_rate, loudness_lufs=pre.loudness_lufs,
         max_peak=pre.max_peak, silence_peak_dbfs=pre.silence_peak_dbfs,
         trim_top_db=pre.trim_top_db, min_seconds=pre.min_seconds, max_seconds=pre.max_seconds,
-        frame_length=spec.win_length, hop_length=spec.hop_length, trim=trim)
+        frame_length=spec.win_length, hop_length=spec.hop_length, trim=trim, denoise_strength=pre.denoise,
+        denoise_stationary=pre.denoise_stationary)
 
 
 def _labels(item: readers.RawItem, ctx: Context) -> tuple[str, str]:
@@ -213,6 +214,7 @@ def _process(item: readers.RawItem, ctx: Context) -> tuple[dict[str, Any], Optio
         "sample_rate": spec.sample_rate, "audio": feats.waveform if pre.store_audio and data is not None else None,
         "ref_audio": item.get("ref_audio"), "ref_text": item.get("ref_text"),
         "audio_codes": audio_codes, "metadata": item.get("metadata"),
+        "denoise_db": audio.denoise_db if data is not None else None,
     }, feats.waveform
 
 

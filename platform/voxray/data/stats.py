@@ -102,6 +102,8 @@ class PartialStats:
     augmented_seconds: float = 0.0
     transforms: Counter = field(default_factory=Counter)  # augmented rows by transform (speed, pitch, noise)
     codes_only: Counter = field(default_factory=Counter)  # kept rows without audio, by split (talker only)
+    denoised: int = 0                               # kept rows preprocess.denoise cleaned
+    denoise_db: float = 0.0                         # their noise floors lowered by, summed (dB)
 
     def __post_init__(self) -> None:
         if self.mel is None:
@@ -141,6 +143,10 @@ class PartialStats:
             self.speakers[speaker] += 1
             self.languages[language] += 1
         self.code_switched += int(pc.sum(table["code_switched"]).as_py() or 0)
+        if "denoise_db" in table.column_names:
+            lowered = pc.drop_null(table["denoise_db"])
+            self.denoised += len(lowered)
+            self.denoise_db += float(pc.sum(lowered).as_py() or 0)
         for particles in table["token_particles"].to_pylist():
             # a particle word is a run of tokens of one type (words are separated by boundary tokens)
             self.particles.update(str(p) for i, p in enumerate(particles) if p and (i == 0 or particles[i - 1] != p))
@@ -154,7 +160,8 @@ class PartialStats:
             self.code_frames += codes.count(table["audio_codes"], self.code_counts)
 
     def merge(self, other: "PartialStats") -> "PartialStats":
-        for name in ("input_rows", "kept", "rejected", "malformed", "code_switched", "augmented", "augmented_seconds"):
+        for name in ("input_rows", "kept", "rejected", "malformed", "code_switched", "augmented", "augmented_seconds",
+                     "denoised", "denoise_db"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages", "particles",
                      "transforms", "codes_only"):
@@ -170,7 +177,8 @@ class PartialStats:
     def to_json(self) -> dict[str, Any]:
         """A task's partial stats as JSON (its marker in ``_progress/done``)."""
         return {**{name: getattr(self, name) for name in ("input_rows", "kept", "rejected", "malformed", "code_frames",
-                                                          "code_switched", "augmented", "augmented_seconds")},
+                                                          "code_switched", "augmented", "augmented_seconds",
+                                                          "denoised", "denoise_db")},
                 **{name: dict(getattr(self, name)) for name in ("reasons", "split_utterances", "split_seconds",
                                                                "speakers", "languages", "particles", "transforms",
                                                                "codes_only")},
@@ -185,6 +193,7 @@ class PartialStats:
         for name in ("input_rows", "kept", "rejected", "malformed", "code_frames", "code_switched", "augmented",
                      "augmented_seconds"):
             setattr(stats, name, value[name])
+        stats.denoised, stats.denoise_db = value.get("denoised", 0), value.get("denoise_db", 0.0)   # older markers
         for name in ("reasons", "split_utterances", "split_seconds", "speakers", "languages", "particles",
                      "transforms", "codes_only"):
             setattr(stats, name, Counter(value.get(name, {})))       # codes_only: markers of older runs lack it

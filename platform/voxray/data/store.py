@@ -46,6 +46,7 @@ def feature_schema(n_mels: int, n_codebooks: Optional[int] = None) -> pa.Schema:
         ("audio_codes", pa.list_(code_frames)),
         ("metadata", pa.string()),                 # JSON of the manifest's other fields
         ("augmented", pa.string()),                # what augmentation made this train row (null: a recording)
+        ("denoise_db", pa.float32()),              # noise floor lowered by preprocess.denoise, dB (null: off)
     ])
 
 
