@@ -94,7 +94,7 @@ def case_kill(store: str, scratch: str, in_checkpoint: bool) -> dict:
     started = time.time()
     code, lines, end = train(store, run, 12, "train.max_failures=1", env={variable: f"1:{at}"})
     fault = os.path.getmtime(os.path.join(run, "fault-injected")) + 5          # the drill sleeps 5 s, then dies
-    back, _ = first(lines, r"resumed at step")
+    back, _ = first(lines, r"resuming at step")
     step = resumed_steps(run)[0]
     return {"fault": f"rank 1 SIGKILLed {'writing checkpoint 8' if in_checkpoint else 'after step 6'}",
             "exit": code, "to_line_s": back - fault, "to_end_s": end - fault,
@@ -115,7 +115,7 @@ def case_oom(store: str, scratch: str) -> dict:
         drill.rmdir()
     fault = os.path.getmtime(os.path.join(run, "fault-oom"))
     named, line = first(lines, r"was killed for memory")
-    back, _ = first(lines, r"resumed at step")
+    back, _ = first(lines, r"resuming at step")
     step = resumed_steps(run)[0]
     print("   ", line.strip(), flush=True)
     return {"fault": "rank 1 OOM-killed by the kernel (192 MiB cgroup) after step 6", "exit": code,

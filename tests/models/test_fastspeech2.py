@@ -163,3 +163,29 @@ def test_per_token_languages_and_particles(store_rows):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert dict(model.named_parameters())["particle_embedding.weight"].grad[0].abs().sum() == 0   # type 0: none
+
+
+def test_language_boundaries_and_particles_weigh_their_tokens_and_frames():
+    """transition weighs the tokens either side of a language change and the frames they last;
+    particle_pitch / particle_duration weigh particle tokens; the means stay normalised (weights
+    of 1 give the plain means)."""
+    from voxray.losses.acoustic import duration_loss, language_boundaries, token_weights, variance_loss
+
+    text_mask = torch.tensor([[False] * 5 + [True]])
+    languages = torch.tensor([[0, 0, 1, 1, 0, 0]])                  # ms ms en en ms | pad
+    particles = torch.tensor([[0, 0, 0, 0, 2, 0]])                  # the last word a particle
+    assert language_boundaries(languages, text_mask).tolist() == [[False, True, True, True, True, False]]
+    out = {"text_mask": text_mask, "durations": torch.tensor([[2, 1, 1, 3, 1, 0]]), "mel": torch.zeros(1, 9, 4)}
+    weights = token_weights(out, languages, particles, transition=1.5, particle_pitch=2.0, particle_duration=1.25)
+    assert weights["energy"].tolist() == [[1, 1.5, 1.5, 1.5, 1.5, 1]]
+    assert weights["pitch"].tolist() == [[1, 1.5, 1.5, 1.5, 3.0, 1]]
+    assert weights["duration"].tolist() == [[1, 1.5, 1.5, 1.5, 1.875, 1]]
+    assert weights["mel"].tolist() == [[1, 1, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1]]     # 8 frames owned, 1 past
+    plain = token_weights(out, languages, particles, transition=1.0, particle_pitch=1.0, particle_duration=1.0)
+    assert all(w is None for w in plain.values())
+    error = torch.tensor([[1.0, 1.0, 1.0, 1.0, 3.0, 9.0]])
+    assert float(variance_loss(error, torch.zeros_like(error), text_mask)) == pytest.approx(13 / 5)
+    assert float(variance_loss(error, torch.zeros_like(error), text_mask, weights["pitch"])) == pytest.approx(
+        (1 + 1.5 * 3 + 3.0 * 9) / (1 + 1.5 * 3 + 3.0))
+    logd = torch.log1p(out["durations"].float())
+    assert float(duration_loss(logd, out["durations"], text_mask, weights["duration"])) == 0

@@ -88,3 +88,34 @@ def test_lora_refuses_heads_its_base_lacks(base_run, codeswitch_store, tmp_path)
     config = load_config(CPU_CONFIG, [f"finetune.init_from={base_run}/final", "lora.rank=4", "loss.language=0.1"])
     with pytest.raises(ValueError, match="the base model has no language_head"):
         acoustic.prepare(codeswitch_store, str(tmp_path / "run"), config)
+
+
+MS_PHASES = ["acoustic-ms-1-accent.yaml", "acoustic-ms-2-codeswitch.yaml", "acoustic-ms-3-particles.yaml",
+             "acoustic-ms-4-speaker.yaml"]
+ON_CPU = ["train.use_gpu=false", "deepspeed.precision=fp32", "train.num_workers=1", "train.cpus_per_worker=1",
+          "train.batch_size=4", "train.grad_accum=1", "train.max_steps=2", "train.val_every=2", "train.warmup_steps=0",
+          "train.max_failures=0"]
+
+
+def test_the_malaysian_plan_runs_phase_by_phase_in_miniature(codeswitch_store, tmp_path):
+    """The plan's own configs (jobs/configs/acoustic-ms-*.yaml) on the committed code-switched
+    corpus, made CPU-sized by overrides only: main training (the tiny preset), then each LoRA r=16
+    phase from the one before, two steps each; the particle phase's curriculum selects particle
+    rows by the store's n_particles; the speaker phase exports an adapter alone."""
+    from tests.conftest import REPO
+
+    configs = REPO / "jobs" / "configs"
+    previous = str(tmp_path / "main")
+    assert cli.main(["train", "acoustic", "--data", codeswitch_store, "--output", previous, "--config",
+                     str(configs / "acoustic-ms-pretrain.yaml"), *ON_CPU, "model.preset=tiny"]) == 0
+    for name in MS_PHASES:
+        config = load_config(str(configs / name), ["finetune.init_from=BASE"])
+        assert config.lora.rank == 16, name
+        run = str(tmp_path / name.removesuffix(".yaml"))
+        assert cli.main(["train", "acoustic", "--data", codeswitch_store, "--output", run, "--config",
+                         str(configs / name), *ON_CPU, f"finetune.init_from={previous}/final"]) == 0, name
+        assert metrics(run, "val"), name
+        previous = run
+    assert sorted(p.name for p in (tmp_path / "acoustic-ms-4-speaker" / "final").iterdir()) == ["adapter"]
+    stages = [r["reason"] for r in metrics(str(tmp_path / "acoustic-ms-3-particles"), "curriculum") if "reason" in r]
+    assert stages and "n_particles >= 1" in stages[0]

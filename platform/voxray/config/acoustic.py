@@ -38,6 +38,14 @@ class AcousticLoss(Strict):
     particle: float = Field(0.0, ge=0, description="per-token particle-type classifier (weight; 0: no head; "
                                                    "needs a store with particle types)")
     particle_prosody: float = Field(0.0, ge=0, description="pitch + log-duration error on particle tokens only")
+    transition: float = Field(1.0, ge=0, description="weight of the mel, duration, pitch and energy errors on the "
+                                                     "tokens either side of a language change (and their frames), "
+                                                     "relative to the others' 1 (the Malaysian plan's "
+                                                     "transition_smoothness, 1.5 in its code-switching phase)")
+    particle_pitch: float = Field(1.0, ge=0, description="weight of the pitch error on particle tokens relative to the "
+                                                         "others' 1 (the plan's particle phase: 2.0)")
+    particle_duration: float = Field(1.0, ge=0, description="weight of the duration error on particle tokens "
+                                                            "relative to the others' 1 (the plan's particle phase: 1.5)")
 
 
 class AcousticConfig(Config):

@@ -163,7 +163,7 @@ class PreprocessConfig(Strict):
 
 
 # Store columns a curriculum stage may filter on (one value per row).
-CURRICULUM_COLUMNS = ("n_languages", "code_switched", "n_frames", "audio_seconds", "speaker_id", "language",
+CURRICULUM_COLUMNS = ("n_languages", "code_switched", "n_particles", "n_frames", "audio_seconds", "speaker_id", "language",
                       "accent", "speaker_index", "language_index")
 _CONDITION = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|==|!=|<|>)\s*(\S.*?)\s*$")
 

@@ -209,6 +209,7 @@ def _process(item: readers.RawItem, ctx: Context) -> tuple[dict[str, Any], Optio
         "token_languages": [ctx.languages[name] for name in tagged.languages],
         "token_particles": tagged.particles, "n_languages": tagged.n_languages,
         "code_switched": tagged.n_languages > 1, "accent": item.get("accent"), "n_frames": feats.n_frames,
+        "n_particles": sum(1 for i, p in enumerate(tagged.particles) if p and (i == 0 or tagged.particles[i - 1] != p)),
         "audio_seconds": seconds,
         "mel": feats.mel, "f0": feats.f0, "energy": feats.energy, "durations": durations,
         "sample_rate": spec.sample_rate, "audio": feats.waveform if pre.store_audio and data is not None else None,

@@ -38,6 +38,7 @@ def feature_schema(n_mels: int, n_codebooks: Optional[int] = None) -> pa.Schema:
         ("token_languages", pa.list_(pa.int32())),     # language index of each token (language_index's table)
         ("token_particles", pa.list_(pa.int32())),     # particle type of each token: 1 + preprocess.particles index
         ("n_languages", pa.int32()), ("code_switched", pa.bool_()), ("accent", pa.string()),
+        ("n_particles", pa.int32()),                # particle words (a curriculum stage: "n_particles >= 1")
         ("n_frames", pa.int32()), ("audio_seconds", pa.float32()),
         ("mel", pa.list_(pa.list_(pa.float32(), n_mels))),
         ("f0", floats), ("energy", floats), ("durations", pa.list_(pa.int32())),

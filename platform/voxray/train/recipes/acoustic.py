@@ -159,9 +159,13 @@ def code_switch_args(stats: dict[str, Any], config: Config) -> dict[str, Any]:
     if config.loss.particle > 0 and not n_particles:
         raise ValueError(f"loss.particle={config.loss.particle} needs a store with particle types "
                          "(preprocessed with preprocess.code_switch, or with particle_tags)")
-    if (config.loss.language > 0 or config.loss.particle_prosody > 0) and "code_switch" not in stats:
-        raise ValueError("loss.language and loss.particle_prosody need per-token labels: this store was written "
-                         "before voxray kept them; preprocess it again")
+    loss = config.loss
+    per_token = [f"loss.{name}={getattr(loss, name)}" for name, off in (
+        ("language", 0), ("particle_prosody", 0), ("transition", 1), ("particle_pitch", 1), ("particle_duration", 1))
+        if getattr(loss, name) != off]
+    if per_token and "code_switch" not in stats:
+        raise ValueError(f"{', '.join(per_token)} need per-token labels: this store was written before voxray kept "
+                         "them; preprocess it again")
     return {"token_labels": token_labels, "n_particles": n_particles, "language_head": config.loss.language > 0,
             "particle_head": config.loss.particle > 0}
 
@@ -230,7 +234,9 @@ def weighted_losses(out: dict[str, torch.Tensor], moved: dict[str, Any], config:
                            energy=weights.energy, alignment_weight=weights.alignment,
                            binarization_weight=weights.binarization, mel_mse=weights.mel_mse,
                            language=weights.language, particle=weights.particle,
-                           particle_prosody=weights.particle_prosody, token_languages=moved["token_languages"],
+                           particle_prosody=weights.particle_prosody, transition=weights.transition,
+                           particle_pitch=weights.particle_pitch, particle_duration=weights.particle_duration,
+                           token_languages=moved["token_languages"],
                            token_particles=moved["token_particles"])
 
 
