@@ -55,21 +55,27 @@ def where(frames: list[str]) -> str:
     return frames[-1] if ours in (None, frames[-1]) else f"{frames[-1]} (from {ours})"
 
 
-def _cgroup_memory() -> Optional[tuple[float, float]]:
-    """(used, limit) in MiB of this process's memory cgroup when it has a limit (a container, a
-    Kubernetes pod, a test's drill), else None. cgroup v2 and v1."""
+def memory_cgroups() -> list[tuple[str, bool]]:
+    """This process's memory cgroup folders, each with whether it is cgroup v2 ([] off Linux)."""
     try:
         lines = open("/proc/self/cgroup").read().splitlines()
     except OSError:
-        return None
+        return []
+    found = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":
-            folder, files = f"/sys/fs/cgroup{path}", ("memory.current", "memory.max")
+            found.append((f"/sys/fs/cgroup{path}", True))
         elif "memory" in controllers.split(","):
-            folder, files = f"/sys/fs/cgroup/memory{path}", ("memory.usage_in_bytes", "memory.limit_in_bytes")
-        else:
-            continue
+            found.append((f"/sys/fs/cgroup/memory{path}", False))
+    return found
+
+
+def _cgroup_memory() -> Optional[tuple[float, float]]:
+    """(used, limit) in MiB of this process's memory cgroup when it has a limit (a container, a
+    Kubernetes pod, a test's drill), else None. cgroup v2 and v1."""
+    for folder, v2 in memory_cgroups():
+        files = ("memory.current", "memory.max") if v2 else ("memory.usage_in_bytes", "memory.limit_in_bytes")
         try:
             used, limit = (open(os.path.join(folder, name)).read().strip() for name in files)
         except OSError:

@@ -407,23 +407,17 @@ def _fill_disk(run: str, folder: str) -> None:
 def memory_cgroup_drill_folder() -> Optional[str]:
     """A new memory cgroup under this process's own (cgroup v1 or v2), or None when this machine
     gives no writable one (the OOM drill needs root and a memory controller)."""
-    try:
-        lines = open("/proc/self/cgroup").read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        base = ("/sys/fs/cgroup" if controllers == "" else
-                "/sys/fs/cgroup/memory" if "memory" in controllers.split(",") else None)
-        if base is None or not os.path.isdir(base + path):
+    from voxray.train.watchdog import memory_cgroups
+
+    for parent, v2 in memory_cgroups():
+        if not os.path.isdir(parent):
             continue
-        folder = os.path.join(base + path, f"voxray-oom-drill-{os.getpid()}")
+        folder = os.path.join(parent, f"voxray-oom-drill-{os.getpid()}")
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError:
             continue
-        if os.path.exists(os.path.join(folder, "memory.max")) or os.path.exists(
-                os.path.join(folder, "memory.limit_in_bytes")):
+        if os.path.exists(os.path.join(folder, "memory.max" if v2 else "memory.limit_in_bytes")):
             return folder
         os.rmdir(folder)
     return None
