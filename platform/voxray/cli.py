@@ -115,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--target", action="append", default=[], metavar="NAME=LOW-HIGH",
                           help="override one target, e.g. --target mcd_db=4-5 (the verdict passes at or better "
                                "than the worse end)")
+    evaluate.add_argument("--particle-table", metavar="FILE",
+                          help="YAML of particle rows judged on a code-switched store, over the plan's six: "
+                               "NAME: {contours: [rise-fall|rise|fall|flat, ...], duration_ratio: [LOW, HIGH]}")
     evaluate.add_argument("--limit", type=int, help="only the first N utterances of the split (by id)")
     evaluate.add_argument("--output", required=True, help="folder for metrics.json, utterances.parquet, audio/, "
                                                           "report.html (path or s3://)")
@@ -349,7 +352,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         summary = evaluate(args.data, args.output, model=args.model, vocoder=args.vocoder, audio=args.audio,
                            split=args.split, limit=args.limit, asr=asr, speaker_encoder=args.speaker_encoder,
                            actors=args.actors, batch_size=args.batch_size, seed=args.seed, use_gpu=args.gpu,
-                           overwrite=args.overwrite, phase=args.phase, target_overrides=args.target)
+                           overwrite=args.overwrite, phase=args.phase, target_overrides=args.target,
+                           particle_table=args.particle_table)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"voxray evaluate: error: {exc}", file=sys.stderr)
         return 2

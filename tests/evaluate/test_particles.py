@@ -46,3 +46,20 @@ def test_measure_and_judge_against_the_table():
     assert summary["lah"]["recorded"]["count"] == 1
     assert summary["lor"]["meets"] == {"duration_ratio": False, "contour": False}
     assert summary["lor"]["expected"] == {"contours": ["flat", "fall"], "duration_ratio": [0.9, 1.1]}
+
+
+def test_a_users_particle_table_replaces_and_adds_rows(tmp_path):
+    table_file = tmp_path / "particles.yaml"
+    table_file.write_text("lor: {contours: [rise], duration_ratio: [1.4, 1.8]}\n"
+                          "sia: {contours: [fall, flat], duration_ratio: [1.0, 1.2]}\n")
+    table = particles.load_table(str(table_file))
+    assert table["lor"] == particles.Expectation(("rise",), (1.4, 1.8)) and "sia" in table
+    assert table["lah"] == particles.EXPECTED["lah"]                   # the plan's other rows stay
+    lor = {"particle": "lor", "duration_ratio": 1.6, "pitch_slope_st_per_s": 30.0, "contour": "rise"}
+    assert particles.summarise([lor], table=table)["lor"]["meets"] == {"duration_ratio": True, "contour": True}
+    table_file.write_text("lor: {contours: [wobble], duration_ratio: [1.4, 1.8]}\n")
+    with pytest.raises(ValueError, match="particle 'lor': expected"):
+        particles.load_table(str(table_file))
+    table_file.write_text("lor: {contours: [rise], duration_ratio: [2, 1]}\n")
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        particles.load_table(str(table_file))

@@ -61,3 +61,20 @@ def test_forward_sum_prefers_monotonic_alignments():
     assert torch.isfinite(good) and good < bad
     hard = hard_alignment(diagonal, lengths, mel_lengths)
     assert binarization_loss(hard, diagonal.exp()) < binarization_loss(hard, reversed_.exp())
+
+
+def test_diagonality_is_one_on_the_path_and_falls_as_attention_spreads():
+    from voxray.models.alignment import diagonality_sums
+
+    frames, tokens = 12, 6
+    hard = torch.zeros(1, frames, tokens)
+    hard[0, torch.arange(frames), torch.arange(frames) // 2] = 1          # two frames a token
+    lengths = torch.tensor([frames])
+    near, valid = diagonality_sums(hard, hard, lengths)
+    assert valid == frames and near / valid == pytest.approx(1.0)
+    uniform = torch.full((1, frames, tokens), 1 / tokens)
+    near, _ = diagonality_sums(uniform, hard, lengths)
+    # within one token of the path: 2 tokens at the ends, 3 elsewhere
+    assert near / frames == pytest.approx((4 * 2 + 8 * 3) / tokens / frames)
+    padded = torch.cat([uniform, torch.zeros(1, 4, tokens)], dim=1)
+    assert diagonality_sums(padded, torch.cat([hard, torch.zeros(1, 4, tokens)], dim=1), lengths)[1] == frames

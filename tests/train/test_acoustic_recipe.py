@@ -46,7 +46,10 @@ def test_tiny_model_learns_and_exports(base_run):
     events = EventAccumulator(f"{base_run}/tensorboard", size_guidance={"images": 0, "audio": 0}).Reload()
     assert {"train/mel", "train/lr", "train/grad_norm", "train/mel_frames_per_s",
             "train/padding_fraction", "val/val_mel"} <= set(events.Tags()["scalars"])
-    assert "val/mel_predicted_vs_target" in events.Tags()["images"]
+    assert {"val/mel_predicted_vs_target", "val/attention"} <= set(events.Tags()["images"])
+    # the learned alignment's health: its soft attention gathers round the monotonic path as it trains
+    diagonality = [v["val_attention_diagonality"] for v in val]
+    assert all(0 < d <= 1 for d in diagonality) and diagonality[-1] > diagonality[0], diagonality
     assert "val/audio_griffin_lim" in events.Tags()["audio"]
     final = Path(base_run, "final")
     assert {"model.safetensors", "model.json", "config.yaml", "vocab.json", "audio_spec.json",

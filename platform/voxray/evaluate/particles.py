@@ -55,6 +55,35 @@ EXPECTED = {
 }
 
 
+CONTOURS = ("rise-fall", "rise", "fall", "flat")
+
+
+def load_table(path: str) -> dict[str, Expectation]:
+    """A user's particle table (YAML or JSON, path or s3://) over ``EXPECTED``: each row
+    ``name: {contours: [rise-fall | rise | fall | flat, ...], duration_ratio: [low, high]}``
+    replaces that particle's row or adds one. A malformed row is a ValueError naming it."""
+    import yaml
+
+    from voxray import uri
+
+    rows = yaml.safe_load(uri.read_text(path)) or {}
+    if not isinstance(rows, dict):
+        raise ValueError(f"{path}: a particle table maps particle names to rows, got {type(rows).__name__}")
+    table = dict(EXPECTED)
+    for name, row in rows.items():
+        try:
+            contours, (low, high) = tuple(row["contours"]), row["duration_ratio"]
+            unknown = [c for c in contours if c not in CONTOURS]
+            if unknown or not contours or not 0 < float(low) <= float(high):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: particle {name!r}: expected {{contours: [one or more of "
+                             f"{', '.join(CONTOURS)}], duration_ratio: [low, high]}} with 0 < low <= high, "
+                             f"got {row!r}") from None
+        table[str(name).lower()] = Expectation(contours, (float(low), float(high)))
+    return table
+
+
 def spans(token_particles: Sequence[int]) -> list[tuple[int, int, int]]:
     """(particle type, first token, end token) of each particle word."""
     out: list[tuple[int, int, int]] = []
@@ -103,17 +132,19 @@ def measure(token_particles: Sequence[int], is_phone: Sequence[bool], durations:
     return out
 
 
-def summarise(records: list[dict[str, Any]], recorded: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+def summarise(records: list[dict[str, Any]], recorded: Optional[list[dict[str, Any]]] = None,
+              table: Optional[dict[str, Expectation]] = None) -> dict[str, Any]:
     """Per particle: count, mean duration ratio and slope, the contours seen, and whether the
-    synthesis meets ``EXPECTED`` (its mean ratio in range, its most common contour allowed);
-    the recordings' same measures beside them when given."""
+    synthesis meets ``table`` (default ``EXPECTED``; its mean ratio in range, its most common
+    contour allowed); the recordings' same measures beside them when given."""
+    table = EXPECTED if table is None else table
     out: dict[str, Any] = {}
     for name in sorted({r["particle"] for r in records}):
         mine = [r for r in records if r["particle"] == name]
         entry = _means(mine)
         if recorded is not None:
             entry["recorded"] = _means([r for r in recorded if r["particle"] == name])
-        expected = EXPECTED.get(name)
+        expected = table.get(name)
         if expected is not None:
             low, high = expected.duration_ratio
             shape = max(entry["contours"], key=entry["contours"].get)

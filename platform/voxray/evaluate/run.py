@@ -278,10 +278,11 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
              asr: Optional[dict[str, str]] = None, speaker_encoder: Optional[str] = None, actors: int = 1,
              batch_size: int = 4, seed: int = 0, use_gpu: bool = False, overwrite: bool = False,
              report_utterances: int = 3, phase: Optional[str] = None,
-             target_overrides: Optional[list[str]] = None) -> dict[str, Any]:
+             target_overrides: Optional[list[str]] = None, particle_table: Optional[str] = None) -> dict[str, Any]:
     """Evaluate on DATA's ``split``; writes OUTPUT/metrics.json, utterances.parquet, audio/ and
     report.html, and returns the metrics. ``phase`` and ``target_overrides`` choose the targets
-    (``targets.resolve``)."""
+    (``targets.resolve``); ``particle_table`` a file of particle rows over the plan's
+    (``particles.load_table``)."""
     import ray
 
     from voxray.cluster import ensure_ray
@@ -294,6 +295,7 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
         goals = targets.resolve(phase, target_overrides)
     except targets.TargetError as exc:
         raise EvaluationError(str(exc)) from None
+    expected = particles.load_table(particle_table) if particle_table else None
     plan = _plan(data, output, model, vocoder, asr or {}, speaker_encoder, seed, use_gpu, audio)
     table = store.read_split(data, split, ["id", "n_frames"]) if store.split_files(data, split) else None
     # rows kept for their codes alone (no recording: preprocess.codes_without_audio) have nothing to compare with
@@ -316,7 +318,7 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
     # Blocks the id filter emptied skip the evaluator and keep the store's columns: leave them out.
     table = pa.concat_tables([t for t in map(ray.get, measured.to_arrow_refs()) if t.num_rows]).sort_by("id")
     summary = summarise(table, split=split, plan=plan, model=model or audio, vocoder=vocoder or None,
-                        goals=goals, phase=phase)
+                        goals=goals, phase=phase, particle_table=expected)
     summary["wall_seconds"] = round(time.time() - started, 1)
     store.write_part(table, uri.join(output, "utterances.parquet"))
     uri.write_text(uri.join(output, "metrics.json"), json.dumps(summary, indent=1, ensure_ascii=False))
@@ -324,8 +326,9 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
     return summary
 
 
-def particle_summary(table: pa.Table) -> dict[str, Any]:
-    """``particles.summarise`` of every particle word of the evaluated rows (empty without any)."""
+def particle_summary(table: pa.Table, expected: Optional[dict] = None) -> dict[str, Any]:
+    """``particles.summarise`` of every particle word of the evaluated rows (empty without any),
+    judged against ``expected`` (default: the plan's table)."""
     synthesis, recording = [], []
     for text in table["particles"].to_pylist():
         if text:
@@ -334,11 +337,12 @@ def particle_summary(table: pa.Table) -> dict[str, Any]:
             recording += measured.get("recording", [])
     if not synthesis:
         return {}
-    return {"particles": particles.summarise(synthesis, recording or None)}
+    return {"particles": particles.summarise(synthesis, recording or None, expected)}
 
 
 def summarise(table: pa.Table, *, split: str, plan: Plan, model: Optional[str], vocoder: Optional[str],
-              goals: dict[str, targets.Target], phase: Optional[str] = None) -> dict:
+              goals: dict[str, targets.Target], phase: Optional[str] = None,
+              particle_table: Optional[dict] = None) -> dict:
     """The means (NaN-free: an utterance without a value is not counted), with counts, what
     listened, and each target's verdict."""
     means, counts = {}, {}
@@ -360,7 +364,7 @@ def summarise(table: pa.Table, *, split: str, plan: Plan, model: Optional[str], 
             "recognisers": {lang: recognisers.name(lang) or "none (no recogniser for this language)"
                             for lang in languages},
             "speaker_encoder": SpeakerEncoder.describe(plan.speaker_encoder),
-            **particle_summary(table),
+            **particle_summary(table, particle_table),
             "mos_predictor": MosPredictor.NAME,
             "mcd": {"order": metrics.MCD_ORDER, "alignment": "DTW", "silence": f"speech frames only (within "
                     f"{metrics.SPEECH_DB:g} dB of each signal's loudest frame)", "c0": "excluded",

@@ -113,3 +113,17 @@ def hard_alignment(log_probs: torch.Tensor, token_lengths: torch.Tensor,
 def binarization_loss(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     """Pulls the soft alignment towards the MAS path (RAD-TTS)."""
     return -(torch.log(soft.clamp(min=1e-12)) * hard).sum() / hard.sum().clamp(min=1)
+
+
+def diagonality_sums(soft: torch.Tensor, hard: torch.Tensor, mel_lengths: torch.Tensor, width: int = 1
+                     ) -> tuple[float, float]:
+    """The alignment's health check (the TransformerTTS script's diagonality): (the soft attention
+    mass within ``width`` tokens of the monotonic MAS path, summed over valid frames; the number of
+    valid frames). Their ratio is 1 for an attention that follows one monotonic path, and falls
+    towards (2 width + 1) / N as it spreads over the N tokens. soft, hard [B, T, N]."""
+    path = hard.argmax(-1)                                                          # [B, T]
+    tokens = torch.arange(soft.shape[-1], device=soft.device)
+    near = (tokens[None, None, :] - path[..., None]).abs() <= width                 # [B, T, N]
+    valid = torch.arange(soft.shape[1], device=soft.device)[None, :] < mel_lengths[:, None]
+    mass = (soft * near).sum(-1)
+    return float(mass[valid].sum()), float(valid.sum())

@@ -41,6 +41,16 @@ def mel_image(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
 
 
+def attention_image(soft: np.ndarray) -> np.ndarray:
+    """A soft alignment [frames, tokens] -> an RGB image [3, tokens, frames], the first token at
+    the bottom (a healthy alignment is one rising, monotonic line)."""
+    import matplotlib
+
+    scaled = np.clip(soft.T[::-1] / max(float(soft.max()), 1e-6), 0, 1)
+    rgb = matplotlib.colormaps["viridis"](scaled)[..., :3]
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
+
+
 class RunLog:
     """Scalars, images and audio for TensorBoard, and one JSON line per logged step."""
 
@@ -87,6 +97,9 @@ class RunLog:
 
     def mel(self, step: int, tag: str, predicted: torch.Tensor, target: torch.Tensor) -> None:
         self.writer.add_image(tag, mel_image(predicted.float().cpu().numpy(), target.float().cpu().numpy()), step)
+
+    def attention(self, step: int, tag: str, soft: torch.Tensor) -> None:
+        self.writer.add_image(tag, attention_image(soft.float().cpu().numpy()), step)
 
     def audio(self, step: int, tag: str, waveform: torch.Tensor, sample_rate: int) -> None:
         self.writer.add_audio(tag, waveform.float().cpu()[None], step, sample_rate=sample_rate)

@@ -25,6 +25,7 @@ from voxray.data import batching, store as feature_store
 from voxray.dsp import griffin_lim
 from voxray.export import FINAL_DIR, read_final, write_adapter, write_final
 from voxray.losses.acoustic import acoustic_losses
+from voxray.models import alignment
 from voxray.models.acoustic import fastspeech2
 from voxray.synthesize import Vocoder, load_vocoder
 from voxray.train import launch
@@ -257,19 +258,23 @@ def quality_sums(model, out: dict[str, torch.Tensor], moved: dict[str, Any]) -> 
     voiced &= tokens
     f0_squares = float((((out["pitch"] - out["token_pitch"]) * pitch_std) ** 2)[voiced].sum())
     mcd, speech = mel_mcd_sums(out["mel"], moved["mels"], moved["mel_lengths"])
-    return [duration, float(tokens.sum()), f0_squares, float(voiced.sum()), mcd, speech]
+    attention = (alignment.diagonality_sums(out["attn_soft"], out["attn_hard"], moved["mel_lengths"])
+                 if "attn_soft" in out else (0.0, 0.0))
+    return [duration, float(tokens.sum()), f0_squares, float(voiced.sum()), mcd, speech, *attention]
 
 
 @torch.no_grad()
 def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model,
              vocoder: Optional[Vocoder]) -> dict[str, float]:
     """``eval_model`` (the EMA's weights when kept) on every worker's share of the val split;
-    frame-weighted means over all; rank 0 logs a predicted-vs-target mel and its audio (through ``vocoder``, else Griffin-Lim)."""
+    frame-weighted means over all; rank 0 logs a predicted-vs-target mel and its audio (through ``vocoder``, else
+    Griffin-Lim), and, when the model learns its alignment, the first utterance's attention
+    (``val_attention_diagonality``: ``alignment.diagonality_sums``)."""
     eval_model.eval()
     names = loss_names(plan)
     sums = np.zeros(len(names) + 1)
-    quality = np.zeros(6)
-    first = None
+    quality = np.zeros(8)
+    first, first_attention = None, None
     for rows in val_shard.batches(plan.config.train.batch_size):
         batch = collate(plan, rows)
         out, moved = forward(eval_model, batch, worker.device, torch.float32)
@@ -278,13 +283,19 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model,
         sums[:-1] += [frames * float(parts.get(name, torch.tensor(0.0))) for name in names]
         sums[-1] += frames
         quality += quality_sums(eval_model, out, moved)
+        if first is None and "attn_soft" in out:
+            first_attention = out["attn_soft"][0, : int(batch["mel_lengths"][0]), : int(batch["token_lengths"][0])]
         first = first or batch
     totals = all_reduce_sum(sums.tolist() + quality.tolist(), worker.device)
     metrics = {f"val_{name}": totals[i] / max(totals[len(names)], 1) for i, name in enumerate(names)}
-    duration, tokens, f0_squares, voiced, mcd, speech = totals[len(names) + 1:]
+    duration, tokens, f0_squares, voiced, mcd, speech, near, aligned = totals[len(names) + 1:]
     spec = plan.config.audio
     metrics.update(val_duration_mae_ms=duration / max(tokens, 1) * 1000 * spec.hop_length / spec.sample_rate,
                    val_f0_rmse_hz=math.sqrt(f0_squares / max(voiced, 1)), val_mcd_mel_db=mcd / max(speech, 1))
+    if aligned:
+        metrics["val_attention_diagonality"] = near / aligned
+    if worker.runlog is not None and first_attention is not None:
+        worker.runlog.attention(worker.state.step, "val/attention", first_attention)
     if worker.runlog is not None and first is not None:
         device = worker.device
         per_token = {key: None if first[key] is None else first[key][:1].to(device)
