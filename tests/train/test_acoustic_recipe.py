@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -78,19 +79,33 @@ def test_synthesize_writes_finite_audio(base_run, tmp_path, capsys):
 def test_two_workers_zero(sample_store, tmp_path, stage, precision):
     """Two workers, every rank's ZeRO shard in each checkpoint; val (5 rows) splits unevenly.
     (ZeRO-2 with two workers, and a worker killed mid-run, are tested once for every family in
-    tests/train/test_core.py.)"""
+    tests/train/test_core.py.) Clipped by the median of the norms seen (train.clip=percentile),
+    ZeRO-3's partitioned gradients read per layer for TensorBoard."""
     run = str(tmp_path / "run")
     summary = train(sample_store, run, "train.num_workers=2", f"deepspeed.zero_stage={stage}",
-                    f"deepspeed.precision={precision}", "train.max_steps=12", "train.val_every=6",
-                    "train.batch_size=4")
-    assert summary["step"] == 12 and np.isfinite(summary["val_mel"])
-    files = os.listdir(f"{run}/checkpoint_00000012/ds/model")
+                    f"deepspeed.precision={precision}", "train.max_steps=24", "train.val_every=12",
+                    "train.batch_size=4", "train.clip=percentile", "train.clip_percentile=50", "train.log_every=1")
+    assert summary["step"] == 24 and np.isfinite(summary["val_mel"])
+    logged = metrics(run, "train")
+    norms = [r["grad_norm"] for r in logged]
+    for r in logged:        # train.grad_clip until 20 norms are seen, then their median
+        expected = 1.0 if r["step"] < 20 else float(np.percentile(norms[: r["step"]], 50))
+        assert r["clip_threshold"] == pytest.approx(expected, rel=1e-6), r["step"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(f"{run}/tensorboard", size_guidance={"scalars": 0}).Reload()
+    layers = [tag for tag in events.Tags()["scalars"] if tag.startswith("grad_norm/model/")]
+    assert "grad_norm/model/encoder.blocks.0" in layers and "grad_norm/model/mel_out" in layers, layers
+    at = {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in layers}
+    for step in (5, 24):    # the layers' norms add up to the global one (ZeRO-3 shards gathered)
+        assert math.sqrt(sum(v[step] ** 2 for v in at.values())) == pytest.approx(norms[step - 1], rel=2e-3)
+    files = os.listdir(f"{run}/checkpoint_00000024/ds/model")
     prefix = "bf16_" if precision == "bf16" else ""
     for rank in (0, 1):
         assert f"{prefix}zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in files, files
         if stage == 3:
             assert f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" in files, files
-    assert sorted(os.listdir(f"{run}/checkpoint_00000012/rng")) == ["rank_0.pt", "rank_1.pt"]
+    assert sorted(os.listdir(f"{run}/checkpoint_00000024/rng")) == ["rank_0.pt", "rank_1.pt"]
     assert os.path.exists(f"{run}/final/model.safetensors")
 
 

@@ -224,6 +224,16 @@ class TrainConfig(Strict):
     lr_decay: float = Field(0.999, gt=0, le=1, description="exponential schedule: factor per lr_decay_steps")
     lr_decay_steps: int = Field(1000, ge=1, description="exponential schedule: steps per lr_decay factor")
     grad_clip: float = Field(1.0, ge=0, description="gradient norm clip (0: off)")
+    clip: Literal["norm", "percentile"] = Field(
+        "norm", description="norm: clip the global gradient norm to grad_clip; percentile: to clip_percentile of the "
+                            "last clip_window steps' norms (AutoClip; grad_clip until 20 are seen, after a resume too)")
+    clip_percentile: float = Field(90.0, gt=0, le=100, description="clip=percentile: the percentile of recent norms "
+                                                                   "(AutoClip's paper used 10: clips most steps)")
+    clip_window: int = Field(1000, ge=20, description="clip=percentile: the steps whose norms it is taken over")
+    layer_grad_norms: bool = Field(True, description="at each log step, every layer's gradient norm to TensorBoard "
+                                                     "(grad_norm/<layer>) and a warning when one exceeds 10x its "
+                                                     "recent median; at ZeRO 1-3 one gather per parameter: turn off "
+                                                     "for a large model")
     val_every: int = Field(200, ge=1, description="steps between validations (and checkpoints)")
     log_every: int = Field(10, ge=1, description="steps between logged scalars and console lines")
     shard_cache_mb: int = Field(1024, ge=0, description="keep a worker's shard in memory after epoch 0 when it fits")

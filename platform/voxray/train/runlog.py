@@ -98,6 +98,12 @@ class RunLog:
     def mel(self, step: int, tag: str, predicted: torch.Tensor, target: torch.Tensor) -> None:
         self.writer.add_image(tag, mel_image(predicted.float().cpu().numpy(), target.float().cpu().numpy()), step)
 
+    def layer_norms(self, step: int, norms: dict[str, dict[str, float]]) -> None:
+        """Each engine's per-layer gradient norms, to TensorBoard only (grad_norm/<engine>/<layer>)."""
+        for engine, layers in norms.items():
+            for layer, value in layers.items():
+                self.writer.add_scalar(f"grad_norm/{engine}/{layer}", value, step)
+
     def attention(self, step: int, tag: str, soft: torch.Tensor) -> None:
         self.writer.add_image(tag, attention_image(soft.float().cpu().numpy()), step)
 

@@ -37,6 +37,7 @@ from voxray.train import curriculum
 from voxray.train.data import BatchStream, DataPosition, PrefetchedShard, frames
 from voxray.train.distributed import all_reduce_sum, init_deepspeed_distributed
 from voxray.train.ema import EMA
+from voxray.train.gradients import ExplosionWatch, PercentileClip, layer_norms, set_clip
 from voxray.train.runlog import RunLog
 from voxray.train.watchdog import StackWatch
 
@@ -76,6 +77,9 @@ class Worker:
     _last_log: tuple[int, float] = (0, 0.0)
     _last_beat: float = 0.0
     _progress: tuple[str, ...] = ()
+    _layer_norms: dict = field(default_factory=dict)        # engine -> layer -> norm, for the next log
+    _explosions: dict = field(default_factory=dict)         # engine -> ExplosionWatch
+    _clips: dict = field(default_factory=dict)              # engine -> PercentileClip
     _val_progress: Optional[tuple[str, ...]] = None
 
     @property
@@ -196,6 +200,29 @@ class Worker:
             self._send({"kind": "beat", "step": state.step})
         return not skipped
 
+    def before_step(self, engine, name: str = "model") -> None:
+        """Between an optimizer step's backward and ``engine.step()`` (every rank): the percentile
+        clip's threshold (``train.clip=percentile``) and, when the step is a log step, each
+        layer's gradient norm (``train.layer_grad_norms``), with a warning for an exploded one."""
+        train = self.train
+        if train.clip == "percentile":
+            clip = self._clips.setdefault(name, PercentileClip(train.clip_percentile, train.clip_window,
+                                                               train.grad_clip))
+            set_clip(engine, clip.threshold())
+        if train.layer_grad_norms and (self.state.step + 1) % train.log_every == 0:
+            norms = layer_norms(engine.module)
+            self._layer_norms[name] = norms
+            for layer, norm, median in self._explosions.setdefault(name, ExplosionWatch()).check(norms):
+                self.warn(f"step {self.state.step + 1}: the gradient norm of {name} layer {layer} is {norm:.3g}, "
+                          f"{norm / median:.0f}x its recent median {median:.3g} (train.clip, train.grad_clip, train.lr)")
+
+    def after_step(self, engine, name: str = "model") -> None:
+        """After ``engine.step()``: the step's global norm joins the percentile clip's history."""
+        if self.train.clip == "percentile":
+            from voxray.train.engine import grad_norm
+
+            self._clips[name].add(grad_norm(engine))
+
     def due(self, every: int) -> bool:
         return self.state.step % every == 0
 
@@ -214,8 +241,13 @@ class Worker:
         step, now = self.state.step, time.perf_counter()
         steps_per_s = (step - self._last_log[0]) / max(now - self._last_log[1], 1e-9)
         self._last_log = (step, now)
-        self.runlog.scalars(step, {**values, **scalars, "epoch": self.state.position.epoch,
+        clips = {f"clip_threshold_{name}" if len(self._clips) > 1 else "clip_threshold": clip.threshold()
+                 for name, clip in self._clips.items()}
+        self.runlog.scalars(step, {**values, **scalars, **clips, "epoch": self.state.position.epoch,
                                    "skipped_steps": self.state.skipped_steps, "peak_memory_mb": self.peak_memory_mb()})
+        if self._layer_norms:
+            self.runlog.layer_norms(step, self._layer_norms)
+            self._layer_norms = {}
         self._send({"kind": "train", "step": step, "max_steps": self.train.max_steps,
                     "values": {k: values[k] for k in self._progress if k in values},
                     "lr": scalars.get("lr", float("nan")), "rate": values[f"{unit}_per_s"], "unit": unit,

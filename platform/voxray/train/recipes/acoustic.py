@@ -341,7 +341,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         boundary = engine.is_gradient_accumulation_boundary()
         skipped_before = engine.skipped_steps
         engine.backward(parts["total"])
+        if boundary:
+            worker.before_step(engine)               # percentile clip, per-layer gradient norms
         engine.step()
+        if boundary:
+            worker.after_step(engine)
         meter.add(parts, units=int(batch["mel_lengths"].sum()), padding=stream.last_padding)
         if not boundary:
             continue

@@ -253,7 +253,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         d_loss = discriminator_step_loss(d_engine, real, fake)
         d_skipped = d_engine.skipped_steps
         d_engine.backward(d_loss)
+        worker.before_step(d_engine, "discriminator")     # percentile clip, per-layer gradient norms
         d_engine.step()
+        worker.after_step(d_engine, "discriminator")
         # The generator's step through the frozen discriminator (DeepSpeed #4923: a ZeRO-2
         # engine's gradient hooks must not fire in another engine's backward).
         with frozen(d_engine.module):
@@ -261,7 +263,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                                           adversarial=worker.state.step >= config.loss.mel_warmup_steps)
             g_skipped = g_engine.skipped_steps
             g_engine.backward(parts["generator"])
+        worker.before_step(g_engine, "generator")
         g_engine.step()
+        worker.after_step(g_engine, "generator")
         meter.add({**parts, "discriminator": d_loss}, units=real.shape[0] * real.shape[-1])
         if worker.count_step(skipped=g_engine.skipped_steps > g_skipped or d_engine.skipped_steps > d_skipped):
             update_ema(ema, g_engine, worker.state.step)
