@@ -108,7 +108,8 @@ def _with_adapter(final: FinalModel, model: torch.nn.Module, adapter: str) -> tu
         raise SynthesisError(f"the adapter {adapter} was trained on another base {final.family} model "
                              f"({saved.get('init_from')})")
     lora = SimpleNamespace(**saved["lora"])
-    model = grow_and_adapt(model, {key: saved["build"][key] for key in SIZES}, lora, saved["targets"], saved["added"])
+    model = grow_and_adapt(model, {key: saved["build"][key] for key in SIZES}, lora, saved["targets"], saved["added"],
+                           saved.get("modules_to_save"))
     try:
         load_adapter_state(model, load(uri.read_bytes(uri.join(adapter, "adapter.safetensors"))))
     except ValueError as exc:

@@ -156,3 +156,34 @@ def test_an_adapter_export_needs_adapters():
 
     with pytest.raises(ConfigError, match="finetune.export=adapter needs adapters"):
         load_config(TALKER_CPU_CONFIG, ["finetune.export=adapter"])
+
+
+def test_lora_train_heads_trains_embeddings_and_heads_in_full_at_their_rates(talker_run, codes_store, tmp_path):
+    """The IndexTTS2 recipe under LoRA: lora.train_heads puts the code embeddings and output heads
+    in peft's modules_to_save (trained in full, at train.head_lr / embedding_lr); the adapter-only
+    export carries them and loads on the base, merged."""
+    from voxray.synthesize import load_talker
+
+    config = load_config(TALKER_CPU_CONFIG, [f"finetune.init_from={talker_run}/final", "lora.rank=4",
+                                             "lora.train_heads=true", "finetune.export=adapter", "train.lr=1.0",
+                                             "train.adapter_lr=0.1", "train.head_lr=0.5", "train.embedding_lr=2.0"])
+    plan = talker.prepare(codes_store, str(tmp_path / "run"), config)
+    model = talker.build_model(plan)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert any(".heads.0.modules_to_save." in name for name in trainable)
+    assert any(".code_embeddings.1.modules_to_save." in name for name in trainable)
+    assert any("lora_A" in name for name in trainable)
+    assert not any(".decoder.blocks.0.attn.qkv.base_layer." in name for name in trainable)       # the base stays
+    groups = {g["name"]: g["lr"] for g in talker.parameter_groups(model, plan.config.train, 2)}
+    assert groups["adapters"] == 0.1 and groups["heads"] == 0.5 and groups["embeddings"] == 2.0, groups
+    with torch.no_grad():                                    # as if trained: the heads moved in full
+        for name, parameter in model.named_parameters():
+            if ".heads.0.modules_to_save." in name:
+                parameter.add_(1.0)
+    talker.export(plan, model, 0, 1.2)
+    adapter = tmp_path / "run" / "final" / "adapter"
+    assert json.loads((adapter / "adapter.json").read_text())["modules_to_save"][:1] == ["code_embeddings.0"]
+    base = load_file(f"{talker_run}/final/model.safetensors")
+    tuned = load_talker(f"{talker_run}/final", adapter=str(adapter)).model.state_dict()
+    assert set(tuned) == set(base)
+    assert torch.allclose(tuned["heads.0.weight"], base["heads.0.weight"] + 1.0)

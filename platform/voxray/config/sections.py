@@ -300,8 +300,11 @@ class LoraConfig(Strict):
     alpha: float = Field(16.0, description="LoRA scaling numerator")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
     dora: bool = Field(False, description="DoRA: weight-decomposed adapters (magnitude + LoRA direction)")
-    train_heads: bool = Field(False, description="pretrained talkers: also train the text embeddings and output "
-                                                  "heads in full under LoRA (peft modules_to_save)")
+    train_heads: bool = Field(False, description="talkers: also train the embeddings and output heads in full under "
+                                                  "LoRA (peft modules_to_save; the IndexTTS2 recipe), at train.head_lr "
+                                                  "/ embedding_lr. voxray's talker: its code embeddings and heads (text "
+                                                  "and speaker tables train their new rows); a pretrained one: its "
+                                                  "text embeddings and heads")
 
 
 class FinetuneConfig(Strict):

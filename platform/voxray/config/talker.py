@@ -83,9 +83,9 @@ class TalkerConfig(Config):
         model = self.model
         if model.pretrained is None:
             check_adapter_export(self.finetune, self.lora.rank)
-            if self.lora.train_heads:
-                raise ValueError("lora.train_heads applies to a pretrained talker (model.pretrained); voxray's own "
-                                 "talker trains its new embedding rows under LoRA")
+            if self.lora.train_heads and not self.lora.rank:
+                raise ValueError("lora.train_heads trains the heads in full next to LoRA adapters: set lora.rank > 0 "
+                                 "(without adapters every weight trains already)")
             if self.loss.depth_frames != 1.0:
                 raise ValueError("loss.depth_frames applies to a pretrained talker (model.pretrained)")
             return self

@@ -46,14 +46,16 @@ def apply_lora(model: nn.Module, lora: Any, target_modules: str,
 
 
 def grow_and_adapt(model: nn.Module, sizes: dict[str, int], lora: Any, target_modules: str,
-                   added: dict[str, list[int]]) -> nn.Module:
+                   added: dict[str, list[int]], modules_to_save: Optional[list[str]] = None) -> nn.Module:
     """A base model's token/speaker/language embeddings grown to ``sizes`` (``merge_labels``),
-    wrapped with adapters when ``lora.rank > 0`` (the new rows train, the base rows stay)."""
+    wrapped with adapters when ``lora.rank > 0`` (the new rows train, the base rows stay; the
+    modules named in ``modules_to_save`` train in full)."""
     for name, size in (("token_embedding", "vocab_size"), ("speaker_embedding", "n_speakers"),
                        ("language_embedding", "n_languages")):
         setattr(model, name, grow_embedding(getattr(model, name), sizes[size]))
     if lora.rank > 0:
-        model = apply_lora(model, lora, target_modules=target_modules, trainable_tokens=added)
+        model = apply_lora(model, lora, target_modules=target_modules, trainable_tokens=added,
+                           modules_to_save=modules_to_save)
     return model
 
 

@@ -181,7 +181,20 @@ def build_model(plan: Plan, load_base: bool = True, ds_config: Optional[dict[str
     if load_base:
         model.load_state_dict(read_final(plan.init_from).weights)
     sizes = {key: plan.build_args[key] for key in ("vocab_size", "n_speakers", "n_languages")}
-    return grow_and_adapt(model, sizes, plan.config.lora, LORA_TARGETS, plan.added)
+    return grow_and_adapt(model, sizes, plan.config.lora, LORA_TARGETS, plan.added, head_modules(plan))
+
+
+def head_modules(plan: Plan) -> Optional[list[str]]:
+    """``lora.train_heads``: the talker's code embeddings and output heads, by module name, for
+    peft's ``modules_to_save`` (each a leaf: peft wraps a module, not a list's items)."""
+    if not plan.config.lora.train_heads:
+        return None
+    args = plan.build_args
+    depth = args.get("codebook_head") == "depth" and args["n_codebooks"] > 1
+    names = [f"{table}.{i}" for table in ("code_embeddings", "heads") for i in range(args["n_codebooks"])]
+    names += ["text_head"] + (["depth_in"] + [f"depth_embeddings.{i}" for i in range(args["n_codebooks"] - 1)]
+                              if depth else [])
+    return names
 
 
 EMBEDDINGS = re.compile(r"(^|\.)(token_embedding|speaker_embedding|language_embedding|code_embeddings|"
@@ -428,7 +441,7 @@ def export(plan: Plan, eval_model, step: int, frames_per_token: Optional[float],
     if plan.config.finetune.export == "adapter":
         write_adapter(folder, adapter_state(eval_model), {
             **manifest, "vocabulary": plan.vocabulary, "added": plan.added, "lora": plan.config.lora.model_dump(),
-            "targets": LORA_TARGETS})
+            "targets": LORA_TARGETS, "modules_to_save": head_modules(plan)})
         return
     write_final(folder, weights=merge_lora(eval_model).state_dict(), manifest=manifest,
                 config=plan.config, vocabulary=plan.vocabulary, stats=plan.store_stats)
