@@ -389,3 +389,56 @@ def test_denoise_is_applied_and_counted(ray_cluster, tmp_path):
     assert stats["denoise"]["noise_floor_lowered_db"] > 3
     lowered = all_rows(tmp_path / "store")["denoise_db"].to_pylist()
     assert len(lowered) == 3 and all(value > 3 for value in lowered)
+
+
+def test_mfa_alignments_with_code_switching(ray_cluster, tmp_path):
+    """The Malaysian plan's preprocessing: MFA TextGrids give the phones and their durations, the
+    manifest's word tags (or detection) each phone's language and particle, by the word it lies
+    in; a pause takes the language of the word before it; a TextGrid whose words do not match the
+    text's is a bad alignment that says so."""
+    import soundfile
+
+    from tests.conftest import CODESWITCH
+
+    rows = [json.loads(line) for line in (CODESWITCH / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    chosen = [r for r in rows if r["id"] in ("cs_spk_f_001", "cs_spk_f_002")]
+    aligned = tmp_path / "aligned"
+    aligned.mkdir()
+    for row in chosen:
+        row["audio"] = str(CODESWITCH / row["audio"])
+        seconds = soundfile.info(row["audio"]).duration
+        words = row["text"].rstrip(".").split()
+        if row["id"] == "cs_spk_f_002":
+            words = words[:-1]                                 # the TextGrid lost a word
+        edges = np.linspace(0.1, seconds - 0.1, len(words) + 1)
+        word_tier, phone_tier = [(0, 0.1, "")], [(0, 0.1, "")]
+        for i, word in enumerate(words):
+            a, b = edges[i], edges[i + 1]
+            gap = (b - a) * 0.2 if i == 2 else 0.0               # a pause after the third word
+            word_tier.append((a, b - gap, word.lower()))
+            middle = (a + b - gap) / 2
+            phone_tier += [(a, middle, f"{word[0].upper()}1"), (middle, b - gap, f"{word[-1].upper()}2")]
+            if gap:
+                word_tier.append((b - gap, b, ""))
+                phone_tier.append((b - gap, b, "sp"))
+        word_tier.append((edges[-1], seconds, ""))
+        phone_tier.append((edges[-1], seconds, "sil"))
+        tiers = [("words", word_tier), ("phones", phone_tier)]
+        body = "".join(f'"IntervalTier"\n"{name}"\n0\n{seconds}\n{len(tier)}\n'
+                       + "".join(f'{a}\n{b}\n"{label}"\n' for a, b, label in tier) for name, tier in tiers)
+        (aligned / f"{row['id']}.TextGrid").write_text(
+            f'File type = "ooTextFile"\nObject class = "TextGrid"\n\n0\n{seconds}\n<exists>\n2\n{body}')
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in chosen), encoding="utf-8")
+    out = tmp_path / "store"
+    stats = run(manifest, out, f"preprocess.alignments={aligned}", "preprocess.code_switch=ms,en")
+    assert stats["kept"] == 1 and reasons_by_id(out) == {"cs_spk_f_002": cleaning.BAD_ALIGNMENT}
+    row = all_rows(out).to_pylist()[0]
+    languages = {info["index"]: name for name, info in stats["languages"].items()}
+    assert row["phonemes"] == ["S1", "A2", "N1", "K2", "P1", "I2", "sp", "S1", "G2", "L1", "H2"]
+    assert [languages[i] for i in row["token_languages"]] == ["ms"] * 7 + ["en", "en", "ms", "ms"]
+    lah = stats["code_switch"]["particles"].index("lah") + 1
+    assert row["token_particles"] == [0] * 9 + [lah, lah] and row["n_particles"] == 1
+    assert sum(row["durations"]) == row["n_frames"] and row["code_switched"]
+    rejected = json.loads((out / "rejected.jsonl").read_text().splitlines()[0])
+    assert "the TextGrid has 4 spoken words, the text 5" in rejected["detail"]

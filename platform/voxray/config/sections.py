@@ -136,9 +136,6 @@ class PreprocessConfig(Strict):
         if self.code_switch:
             if len(set(self.code_switch)) < 2:
                 raise ValueError(f"preprocess.code_switch needs two or more languages, got {list(self.code_switch)}")
-            if self.alignments:
-                raise ValueError("preprocess.code_switch with preprocess.alignments is not supported: "
-                                 "the TextGrids' phones carry no word languages")
             check_languages(self.code_switch)
             primaries = [primary(name) for name in self.code_switch]
             if len(set(primaries)) < len(primaries):

@@ -105,3 +105,26 @@ def phones_and_durations(
     bounds = np.maximum.accumulate(bounds)
     durations = np.diff(np.concatenate([[0], bounds]))
     return tokens, durations.astype(int).tolist()
+
+
+def word_tier(tiers: dict[str, list[Interval]]) -> list[Interval]:
+    """The words tier (MFA: "words", or "<speaker> - words")."""
+    for name in ("words", "word", "Words"):
+        if name in tiers:
+            return tiers[name]
+    for name, intervals in tiers.items():
+        if name.endswith("words"):
+            return intervals
+    raise TextGridError(f"no words tier (tiers: {sorted(tiers)}): code-switching needs MFA's words")
+
+
+def phone_words(phones: list[Interval], words: list[Interval]) -> tuple[list[int], int]:
+    """For each phone, the index of the spoken word it lies in (by its midpoint; -1 for a pause
+    or a phone outside every word), and the number of spoken words."""
+    spoken = [w for w in words if w.label.lower() not in SILENCE_LABELS]
+    owners = []
+    for phone in phones:
+        middle = (phone.start + phone.end) / 2
+        owner = next((i for i, w in enumerate(spoken) if w.start <= middle < w.end), -1)
+        owners.append(-1 if phone.label.lower() in SILENCE_LABELS else owner)
+    return owners, len(spoken)

@@ -89,6 +89,15 @@ def _labels(item: readers.RawItem, ctx: Context) -> tuple[str, str]:
 
 
 def _textgrid(item: readers.RawItem, speaker: str, folder: str) -> list[alignments.Interval]:
+    """The row's TextGrid's phone tier (Rejected when missing or malformed)."""
+    tiers = _textgrid_tiers(item, speaker, folder)
+    try:
+        return alignments.phone_tier(tiers)
+    except alignments.TextGridError as exc:
+        raise Rejected(cleaning.BAD_ALIGNMENT, str(exc)) from None
+
+
+def _textgrid_tiers(item: readers.RawItem, speaker: str, folder: str) -> dict[str, list[alignments.Interval]]:
     stems = [item["id"]]
     if item.get("audio"):
         stems.append(posixpath.splitext(posixpath.basename(item["audio"]))[0])
@@ -99,7 +108,7 @@ def _textgrid(item: readers.RawItem, speaker: str, folder: str) -> list[alignmen
             except FileNotFoundError:
                 continue
             try:
-                return alignments.phone_tier(alignments.parse_textgrid(text))
+                return alignments.parse_textgrid(text)
             except alignments.TextGridError as exc:
                 raise Rejected(cleaning.BAD_ALIGNMENT, f"{candidate}: {exc}") from None
     raise Rejected(cleaning.MISSING_ALIGNMENT, f"no {stems[0]}.TextGrid under {folder}")
@@ -121,17 +130,44 @@ def _word_langs(item: readers.RawItem, language: str, ctx: Context) -> Optional[
     return [tag if not tag or tag.lower() == particle else allowed[codeswitch.primary(tag)] for tag in tags]
 
 
+def _aligned_words(item: readers.RawItem, text: str, language: str, ctx: Context,
+                   phones: list[alignments.Interval], words: list[alignments.Interval]) -> codeswitch.Tagged:
+    """A TextGrid's phones with the language and particle type of the word each lies in: the
+    row's words tagged as without alignments (the manifest's tags, else detection), matched in
+    order to the TextGrid's spoken words; a pause carries the language of the word before it."""
+    try:
+        tagged = ctx.code_switch.tag(text, language, _word_langs(item, language, ctx), item.get("particle_tags"))
+    except codeswitch.TagError as exc:
+        raise Rejected(BAD_TAGS, str(exc)) from None
+    owners, n_words = alignments.phone_words(phones, words)
+    if n_words != len(tagged):
+        raise Rejected(cleaning.BAD_ALIGNMENT, f"the TextGrid has {n_words} spoken words, the text {len(tagged)}: "
+                                               f"{[w.text for w in tagged]}")
+    languages, particles, current = [], [], next((tagged[o].language for o in owners if o >= 0), language)
+    for owner in owners:
+        if owner >= 0:
+            current = tagged[owner].language
+        languages.append(current)
+        particles.append(tagged[owner].particle if owner >= 0 else 0)
+    return codeswitch.Tagged(alignments.phone_labels(phones), languages, particles)
+
+
 def front_end(item: readers.RawItem, text: str, speaker: str, language: str, ctx: Context) -> codeswitch.Tagged:
     """Tokens of a row, each with its language and particle type: from the TextGrid's phones, from
     the row's text in its language, or word by word (``preprocess.code_switch`` or per-word tags in
     the manifest). Raises Rejected."""
     pre = ctx.config.preprocess
+    switching = pre.code_switch or item.get("word_langs") is not None or item.get("particle_tags") is not None
     if pre.alignments:
         try:
-            tokens = alignments.phone_labels(alignments.spoken_span(_textgrid(item, speaker, pre.alignments)))
+            tiers = _textgrid_tiers(item, speaker, pre.alignments)
+            phones = alignments.spoken_span(alignments.phone_tier(tiers))
+            tokens = alignments.phone_labels(phones)
+            if switching:
+                return _aligned_words(item, text, language, ctx, phones, alignments.word_tier(tiers))
         except alignments.TextGridError as exc:
             raise Rejected(cleaning.BAD_ALIGNMENT, str(exc)) from None
-    elif pre.code_switch or item.get("word_langs") is not None or item.get("particle_tags") is not None:
+    elif switching:
         try:
             words = ctx.code_switch.tag(text, language, _word_langs(item, language, ctx), item.get("particle_tags"))
         except codeswitch.TagError as exc:
@@ -186,7 +222,7 @@ def _process(item: readers.RawItem, ctx: Context) -> tuple[dict[str, Any], Optio
                     intervals, audio.trim_start_seconds, feats.n_frames, spec.frame_seconds)
             except alignments.TextGridError as exc:
                 raise Rejected(cleaning.BAD_ALIGNMENT, str(exc)) from None
-            tagged = codeswitch.Tagged.monolingual(tokens, language)
+            tagged = front_end(item, text, speaker, language, ctx)     # the same phones, with their words' tags
         else:
             tagged = front_end(item, text, speaker, language, ctx)
             tokens = tagged.tokens
