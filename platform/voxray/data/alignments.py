@@ -65,15 +65,20 @@ def parse_textgrid(text: str) -> dict[str, list[Interval]]:
     return tiers
 
 
-def phone_tier(tiers: dict[str, list[Interval]]) -> list[Interval]:
-    for name in ("phones", "phone", "Phones"):
+def _tier(tiers: dict[str, list[Interval]], kind: str) -> list[Interval]:
+    """The tier of ``kind`` ("phones", "words"): by its name, its singular or capitalised, or
+    MFA's multi-speaker "<speaker> - phones"."""
+    for name in (kind, kind.rstrip("s"), kind.capitalize()):
         if name in tiers:
             return tiers[name]
-    # MFA multi-speaker output names tiers "<speaker> - phones".
     for name, intervals in tiers.items():
-        if name.endswith("phones"):
+        if name.endswith(kind):
             return intervals
-    raise TextGridError(f"no phone tier (tiers: {sorted(tiers)})")
+    raise TextGridError(f"no {kind.rstrip('s')} tier (tiers: {sorted(tiers)})")
+
+
+def phone_tier(tiers: dict[str, list[Interval]]) -> list[Interval]:
+    return _tier(tiers, "phones")
 
 
 def spoken_span(intervals: list[Interval]) -> list[Interval]:
@@ -108,14 +113,8 @@ def phones_and_durations(
 
 
 def word_tier(tiers: dict[str, list[Interval]]) -> list[Interval]:
-    """The words tier (MFA: "words", or "<speaker> - words")."""
-    for name in ("words", "word", "Words"):
-        if name in tiers:
-            return tiers[name]
-    for name, intervals in tiers.items():
-        if name.endswith("words"):
-            return intervals
-    raise TextGridError(f"no words tier (tiers: {sorted(tiers)}): code-switching needs MFA's words")
+    """The words tier (code-switching needs MFA's words to give each phone its word's tags)."""
+    return _tier(tiers, "words")
 
 
 def phone_words(phones: list[Interval], words: list[Interval]) -> tuple[list[int], int]:
