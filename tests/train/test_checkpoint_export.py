@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -77,6 +78,13 @@ def test_exports_that_cannot_be_made_say_why(base_run, tmp_path, capsys):
     old.mkdir()
     (old / "config.yaml").write_text(open(os.path.join(base_run, "config.yaml")).read())
     assert "give it with --data" in refused(str(old), "--output", str(tmp_path / "d"))
+    # a checkpoint with a truncated file is not kept (latest is the one before)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(base_run, damaged, ignore=shutil.ignore_patterns("final", "eval", "tensorboard"))
+    last = max(kept_checkpoints(base_run))
+    shard = damaged / f"checkpoint_{last:08d}" / "ds" / "model" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert sorted(kept_checkpoints(str(damaged))) == sorted(kept_checkpoints(base_run))[:-1]
     with pytest.raises(CheckpointExportError, match="no complete checkpoint"):
         export_checkpoint(str(old), "latest", str(tmp_path / "e"), store=json.load(
             open(os.path.join(base_run, "store.json")))["store"])

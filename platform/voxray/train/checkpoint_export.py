@@ -32,15 +32,22 @@ class CheckpointExportError(ValueError):
 
 
 def kept_checkpoints(run: str) -> dict[int, str]:
-    """{step: folder} of the run's complete checkpoints (those holding their trainer state)."""
+    """{step: folder} of the run's complete checkpoints (every rank's files there, as their
+    manifests list them: ``checkpoint.problem``; older ones: holding their trainer state)."""
+    from pyarrow.fs import LocalFileSystem
+
+    from voxray.train.checkpoint import problem
+
     fs, inner = uri.filesystem(run)
     if not fs.isdir(inner):
         raise CheckpointExportError(f"{run} is not a run folder")
+    arrow = uri.pyarrow_filesystem(run) or LocalFileSystem()
     kept = {}
     for path in fs.ls(inner, detail=False):
         name = path.rstrip("/").rsplit("/", 1)[-1]
         folder = uri.join(run, name)
-        if name.startswith(PREFIX) and name[len(PREFIX):].isdigit() and uri.exists(uri.join(folder, "trainer_state.json")):
+        if name.startswith(PREFIX) and name[len(PREFIX):].isdigit() and \
+                problem(arrow, uri.filesystem(folder)[1] if uri.is_remote(folder) else folder) is None:
             kept[int(name[len(PREFIX):])] = folder
     return kept
 
