@@ -177,8 +177,10 @@ def test_cli_errors(sample_store, tmp_path, capsys):
 
 
 def test_job_configs_load():
-    for path in glob.glob(str(REPO / "jobs" / "configs" / "*.yaml")):
-        load_config(path)
+    paths = sorted(glob.glob(str(REPO / "jobs" / "configs" / "*.yaml")))
+    assert len(paths) >= 16, paths
+    for path in paths:
+        assert load_config(path).family in ("acoustic", "vocoder", "talker"), path
 
 
 def test_trains_from_and_to_s3_and_resumes(sample_store, s3_env):

@@ -29,12 +29,12 @@ def test_a_hung_collective_shows_each_ranks_stack_then_fails_at_hang_timeout(sam
     the process group's default half hour."""
     monkeypatch.setenv(HANG_ENV, "1:3")
     code = cli.main(["train", "acoustic", "--data", sample_store, "--output", str(tmp_path / "run"), *ACOUSTIC_2,
-                     "train.max_steps=20", "train.val_every=10", "train.stall_seconds=4", "train.hang_timeout=20"])
+                     "train.max_steps=20", "train.val_every=10", "train.stall_seconds=3", "train.hang_timeout=12"])
     out = capsys.readouterr()
     assert code == 2, out.err
     assert "rank 1 (pid " in out.out and "voxray/train/worker.py" in out.out and " in _hang" in out.out, out.out
     assert "rank 0 (pid " in out.out and "its training thread is in" in out.out
-    assert "a collective waited train.hang_timeout=20 s" in out.err, out.err
+    assert "a collective waited train.hang_timeout=12 s" in out.err, out.err
     assert "rank 0 after step 3 in " in out.err and "rank 1 after step 3 in " in out.err
     assert "_hang" in out.err.split("rank 1 after step 3 in ", 1)[1]
 
