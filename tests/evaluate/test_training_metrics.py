@@ -41,10 +41,11 @@ def test_validation_quality_sums_of_a_teacher_forced_batch():
     out = {"text_mask": durations == 0, "durations": durations, "log_duration": torch.log(durations + 1.0),
            "pitch": torch.zeros(2, 4), "token_pitch": torch.zeros(2, 4), "mel": mels}
     moved = {"pitch": pitch, "mels": mels, "mel_lengths": durations.sum(1)}
-    duration, tokens, f0_squares, voiced, mcd, speech = quality_sums(model, out, moved)
+    duration, tokens, f0_squares, voiced, mcd, speech, near, aligned = quality_sums(model, out, moved)
     assert (duration, tokens, f0_squares, voiced, mcd) == (0.0, 5.0, 0.0, 2.0, 0.0) and speech > 0
+    assert (near, aligned) == (0.0, 0.0)                         # given durations: no attention to judge
     out = {**out, "log_duration": torch.log(durations + 2.0), "pitch": out["pitch"] + 0.5}
-    duration, tokens, f0_squares, voiced, _, _ = quality_sums(model, out, moved)
+    duration, tokens, f0_squares, voiced, *_ = quality_sums(model, out, moved)
     assert duration / tokens == 1.0 and math.sqrt(f0_squares / voiced) == pytest.approx(0.5 * 40.0)
 
 
