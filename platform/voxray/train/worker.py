@@ -374,14 +374,22 @@ def start(loop_config: dict[str, Any], config: Config, run: str) -> Worker:
     return worker
 
 
+def _first_time(run: str, marker: str) -> bool:
+    """True the first time a drill fires in this run folder: it leaves RUN/<marker> (a restarted
+    or resumed run does not meet the same fault again)."""
+    path = uri.join(run, marker)
+    if uri.exists(path):
+        return False
+    uri.write_text(path, "")
+    return True
+
+
 def _inject_fault(run: str) -> None:
     """KILL_ENV's drill, once per run folder (a marker file there): wait until the controller has
     surely taken the last checkpoint's reports (Ray Train collects them asynchronously; a worker
     that dies right after reporting can take its checkpoint with it), then die like a lost node."""
-    marker = uri.join(run, "fault-injected")
-    if uri.exists(marker):
+    if not _first_time(run, "fault-injected"):
         return
-    uri.write_text(marker, "")
     time.sleep(5)
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -421,10 +429,8 @@ def _fill_disk(run: str, folder: str) -> None:
     checkpoint's writes fail as on a full disk."""
     import shutil
 
-    marker = uri.join(run, "fault-disk-full")
-    if uri.exists(marker):
+    if not _first_time(run, "fault-disk-full"):
         return
-    uri.write_text(marker, "")
     if shutil.disk_usage(folder).total > 256 * 2**20:
         raise RuntimeError(f"{DISK_FULL_ENV} fills only a small test filesystem; {folder} is on a larger one")
     with open(os.path.join(os.path.dirname(folder), "disk-full-drill"), "wb") as handle:
@@ -459,10 +465,8 @@ def _outgrow_memory(run: str, limit_mib: int = 192) -> None:
     """OOM_ENV's drill, once per run folder: this process moves into a memory cgroup of its own
     with room for ``limit_mib`` more MiB, then grows 8 MiB every 0.1 s (as a leak or a growing
     batch would) until the kernel's OOM killer kills it (SIGKILL)."""
-    marker = uri.join(run, "fault-oom")
-    if uri.exists(marker):
+    if not _first_time(run, "fault-oom"):
         return
-    uri.write_text(marker, "")
     folder = memory_cgroup_drill_folder()
     if folder is None:
         raise RuntimeError(f"{OOM_ENV} needs a writable memory cgroup (root)")
@@ -480,9 +484,7 @@ def _outgrow_memory(run: str, limit_mib: int = 192) -> None:
 def _hang(run: str) -> None:
     """HANG_ENV's drill, once per run folder: this rank stops making collectives (the other ranks
     wait in their next one, as when ranks disagree on how many collectives a step makes)."""
-    marker = uri.join(run, "fault-hung")
-    if uri.exists(marker):
+    if not _first_time(run, "fault-hung"):
         return
-    uri.write_text(marker, "")
     while True:
         time.sleep(1.0)
