@@ -463,7 +463,7 @@ def memory_cgroup_drill_folder() -> Optional[str]:
 
 def _outgrow_memory(run: str, limit_mib: int = 192) -> None:
     """OOM_ENV's drill, once per run folder: this process moves into a memory cgroup of its own
-    with room for ``limit_mib`` more MiB, then grows 8 MiB every 0.1 s (as a leak or a growing
+    with room for ``limit_mib`` more MiB, then grows 8 MiB every 0.25 s (as a leak or a growing
     batch would) until the kernel's OOM killer kills it (SIGKILL)."""
     if not _first_time(run, "fault-oom"):
         return
@@ -478,7 +478,7 @@ def _outgrow_memory(run: str, limit_mib: int = 192) -> None:
     held = []
     while True:
         held.append(np.ones(8 << 20, dtype=np.uint8))
-        time.sleep(0.1)
+        time.sleep(0.25)          # its last 20 % lasts ~1.2 s: two or more of the rank's 0.5 s memory samples see it
 
 
 def _hang(run: str) -> None:
