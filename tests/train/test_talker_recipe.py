@@ -19,6 +19,7 @@ from tests.conftest import REPO, TALKER_CPU_CONFIG
 from tests.train.conftest import latest_checkpoint, metrics
 from voxray import cli
 from voxray.config import load_config
+from voxray.export import read_final
 from voxray.data.store import arrow_rows, read_split
 from voxray.train.recipes import talker
 
@@ -99,6 +100,35 @@ def test_dora_adapters_fine_tune_stop_resume_and_load_on_the_base(talker_run, co
     assert cli.main(["synthesize", "--model", f"{talker_run}/final", "--adapter", str(tmp_path), "--text", "Hello.",
                      "--out", str(out)]) == 2
     assert "is not an adapter export" in capsys.readouterr().err
+
+def test_adalora_prunes_to_its_budget_survives_a_killed_rank_and_exports_merged(talker_run, codes_store, tmp_path,
+                                                                                monkeypatch):
+    """AdaLoRA from the talker's export on 2 workers at ZeRO-2: rank 1 killed after step 6, the run
+    resumes from step 4 with the allocator's state from the checkpoint and finishes; the adapters'
+    live singular values fall from lora.rank to lora.target_rank per module by the end, the
+    logged loss is the one of the uninterrupted steps, and final/ holds the merged plain talker."""
+    from voxray.train.worker import KILL_ENV
+
+    run = str(tmp_path / "adalora")
+    monkeypatch.setenv(KILL_ENV, "1:6")
+    assert cli.main(["train", "talker", "--data", codes_store, "--output", run, "--config", TALKER_CPU_CONFIG,
+                     f"finetune.init_from={talker_run}/final", "lora.rank=4", "lora.adalora=true",
+                     "lora.target_rank=1", "lora.adalora_warmup=2", "lora.adalora_final=2", "lora.adalora_interval=1",
+                     "deepspeed.zero_stage=2", "train.num_workers=2", "train.max_steps=10", "train.val_every=4",
+                     "train.log_every=2",
+                     "train.max_failures=1", "train.warmup_steps=0", "train.adapter_lr=5e-3"]) == 0
+    assert [r["step"] for r in metrics(run, "resumed")] == [4]
+    ranks = {r["step"]: r["adalora_ranks"] for r in metrics(run, "train")}
+    modules = ranks[2] / 4                                     # lora.rank live per adapted module at first
+    assert modules == int(modules) and modules >= 4, ranks
+    assert ranks[10] == modules * 1, ranks                     # lora.target_rank per module at the end
+    assert ranks[2] > ranks[6] > ranks[10], ranks
+    assert Path(latest_checkpoint(run), "extra", "adalora_model.pt").exists()
+    final = read_final(f"{run}/final", family="talker")
+    assert not any("lora_" in name for name in final.weights)     # merged into the plain weights
+    base = load_file(f"{talker_run}/final/model.safetensors")
+    assert any(not torch.equal(final.weights[k], base[k]) for k in base if ".attn.qkv." in k)
+
 
 def test_references_come_from_ref_audio_else_the_same_speaker():
     rows = [{"source": "a.wav", "ref_audio": "c.wav", "speaker_index": 0},

@@ -302,6 +302,34 @@ class LoraConfig(Strict):
                                                   "/ embedding_lr. voxray's talker: its code embeddings and heads (text "
                                                   "and speaker tables train their new rows); a pretrained one: its "
                                                   "text embeddings and heads")
+    adalora: bool = Field(False, description="AdaLoRA (peft): adapters start at lora.rank and their ranks are pruned "
+                                             "by importance to lora.target_rank per adapted module on average, "
+                                             "spent where the loss needs them; the third adapter kind of the "
+                                             "IndexTTS2 recipe. deepspeed.zero_stage <= 2 (its allocator reads and "
+                                             "masks whole adapter weights), merged export. peft's AdaLoRA adapts "
+                                             "linear layers only: voxray's own models (whose feed-forward layers are "
+                                             "kernel-1 Conv1d) adapt their attention projections")
+    target_rank: int = Field(8, ge=1, description="AdaLoRA: the mean rank per adapted module at the end (peft "
+                                                   "target_r; lora.rank is its init_r)")
+    adalora_warmup: int = Field(200, ge=0, description="AdaLoRA: steps at full rank before pruning starts (peft tinit)")
+    adalora_final: int = Field(500, ge=0, description="AdaLoRA: last steps at the final ranks, no more pruning (peft "
+                                                      "tfinal); pruning runs between, the budget falling as a cube")
+    adalora_interval: int = Field(10, ge=1, description="AdaLoRA: steps between two rank allocations (peft deltaT)")
+    orthogonality: float = Field(0.5, ge=0, description="AdaLoRA: weight of the regulariser keeping each adapter's "
+                                                       "A and B orthogonal (peft orth_reg_weight), added to the loss")
+
+    @model_validator(mode="after")
+    def _adalora(self) -> "LoraConfig":
+        if not self.adalora:
+            return self
+        if not self.rank:
+            raise ValueError("lora.adalora needs lora.rank > 0 (its starting rank)")
+        if self.dora or self.ff_rank:
+            raise ValueError("lora.adalora sets each module's rank itself: unset lora.dora and lora.ff_rank")
+        if self.target_rank > self.rank:
+            raise ValueError(f"lora.target_rank={self.target_rank} is above lora.rank={self.rank}: AdaLoRA prunes "
+                             "from lora.rank down to lora.target_rank")
+        return self
 
 
 class FinetuneConfig(Strict):

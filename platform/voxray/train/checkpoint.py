@@ -10,6 +10,8 @@ A checkpoint folder holds
   trainer_state.json      step, data position, early stopping, skipped-step counters (rank 0)
   ema/<engine>.safetensors  EMA weights of the engines that keep one (rank 0; every rank holds the
                           same full copy)
+  extra/<name>.pt         state outside the engines that a resume needs, e.g. AdaLoRA's rank
+                          allocator (rank 0; the same on every rank)
   manifest/rank_<r>.json  written last by each rank: the files of its part and their sizes
 
 Every rank reports its folder to ``ray.train.report``; Ray Train copies them all into the same
@@ -37,6 +39,7 @@ from voxray.train.ema import EMA
 
 DS_DIR = "ds"
 EMA_DIR = "ema"
+EXTRA_DIR = "extra"
 MANIFEST_DIR = "manifest"
 
 
@@ -99,8 +102,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(folder: str, *, engines: dict[str, Any], rank: int, state: TrainerState, emas: dict[str, EMA],
-         collate_rng: Optional[dict[str, Any]], trainable_only: bool) -> None:
-    """Write this rank's part of a checkpoint into the local ``folder``."""
+         collate_rng: Optional[dict[str, Any]], trainable_only: bool,
+         extras: Optional[dict[str, dict[str, Any]]] = None) -> None:
+    """Write this rank's part of a checkpoint into the local ``folder`` (``extras``: named states
+    the same on every rank, written by rank 0; ``read_extra`` reads one back)."""
     os.makedirs(os.path.join(folder, "rng"), exist_ok=True)
     for name, engine in engines.items():
         engine.save_checkpoint(os.path.join(folder, DS_DIR), tag=name, save_latest=False,
@@ -113,6 +118,9 @@ def save(folder: str, *, engines: dict[str, Any], rank: int, state: TrainerState
         for name, ema in emas.items():
             save_file({k: v.contiguous() for k, v in ema.state_dict().items()},
                       os.path.join(folder, EMA_DIR, f"{name}.safetensors"))
+        for name, extra in (extras or {}).items():
+            os.makedirs(os.path.join(folder, EXTRA_DIR), exist_ok=True)
+            torch.save(extra, os.path.join(folder, EXTRA_DIR, f"{name}.pt"))
     _write_manifest(folder, rank, state.step)
 
 
@@ -211,6 +219,12 @@ def load(folder: str, *, engines: dict[str, Any], rank: int, emas: dict[str, EMA
         collate_rng = states.get("collate")
     with open(os.path.join(folder, "trainer_state.json")) as handle:
         return TrainerState.from_json(handle.read()), collate_rng
+
+
+def read_extra(folder: str, name: str) -> Optional[dict[str, Any]]:
+    """A state ``save`` wrote under ``extras[name]``, or None when the checkpoint has none."""
+    path = os.path.join(folder, EXTRA_DIR, f"{name}.pt")
+    return torch.load(path, weights_only=False) if os.path.exists(path) else None
 
 
 def fresh_emas(folder: str, emas: dict[str, EMA]) -> list[str]:

@@ -17,6 +17,7 @@ from ray.train import DataConfig
 from voxray import uri
 from voxray.cluster import Demand, check_fit, describe_waiting, ensure_ray, say
 from voxray.config import Config, ConfigError, save_config
+from voxray.config.root import check_adalora
 from voxray.export import FINAL_DIR
 from voxray.train.data import store_datasets
 from voxray.train.engine import NonFiniteError
@@ -134,7 +135,9 @@ def steps_of_epochs(config: Config, stats: dict[str, Any], console: bool = True)
     if console:
         say(f"train.epochs={train.epochs}: max_steps={steps} ({rows} train rows / {per_step} per optimizer step, "
             f"x {train.epochs})")
-    return config.model_copy(update={"train": train.model_copy(update={"max_steps": steps})})
+    config = config.model_copy(update={"train": train.model_copy(update={"max_steps": steps})})
+    check_adalora(config, steps_known=True)
+    return config
 
 
 def useless_settings(config: Config) -> list[str]:

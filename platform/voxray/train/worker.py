@@ -34,6 +34,7 @@ from voxray import uri
 from voxray.config import Config
 from voxray.train import checkpoint as ckpt
 from voxray.train import curriculum
+from voxray.train.adalora import AdaLoraSteps
 from voxray.train.data import BatchStream, DataPosition, PrefetchedShard, frames
 from voxray.train.distributed import all_reduce_sum, init_deepspeed_distributed
 from voxray.train.ema import EMA
@@ -80,6 +81,7 @@ class Worker:
     _layer_norms: dict = field(default_factory=dict)        # engine -> layer -> norm, for the next log
     _explosions: dict = field(default_factory=dict)         # engine -> ExplosionWatch
     _clips: dict = field(default_factory=dict)              # engine -> PercentileClip
+    _adalora: dict = field(default_factory=dict)            # engine -> AdaLoraSteps (lora.adalora)
     _val_progress: Optional[tuple[str, ...]] = None
 
     @property
@@ -95,6 +97,8 @@ class Worker:
         import ray.train
 
         restored = ray.train.get_checkpoint()
+        self._adalora = {name: steps for name, engine in engines.items()
+                         if (steps := AdaLoraSteps.of(engine.module)) is not None}
         fresh: list[str] = []
         skipped: list[tuple[str, str]] = []
         if restored is not None:
@@ -103,6 +107,12 @@ class Worker:
                 fresh = ckpt.fresh_emas(folder, emas or {})
                 self.state, self._collate_rng = ckpt.load(folder, engines=engines, rank=self.rank,
                                                           emas=emas or {}, trainable_only=trainable_only)
+                for name, steps in self._adalora.items():
+                    saved = ckpt.read_extra(folder, f"adalora_{name}")
+                    if saved is None:
+                        raise ckpt.CheckpointError(f"the checkpoint of step {self.state.step} holds no AdaLoRA "
+                                                   f"allocator state for {name}: it was not trained with lora.adalora")
+                    steps.load(saved, self.device)
             self.state.restarts += 1
             self.restored = True
         else:
@@ -200,11 +210,19 @@ class Worker:
             self._send({"kind": "beat", "step": state.step})
         return not skipped
 
+    def regularised(self, total: torch.Tensor, name: str = "model") -> torch.Tensor:
+        """The loss to step on: ``total`` plus AdaLoRA's orthogonality term when the engine has one."""
+        steps = self._adalora.get(name)
+        return total if steps is None else total + steps.penalty()
+
     def before_step(self, engine, name: str = "model") -> None:
         """Between an optimizer step's backward and ``engine.step()`` (every rank): the percentile
-        clip's threshold (``train.clip=percentile``) and, when the step is a log step, each
-        layer's gradient norm (``train.layer_grad_norms``), with a warning for an exploded one."""
+        clip's threshold (``train.clip=percentile``), AdaLoRA's gradients kept for its allocator
+        and, when the step is a log step, each layer's gradient norm (``train.layer_grad_norms``),
+        with a warning for an exploded one."""
         train = self.train
+        if name in self._adalora:
+            self._adalora[name].before_step()
         if train.clip == "percentile":
             clip = self._clips.setdefault(name, PercentileClip(train.clip_percentile, train.clip_window,
                                                                train.grad_clip))
@@ -217,7 +235,10 @@ class Worker:
                           f"{norm / median:.0f}x its recent median {median:.3g} (train.clip, train.grad_clip, train.lr)")
 
     def after_step(self, engine, name: str = "model") -> None:
-        """After ``engine.step()``: the step's global norm joins the percentile clip's history."""
+        """After ``engine.step()``: AdaLoRA's rank allocation for the step, and the step's global
+        norm joins the percentile clip's history."""
+        if name in self._adalora:
+            self._adalora[name].after_step(self.state.step + 1)
         if self.train.clip == "percentile":
             from voxray.train.engine import grad_norm
 
@@ -243,6 +264,8 @@ class Worker:
         self._last_log = (step, now)
         clips = {f"clip_threshold_{name}" if len(self._clips) > 1 else "clip_threshold": clip.threshold()
                  for name, clip in self._clips.items()}
+        clips.update({f"adalora_ranks_{name}" if len(self._adalora) > 1 else "adalora_ranks": float(steps.ranks())
+                      for name, steps in self._adalora.items()})
         self.runlog.scalars(step, {**values, **scalars, **clips, "epoch": self.state.position.epoch,
                                    "skipped_steps": self.state.skipped_steps, "peak_memory_mb": self.peak_memory_mb()})
         if self._layer_norms:
@@ -283,7 +306,8 @@ class Worker:
                 _fill_disk(self.run, folder)
             try:
                 ckpt.save(folder, engines=engines, rank=self.rank, state=state, emas=emas,
-                          collate_rng=stream.rng_state(), trainable_only=trainable_only)
+                          collate_rng=stream.rng_state(), trainable_only=trainable_only,
+                          extras={f"adalora_{name}": steps.state() for name, steps in self._adalora.items()})
             except Exception as exc:
                 if not _no_space(exc, folder):
                     raise

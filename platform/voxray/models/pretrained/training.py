@@ -50,7 +50,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def build(folder: str, lora: Any, *, precision: str = "fp32", checkpointing: bool = False,
-          train_heads: bool = False, ds_config: Optional[dict[str, Any]] = None) -> TalkerModule:
+          train_heads: bool = False, ds_config: Optional[dict[str, Any]] = None,
+          total_steps: Optional[int] = None) -> TalkerModule:
     """The pretrained talker ready to train: loaded (partitioned as it loads at ZeRO-3), its
     codec frozen, activation checkpointing on request, adapters when ``lora.rank > 0`` (with the
     embeddings and output heads trained in full when ``train_heads``; else everything trains)."""
@@ -63,7 +64,8 @@ def build(folder: str, lora: Any, *, precision: str = "fp32", checkpointing: boo
             model.config.use_cache = False
         if lora.rank > 0:
             model = apply_lora(model, lora, target_modules=arch.lora_targets, feed_forward=arch.feed_forward,
-                               modules_to_save=list(arch.keep_trainable) if train_heads else None)
+                               modules_to_save=list(arch.keep_trainable) if train_heads else None,
+                               total_steps=total_steps)
             for name, parameter in model.named_parameters():       # peft unfreezes nothing of the codec; check
                 if any(f".{part}." in f".{name}" for part in arch.frozen):
                     parameter.requires_grad_(False)

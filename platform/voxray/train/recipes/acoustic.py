@@ -35,7 +35,7 @@ from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
 from voxray.train.ema import load_eval_weights, make_ema, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
-from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora
+from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora, rank_space
 from voxray.train.finetune import map_labels, merge_labels, store_labels
 from voxray.train.meter import Meter
 from voxray.train.worker import Worker, start
@@ -62,7 +62,7 @@ def search_space(config: Config) -> dict[str, Any]:
     switched = {f"loss.{name}": {"loguniform": [0.02, 2.0]} for name in ("language", "particle", "particle_prosody")
                 if getattr(config.loss, name) > 0}
     return {**SEARCH_SPACE, **switched,
-            **({"lora.rank": {"choice": [4, 8, 16, 32, 64]}} if config.finetune.init_from else {})}
+            **(rank_space(config.lora) if config.finetune.init_from else {})}
 
 
 # ---------------------------------------------------------------------------------------- plan
@@ -197,7 +197,8 @@ def build_model(plan: Plan, load_base: bool = True) -> torch.nn.Module:
             if misfit:
                 raise ValueError(f"the base model's weights do not fit this model: {misfit[:5]}")
         sizes = {key: plan.build_args[key] for key in ("vocab_size", "n_speakers", "n_languages")}
-        model = grow_and_adapt(model, sizes, plan.config.lora, LORA_TARGETS, plan.added)
+        model = grow_and_adapt(model, sizes, plan.config.lora, LORA_TARGETS, plan.added,
+                               total_steps=plan.config.train.max_steps)
     if plan.config.model.freeze_encoder:
         for name, parameter in model.named_parameters():
             if FROZEN_BY_FREEZE_ENCODER.search(name):
@@ -340,7 +341,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         parts = losses(engine, batch, config, worker.device, dtype)
         boundary = engine.is_gradient_accumulation_boundary()
         skipped_before = engine.skipped_steps
-        engine.backward(parts["total"])
+        engine.backward(worker.regularised(parts["total"]))       # + AdaLoRA's orthogonality term
         if boundary:
             worker.before_step(engine)               # percentile clip, per-layer gradient norms
         engine.step()

@@ -38,7 +38,7 @@ from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
 from voxray.train.ema import load_eval_weights, make_ema, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
-from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora
+from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora, rank_space
 from voxray.train.finetune import map_labels, merge_labels, store_labels
 from voxray.train.meter import Meter
 from voxray.train.worker import Worker, start
@@ -61,7 +61,7 @@ def search_space(config: Config) -> dict[str, Any]:
     """The sweep's default: learning rate and the sub-codebook weight; LoRA rank when fine-tuning
     (a trained talker, or a pretrained one under LoRA)."""
     lora = config.finetune.init_from or (config.model.pretrained and config.lora.rank > 0)
-    return {**SEARCH_SPACE, **({"lora.rank": {"choice": [4, 8, 16, 32, 64]}} if lora else {})}
+    return {**SEARCH_SPACE, **(rank_space(config.lora) if lora else {})}
 
 
 def tokens_and_frames(row: dict[str, Any]) -> int:
@@ -174,14 +174,16 @@ def build_model(plan: Plan, load_base: bool = True, ds_config: Optional[dict[str
         config = plan.config
         return pretrained_training.build(plan.pretrained, config.lora, precision=config.deepspeed.precision,
                                          checkpointing=config.model.checkpointing,
-                                         train_heads=config.lora.train_heads, ds_config=ds_config)
+                                         train_heads=config.lora.train_heads, ds_config=ds_config,
+                                         total_steps=config.train.max_steps)
     if plan.init_from is None:
         return talker_model.build(**plan.build_args)
     model = talker_model.build(**plan.base_build_args)
     if load_base:
         model.load_state_dict(read_final(plan.init_from).weights)
     sizes = {key: plan.build_args[key] for key in ("vocab_size", "n_speakers", "n_languages")}
-    return grow_and_adapt(model, sizes, plan.config.lora, LORA_TARGETS, plan.added, head_modules(plan))
+    return grow_and_adapt(model, sizes, plan.config.lora, LORA_TARGETS, plan.added, head_modules(plan),
+                          total_steps=plan.config.train.max_steps)
 
 
 def head_modules(plan: Plan) -> Optional[list[str]]:
@@ -367,7 +369,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         parts = losses(engine, batch, config, worker.device)
         boundary = engine.is_gradient_accumulation_boundary()
         skipped_before = engine.skipped_steps
-        engine.backward(parts["total"])
+        engine.backward(worker.regularised(parts["total"]))       # + AdaLoRA's orthogonality term
         if boundary:
             worker.before_step(engine)               # percentile clip, per-layer gradient norms
         engine.step()
