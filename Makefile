@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench corpus clean
+.PHONY: setup demo test bench corpus docs clean
 
 setup:
 	@scripts/setup.sh
@@ -39,6 +39,10 @@ bench: setup
 	$(BIN)/python benchmarks/train_acoustic.py
 	$(BIN)/python benchmarks/train_vocoder.py
 	$(BIN)/python benchmarks/train_talker.py
+
+# Regenerate docs/config.md from the config schema (tests/test_docs.py fails when it is stale).
+docs: setup
+	$(BIN)/python -c "from voxray.config.loading import reference_markdown; open('docs/config.md', 'w').write(reference_markdown())"
 
 # Regenerate the committed sample corpora (needs espeak-ng; output is byte-for-byte reproducible).
 corpus: setup

@@ -103,7 +103,7 @@ def _noisy_recording(snr_db: float) -> tuple[np.ndarray, np.ndarray]:
 def test_denoise_lowers_the_noise_floor_and_keeps_the_speech():
     """noisereduce (strength 0.8, stationary) on a recording + white noise 10 dB below its speech:
     the noise floor drops by more than 10 dB and the result is closer to the clean recording than
-    the noisy one (correlation 0.86 -> 0.93; at 20 dB SNR it falls 0.98 -> 0.97: README)."""
+    the noisy one (correlation 0.86 -> 0.93; at 20 dB SNR it falls 0.98 -> 0.97: docs/preprocessing.md)."""
     speech, noisy = _noisy_recording(10.0)
     settings = {**DEFAULTS, "sample_rate": 16000, "trim": False}
     plain = clean(wav_bytes(noisy, 16000), **settings)

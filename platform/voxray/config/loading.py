@@ -179,19 +179,57 @@ def save_config(config: Config, path: str) -> None:
     uri.write_text(path, to_yaml(config))
 
 
-def describe(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """One line per key of a config type: ``key = default  # meaning [bounds]``."""
-    lines = []
+def entries(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default as YAML, meaning with its bounds) for every key of a config type."""
+    rows = []
     for name, field in model.model_fields.items():
         sub = _section(model, name)
         if sub is not None:
-            lines.extend(describe(sub, f"{prefix}{name}."))
+            rows.extend(entries(sub, f"{prefix}{name}."))
             continue
         bounds = [f"{op} {getattr(m, attr)}" for m in field.metadata
                   for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(m, attr)]
         default = field.get_default(call_default_factory=True)
         shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip() \
             if not isinstance(default, tuple) else yaml.safe_dump(list(default), default_flow_style=True).strip()
-        note = (field.description or "") + (f" [{', '.join(bounds)}]" if bounds else "")
-        lines.append(f"{prefix}{name} = {shown}" + (f"  # {note}" if note else ""))
-    return lines
+        choices = _choices(field.annotation)
+        bounds += [f"one of {', '.join(map(str, choices))}"] if choices and len(choices) > 1 else []
+        rows.append((f"{prefix}{name}", shown, (field.description or "") + (f" [{', '.join(bounds)}]" if bounds else "")))
+    return rows
+
+
+def _choices(annotation: Any) -> list[Any]:
+    """The values a ``Literal`` (or ``Optional[Literal]``) key takes; [] for any other type."""
+    import typing
+
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return [value for arg in typing.get_args(annotation) for value in _choices(arg)]
+    return []
+
+
+def describe(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """One line per key of a config type: ``key = default  # meaning [bounds]``."""
+    return [f"{key} = {shown}" + (f"  # {note}" if note else "") for key, shown, note in entries(model, prefix)]
+
+
+REFERENCE_HEADER = """# Config reference
+
+Generated from the schema (`platform/voxray/config/`) by `make docs`; a test fails when this file
+is out of date. Every key can be set in a YAML file (`--config FILE`) or on the command line as
+`section.key=value`; unknown keys and bad values fail before any work, naming the key.
+`voxray train FAMILY --help-config` prints the same list.
+"""
+
+
+def reference_markdown() -> str:
+    """docs/config.md: one table per family (key, default, meaning)."""
+    cell = lambda text: text.replace("|", "\\|").replace("\n", " ")        # noqa: E731
+    parts = [REFERENCE_HEADER]
+    parts.append("Families: " + ", ".join(f"[{family}](#{family})" for family in FAMILIES) + ".\n")
+    for family, cls in FAMILIES.items():
+        parts.append(f"## {family}\n\n| key | default | meaning |\n| --- | --- | --- |")
+        parts.extend(f"| `{key}` | `{cell(shown)}` | {cell(note)} |" for key, shown, note in entries(cls))
+        parts.append("")
+    return "\n".join(parts)
