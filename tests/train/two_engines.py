@@ -8,6 +8,7 @@ discriminator step then the generator step with the discriminator frozen, kill a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
 from voxray.train.engine import OptimizerSettings, build_engine, frozen, parameter_counts
 from voxray.train.meter import Meter
+from voxray.train.contract import WorkerSettings
 from voxray.train.worker import start
 
 COLUMNS = ["id", "n_frames", "mel"]
@@ -40,10 +42,18 @@ def collate(rows: list[dict[str, Any]], rng: np.random.Generator) -> torch.Tenso
     return torch.from_numpy(crops)
 
 
+@dataclass(frozen=True)
+class Plan:
+    store: str
+    run: str
+    config: Config
+
+
 def train_loop(loop_config: dict[str, Any]) -> None:
-    config: Config = loop_config["config"]
-    run, train = loop_config["run"], config.train
-    worker = start(loop_config, config, run)
+    settings = WorkerSettings.of(loop_config)
+    config, run = settings.config, settings.run
+    train = config.train
+    worker = start(settings)
     generator = nn.Sequential(nn.Linear(N_MELS, 32), nn.Tanh(), nn.Linear(32, N_MELS))
     discriminator = nn.Sequential(nn.Linear(N_MELS, 32), nn.LeakyReLU(0.1), nn.Linear(32, 1))
     ds = deepspeed_config(train, config.deepspeed, worker.world_size)
@@ -94,5 +104,4 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 def train(store: str, run: str, config: Config) -> dict[str, Any]:
     run, store = uri.absolute(run), uri.absolute(store)
     launch.open_run(run, config, store)
-    return launch.fit(train_loop, loop_config={"config": config, "run": run}, run=run, config=config,
-                      store=store, columns=COLUMNS, metric="val_l1")
+    return launch.fit(train_loop, plan=Plan(store, run, config), columns=COLUMNS, metric="val_l1")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from voxray.train.contract import StopReason
 from voxray.train.data import DataPosition
 from voxray.train.ema import EMA
 
@@ -74,16 +75,27 @@ class TrainerState:
     consecutive_skipped: int = 0
     units: float = 0                    # what the family counts as throughput (mel frames, tokens), all workers
     restarts: int = 0                   # times this run resumed from a checkpoint
-    stop_reason: str = ""               # set when early stopping, the guard or a sweep ended the run
+    stop: StopReason = StopReason.NONE  # set when early stopping, the guard or a sweep ended the run
+    stop_reason: str = ""               # the same, in words for the console and the run log
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
+        return json.dumps({**asdict(self), "stop": self.stop.value}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "TrainerState":
         data = json.loads(text)
         data["position"] = DataPosition(**data["position"])
+        data["stop"] = StopReason(data["stop"]) if "stop" in data else _legacy_stop(data.get("stop_reason", ""))
         return cls(**data)
+
+
+def _legacy_stop(text: str) -> StopReason:
+    """The stop of a trainer_state.json written before StopReason, from its words (only there)."""
+    for prefix, reason in (("early stopping", StopReason.EARLY_STOPPING), ("non-finite", StopReason.NON_FINITE),
+                           ("stopped by the sweep", StopReason.SCHEDULER)):
+        if text.startswith(prefix):
+            return reason
+    return StopReason.NONE
 
 
 def _rng_state() -> dict[str, Any]:

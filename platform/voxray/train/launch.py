@@ -18,6 +18,7 @@ from voxray import uri
 from voxray.cluster import Demand, check_fit, describe_waiting, ensure_ray, say
 from voxray.config import Config, ConfigError, save_config
 from voxray.config.root import check_adalora
+from voxray.train.contract import Recipe, WorkerSettings
 from voxray.export import FINAL_DIR
 from voxray.train.data import store_datasets
 from voxray.train.engine import NonFiniteError
@@ -216,10 +217,10 @@ def demand(config: Config) -> Demand:
     return Demand(workers=train.num_workers, per_worker=per_worker, data_cpus=train.data_cpus)
 
 
-def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, Any], run: str, config: Config,
-        store: str, columns: list[str], metric: str, callbacks: Optional[list] = None,
-        console: bool = True) -> dict[str, Any]:
-    """Train (or resume) ``train_loop`` on Ray Train workers over the store's train/val splits;
+def fit(train_loop: Callable[[dict[str, Any]], None], *, plan: Any, columns: list[str], metric: str,
+        gate: Any = None, callbacks: Optional[list] = None, console: bool = True) -> dict[str, Any]:
+    """Train (or resume) ``train_loop`` on Ray Train workers over the store's train/val splits
+    (``plan.store``, into ``plan.run``, by ``plan.config``); each worker gets a ``WorkerSettings``;
     best-k checkpoints by ``metric`` (lower is better). Returns a summary; raises TrainingError,
     NonFiniteError, ClusterFitError. ``callbacks`` are Ray Train callbacks (a sweep's reporter);
     ``console`` prints the run's progress lines here (a sweep's trials do not)."""
@@ -227,6 +228,7 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Queue
 
+    run, config, store = plan.run, plan.config, plan.store
     train = config.train
     needs = demand(config)
     ensure_ray(cpus=needs.total()["CPU"])
@@ -235,12 +237,11 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
         say(f"warning: {warning}")
     for note in useless_settings(config) if console else []:
         say(f"warning: {note}")
-    printer = None
+    printer, queue = None, None
     if console:
         from voxray.train.console import Console
 
         queue = Queue(actor_options={"num_cpus": 0})       # never waits for a CPU the run needs
-        loop_config = {**loop_config, "console": queue}
         printer = Console(queue, train.stall_seconds, describe_waiting, memory_advice=memory_advice(config)).start()
         callbacks = [*(callbacks or []), _failure_callback(queue)]
     storage_path, name, filesystem = uri.ray_storage(run)
@@ -249,7 +250,8 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
     trainer = TorchTrainer(
         train_loop,
         torch_config=TorchConfig(timeout_s=train.hang_timeout),     # a hung collective fails, named
-        train_loop_config={**loop_config, "metric": metric, "storage_env": env},
+        train_loop_config={WorkerSettings.KEY: WorkerSettings(plan=plan, metric=metric, gate=gate, console=queue,
+                                                              storage_env=env)},
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
                                      resources_per_worker=needs.per_worker),
         run_config=RunConfig(
@@ -278,29 +280,29 @@ def fit(train_loop: Callable[[dict[str, Any]], None], *, loop_config: dict[str, 
             "best": [(c.path, m.get(metric), m.get("step")) for c, m in (result.best_checkpoints or [])]}
 
 
-def checkpoint_metric(recipe, config: Config) -> tuple[str, str]:
+def checkpoint_metric(recipe: Recipe, config: Config) -> tuple[str, str]:
     """(the metric that ranks checkpoints and stops early, its console label): ``train.checkpoint_metric``
-    when set, else the recipe's ``METRIC``; an error naming the recipe's ``METRICS`` otherwise."""
-    name = config.train.checkpoint_metric or recipe.METRIC
-    if name not in recipe.METRICS:
-        raise ConfigError(f"train.checkpoint_metric={name!r}: the {recipe.FAMILY} family validates "
-                          f"{', '.join(recipe.METRICS)}")
-    return name, recipe.METRIC_LABEL if name == recipe.METRIC else name.replace("_", " ")
+    when set, else the recipe's ``metric``; an error naming the recipe's ``metrics`` otherwise."""
+    name = config.train.checkpoint_metric or recipe.metric
+    if name not in recipe.metrics:
+        raise ConfigError(f"train.checkpoint_metric={name!r}: the {recipe.family} family validates "
+                          f"{', '.join(recipe.metrics)}")
+    return name, recipe.metric_label if name == recipe.metric else name.replace("_", " ")
 
 
-def fit_recipe(recipe, plan: Any, *, columns: list[str], callbacks: Optional[list] = None, gate: Any = None,
+def fit_recipe(recipe: Recipe, plan: Any, *, callbacks: Optional[list] = None, gate: Any = None,
                console: bool = True) -> dict[str, Any]:
     """A recipe's ``train_loop`` on Ray Train with its plan (``plan.run``, ``plan.store``,
     ``plan.config``), ranked by ``checkpoint_metric``; then, with ``train.evaluate_at_end``, the
     final model evaluated on the test split into ``RUN/eval/``."""
     metric, label = checkpoint_metric(recipe, plan.config)
-    summary = fit(recipe.train_loop, loop_config={"plan": plan, "gate": gate}, run=plan.run, config=plan.config,
-                  store=plan.store, columns=columns, metric=metric, callbacks=callbacks, console=console)
+    summary = fit(recipe.train_loop, plan=plan, columns=recipe.columns(plan), metric=metric, gate=gate,
+                  callbacks=callbacks, console=console)
     summary["metric_label"] = label
     if plan.config.train.export_best:
         summary["best_export"] = export_best(plan.run, plan.store, console)
     if plan.config.train.evaluate_at_end:
-        summary["evaluation"] = evaluate_final(recipe.FAMILY, plan.store, plan.run, plan.config, console)
+        summary["evaluation"] = evaluate_final(recipe.family, plan.store, plan.run, plan.config, console)
     return summary
 
 

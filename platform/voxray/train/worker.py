@@ -1,6 +1,6 @@
 """The worker side of every training run: what a recipe's loop needs from Ray Train, in one place.
 
-    worker = start(loop_config)                     # distributed set-up, device, seeds
+    worker = start(WorkerSettings.of(loop_config))  # distributed set-up, device, seeds
     worker.restore(engines, emas)                   # latest checkpoint, if Ray Train has one
     stream = worker.train_stream(collate, ...)      # this rank's shard, resumed where it was
     while worker.training():
@@ -35,6 +35,7 @@ from voxray.config import Config
 from voxray.train import checkpoint as ckpt
 from voxray.train import curriculum
 from voxray.train.adalora import AdaLoraSteps
+from voxray.train.contract import StopReason, WorkerSettings
 from voxray.train.data import BatchStream, DataPosition, PrefetchedShard, frames
 from voxray.train.distributed import all_reduce_sum, init_deepspeed_distributed
 from voxray.train.ema import EMA
@@ -182,7 +183,7 @@ class Worker:
     # ------------------------------------------------------------------------------- loop
 
     def training(self) -> bool:
-        return self.state.step < self.train.max_steps and not self.state.stop_reason
+        return self.state.step < self.train.max_steps and self.state.stop is StopReason.NONE
 
     def count_step(self, skipped: bool) -> bool:
         """Count one optimizer step; True when it was applied (update the EMA), False when the
@@ -193,7 +194,7 @@ class Worker:
             state.skipped_steps += 1
             state.consecutive_skipped += 1
             if state.consecutive_skipped >= self.train.max_nonfinite_steps:
-                state.stop_reason = (f"non-finite: {state.consecutive_skipped} optimizer steps in a row had a "
+                state.stop, state.stop_reason = StopReason.NON_FINITE, (f"non-finite: {state.consecutive_skipped} optimizer steps in a row had a "
                                      f"non-finite loss or gradient (last at step {state.step}; "
                                      f"train.max_nonfinite_steps={self.train.max_nonfinite_steps})")
         else:
@@ -249,7 +250,7 @@ class Worker:
 
     def validation_due(self) -> bool:
         """Every ``train.val_every`` steps and at the last one (not after the guard stopped the run)."""
-        return not self.state.stop_reason and (self.due(self.train.val_every)
+        return self.state.stop is StopReason.NONE and (self.due(self.train.val_every)
                                                or self.state.step == self.train.max_steps)
 
     def log(self, values: dict[str, float], **scalars: float) -> None:
@@ -292,7 +293,7 @@ class Worker:
         state, value = self.state, metrics[self.metric]
         improved = value < self._stopper.best - self._stopper.min_delta
         if self._stopper.update(value):
-            state.stop_reason = (f"early stopping: {self.metric} did not improve by {self.train.min_delta} for "
+            state.stop, state.stop_reason = StopReason.EARLY_STOPPING, (f"early stopping: {self.metric} did not improve by {self.train.min_delta} for "
                                  f"{self.train.patience} validations (best {self._stopper.best:.4f})")
         state.position = stream.position
         state.early_stopping = {"best": self._stopper.best, "bad_validations": self._stopper.bad_validations}
@@ -318,12 +319,12 @@ class Worker:
                               "skipped_steps": state.skipped_steps, "restarts": state.restarts},
                              checkpoint=Checkpoint.from_directory(folder),
                              checkpoint_dir_name=f"checkpoint_{state.step:08d}")
-        if self.gate is not None and state.step < self.train.max_steps and not state.stop_reason:
+        if self.gate is not None and state.step < self.train.max_steps and state.stop is StopReason.NONE:
             # In a sweep, wait for the scheduler's decision on this validation: a trial it
             # stops halts here, at the rung, instead of training on until the stop lands.
             stop = self.gate.should_stop(state.step) if self.rank == 0 else False
             if all_reduce_sum([float(stop)], self.device)[0] > 0:
-                state.stop_reason = f"{SCHEDULER_STOP} at step {state.step}"
+                state.stop, state.stop_reason = StopReason.SCHEDULER, f"{SCHEDULER_STOP} at step {state.step}"
 
     # -------------------------------------------------------------------------------- end
 
@@ -336,17 +337,17 @@ class Worker:
             self.watch.stop()
         if self.runlog is None:
             return
-        if state.stop_reason.startswith("non-finite"):
+        if state.stop is StopReason.NON_FINITE:
             self._event("aborted", reason=state.stop_reason)
             uri.write_text(uri.join(self.run, ABORTED_FILE),
                            json.dumps({"step": state.step, "reason": state.stop_reason}))
-        elif state.stop_reason.startswith(SCHEDULER_STOP):
+        elif state.stop is StopReason.SCHEDULER:
             self._event("stopped", reason=state.stop_reason)
         else:
             self._event("finished", reason=state.stop_reason or "max_steps", skipped_steps=state.skipped_steps)
             export()
         self.runlog.close()
-        if self.gate is not None and state.stop_reason.startswith(SCHEDULER_STOP):
+        if self.gate is not None and state.stop is StopReason.SCHEDULER:
             self.gate.recorded()             # the sweep's driver holds Tune's stop until now
 
     def warn(self, text: str) -> None:
@@ -367,12 +368,13 @@ class Worker:
             self.console = None
 
 
-def start(loop_config: dict[str, Any], config: Config, run: str) -> Worker:
+def start(settings: WorkerSettings) -> Worker:
     """This process as a rank of the run: storage variables, DeepSpeed on Ray Train's process
     group, the device, and the same initial weights on every rank (seeded before model build)."""
     import ray.train
 
-    os.environ.update(loop_config.get("storage_env") or {})
+    config, run = settings.config, settings.run
+    os.environ.update(settings.storage_env)
     context = ray.train.get_context()
     rank, local_rank, world_size = context.get_world_rank(), context.get_local_rank(), context.get_world_size()
     init_deepspeed_distributed(rank, local_rank, world_size)
@@ -383,10 +385,10 @@ def start(loop_config: dict[str, Any], config: Config, run: str) -> Worker:
         device = ray.train.torch.get_device()
         torch.cuda.set_device(device)
     torch.manual_seed(config.train.seed)
-    worker = Worker(run=run, config=config, metric=loop_config["metric"], family=config.family, rank=rank,
-                    local_rank=local_rank, world_size=world_size, device=device, gate=loop_config.get("gate"),
-                    console=loop_config.get("console"))
-    queue = loop_config.get("console")
+    worker = Worker(run=run, config=config, metric=settings.metric, family=config.family, rank=rank,
+                    local_rank=local_rank, world_size=world_size, device=device, gate=settings.gate,
+                    console=settings.console)
+    queue = settings.console
     if queue is not None:                    # every rank: its stack when no step comes (a sweep has no console)
         def send(record: dict[str, Any]) -> None:
             try:

@@ -15,7 +15,6 @@ its upstream layout (``save_pretrained``; peft's adapter folder with ``finetune.
 
 from __future__ import annotations
 
-import sys
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -41,6 +40,7 @@ from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, para
 from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora, rank_space
 from voxray.train.finetune import map_labels, merge_labels, store_labels
 from voxray.train.meter import Meter
+from voxray.train.contract import Recipe, WorkerSettings
 from voxray.train.worker import Worker, start
 
 FAMILY = "talker"
@@ -338,9 +338,10 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model)
 
 def train_loop(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: setup -> restore -> loop (step, log, validate + checkpoint) -> export."""
-    plan: Plan = loop_config["plan"]
+    settings = WorkerSettings.of(loop_config)
+    plan: Plan = settings.plan
     config, train = plan.config, plan.config.train
-    worker = start(loop_config, config, plan.run)
+    worker = start(settings)
     ds_config = deepspeed_config(train, config.deepspeed, worker.world_size)
     model = build_model(plan, ds_config=ds_config).to(worker.device)
     ema = make_ema(model, train.ema_decay)
@@ -464,9 +465,7 @@ def export_checkpoint(plan: Plan, checkpoint: str, step: int, metrics: dict[str,
 
 # ------------------------------------------------------------------------------------ driver
 
-def train(store: str, run: str, config: Config, callbacks: Optional[list] = None, gate: Any = None,
-          console: bool = True) -> dict[str, Any]:
-    """Train (or resume) on Ray; returns a summary. ``callbacks`` and ``gate`` come from a sweep."""
-    plan = prepare(store, run, config)
-    return launch.fit_recipe(sys.modules[__name__], plan, columns=columns(plan.config), callbacks=callbacks, gate=gate,
-                             console=console)
+RECIPE = Recipe(family=FAMILY, metric=METRIC, metric_label=METRIC_LABEL, metrics=METRICS, prepare=prepare,
+                columns=lambda plan: columns(plan.config), train_loop=train_loop, search_space=search_space,
+                export_checkpoint=export_checkpoint)
+train = RECIPE.train            # the family's entry point: train(store, run, config, callbacks, gate, console)

@@ -10,7 +10,6 @@ discriminator of that run's latest checkpoint); train it on a store of predicted
 
 from __future__ import annotations
 
-import sys
 import glob
 import os
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from voxray.train.distributed import all_reduce_sum
 from voxray.train.ema import load_eval_weights, make_ema, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, frozen, grad_norm, parameter_counts
 from voxray.train.meter import Meter
+from voxray.train.contract import Recipe, WorkerSettings
 from voxray.train.worker import Worker, start
 
 FAMILY = "vocoder"
@@ -226,9 +226,10 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, generator: 
 def train_loop(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: setup -> restore -> loop (discriminator step, generator step, log,
     validate + checkpoint) -> export."""
-    plan: Plan = loop_config["plan"]
+    settings = WorkerSettings.of(loop_config)
+    plan: Plan = settings.plan
     config, train, spec = plan.config, plan.config.train, plan.config.audio
-    worker = start(loop_config, config, plan.run)
+    worker = start(settings)
     generator, discriminator = build_models(plan)
     generator, discriminator = generator.to(worker.device), discriminator.to(worker.device)
     ema = make_ema(generator, train.ema_decay)
@@ -300,9 +301,7 @@ def export_checkpoint(plan: Plan, checkpoint: str, step: int, metrics: dict[str,
 
 # ------------------------------------------------------------------------------------ driver
 
-def train(store: str, run: str, config: Config, callbacks: Optional[list] = None, gate: Any = None,
-          console: bool = True) -> dict[str, Any]:
-    """Train (or resume) on Ray; returns a summary."""
-    plan = prepare(store, run, config)
-    return launch.fit_recipe(sys.modules[__name__], plan, columns=COLUMNS, callbacks=callbacks, gate=gate,
-                             console=console)
+RECIPE = Recipe(family=FAMILY, metric=METRIC, metric_label=METRIC_LABEL, metrics=METRICS, prepare=prepare,
+                columns=lambda plan: COLUMNS, train_loop=train_loop, search_space=search_space,
+                export_checkpoint=export_checkpoint)
+train = RECIPE.train            # the family's entry point: train(store, run, config, callbacks, gate, console)
