@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from voxray import cli
 from voxray.cli import main
 from tests.conftest import SAMPLE, make_ljspeech, sample_lines
 
@@ -77,3 +78,24 @@ def test_help_config_lists_every_key_with_default_and_meaning(capsys):
     assert "train.betas = [0.9, 0.98]  # AdamW betas" in lines
     assert "train.max_steps = 2000  # optimizer steps (replaced by epochs when that is set) [>= 1]" in lines
     assert all("  # " in line for line in lines)
+
+
+def test_one_error_path_a_user_error_is_one_line_and_a_bug_its_traceback(monkeypatch, capsys):
+    """Every command goes through main's one error-to-exit path: a user's error (a named error
+    type, a ValueError, a missing file) is one line and status 2; anything else, a bare
+    RuntimeError among them, is a bug and propagates with its traceback."""
+    from voxray.tune.sweep import SweepError
+
+    def failing(exc):
+        def command(args):
+            raise exc
+        return command
+
+    argv = ["export", "RUN", "--checkpoint", "best", "--output", "OUT"]
+    for exc in (ValueError("bad value"), FileNotFoundError("no such run"), SweepError("no trial reported")):
+        monkeypatch.setitem(cli.COMMANDS, "export", failing(exc))
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err.strip() == f"voxray export: error: {exc}"
+    monkeypatch.setitem(cli.COMMANDS, "export", failing(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(argv)

@@ -176,21 +176,12 @@ class UsageError(Exception):
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from voxray.data.pipeline import OutputError, preprocess
-    from voxray.data.readers import InputError
+    from voxray.data.pipeline import preprocess
 
     flags = [f"preprocess.{key}={value}" for key, value in (("max_rows", args.max_rows), ("val_input", args.val_input))
              if value is not None]
     config = load_config(args.config, args.overrides + flags)
-    try:
-        stats = preprocess(args.input, args.output, config, fmt=args.format)
-    except (InputError, OutputError) as exc:
-        print(f"voxray preprocess: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nvoxray preprocess: interrupted; finished tasks are kept: run the same command again to "
-              "continue", file=sys.stderr)
-        return 130
+    stats = preprocess(args.input, args.output, config, fmt=args.format)
     splits = ", ".join(f"{name} {s['utterances']} ({s['audio_seconds']:.1f} s)"
                        for name, s in stats["splits"].items())
     print(f"\nfeature store: {args.output}")
@@ -218,20 +209,11 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from voxray.cluster import ClusterFitError
-    from voxray.train.engine import NonFiniteError
-    from voxray.train.launch import TrainingError
     from voxray.train.recipes import recipe
 
     _require(args, "data", "output")
     config = load_config(args.config, args.overrides, family=args.family)
-    try:
-        summary = recipe(args.family).train(args.data, args.output, config)
-    except (FileNotFoundError, ValueError, TrainingError, NonFiniteError, ClusterFitError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        print(f"voxray train: error: {exc}", file=sys.stderr)
-        return 2
+    summary = recipe(args.family).train(args.data, args.output, config)
     metric, label = summary["metric"], summary["metric_label"]
     print(f"\nrun: {summary['run']}")
     print(f"  step {summary['step']}, {label} {summary[metric]:.4f}")
@@ -253,13 +235,7 @@ def _tune(args: argparse.Namespace) -> int:
 
     _require(args, "data", "output", "trials")
     config = load_config(args.config, args.overrides, family=args.family)
-    try:
-        summary = tune(args.data, args.output, args.trials, config, args.search_space)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        print(f"voxray tune: error: {exc}", file=sys.stderr)
-        return 2
+    summary = tune(args.data, args.output, args.trials, config, args.search_space)
     metric, label = summary["metric"], summary["metric_label"]
     print(f"\nsweep: {summary['sweep']}  ({summary['space']})")
     for row in summary["trials"]:
@@ -272,12 +248,8 @@ def _tune(args: argparse.Namespace) -> int:
 def _predict_mels(args: argparse.Namespace) -> int:
     from voxray.predict_mels import predict_mels
 
-    try:
-        rows = predict_mels(args.model, args.data, args.output, batch_size=args.batch_size, actors=args.actors,
-                            use_gpu=args.gpu, overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"voxray predict-mels: error: {exc}", file=sys.stderr)
-        return 2
+    rows = predict_mels(args.model, args.data, args.output, batch_size=args.batch_size, actors=args.actors,
+                        use_gpu=args.gpu, overwrite=args.overwrite)
     print(f"\nfeature store with predicted mels: {args.output}")
     print("  " + ", ".join(f"{split} {count}" for split, count in rows.items()) + " rows")
     print(f"  fine-tune a vocoder on it: voxray train vocoder --data {args.output} --output ... "
@@ -288,26 +260,22 @@ def _predict_mels(args: argparse.Namespace) -> int:
 def _codec(args: argparse.Namespace) -> int:
     from voxray.codec import fit
 
-    try:
-        match args.action:
-            case "fit":
-                report = fit.fit(args.data, args.output, load_config(args.config, args.overrides))
-                print(f"\ncodec: {args.output}  ({report['vectors']:,} stacked frames, {report['steps']} steps)")
-                by_levels = report.get("val_mel_l1_by_codebooks", {})
-                print("  val mel L1 by codebooks used: " + ", ".join(f"{k}: {v:.4f}" for k, v in by_levels.items()))
-                print("  val codebook usage (used / perplexity): " + ", ".join(
-                    f"{u['used']}/{u['perplexity']:.0f}" for u in report.get("val_usage", [])))
-            case "encode":
-                result = fit.encode(args.codec, args.data, args.output, reconstruct_mels=args.reconstruct_mels,
-                                    actors=args.actors, overwrite=args.overwrite, use_gpu=args.gpu)
-                print(f"\nfeature store with codes: {args.output}  ({result['n_codebooks']} x {result['codebook_size']} "
-                      f"at {result['frame_rate']:g} Hz; {result['code_frames']:,} code frames)")
-                print("  " + ", ".join(f"{split} {count}" for split, count in result["rows"].items()) + " rows")
-            case "decode":
-                return _decode(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"voxray codec {args.action}: error: {exc}", file=sys.stderr)
-        return 2
+    match args.action:
+        case "fit":
+            report = fit.fit(args.data, args.output, load_config(args.config, args.overrides))
+            print(f"\ncodec: {args.output}  ({report['vectors']:,} stacked frames, {report['steps']} steps)")
+            by_levels = report.get("val_mel_l1_by_codebooks", {})
+            print("  val mel L1 by codebooks used: " + ", ".join(f"{k}: {v:.4f}" for k, v in by_levels.items()))
+            print("  val codebook usage (used / perplexity): " + ", ".join(
+                f"{u['used']}/{u['perplexity']:.0f}" for u in report.get("val_usage", [])))
+        case "encode":
+            result = fit.encode(args.codec, args.data, args.output, reconstruct_mels=args.reconstruct_mels,
+                                actors=args.actors, overwrite=args.overwrite, use_gpu=args.gpu)
+            print(f"\nfeature store with codes: {args.output}  ({result['n_codebooks']} x {result['codebook_size']} "
+                  f"at {result['frame_rate']:g} Hz; {result['code_frames']:,} code frames)")
+            print("  " + ", ".join(f"{split} {count}" for split, count in result["rows"].items()) + " rows")
+        case "decode":
+            return _decode(args)
     return 0
 
 
@@ -318,7 +286,7 @@ def _decode(args: argparse.Namespace) -> int:
     from voxray.codec import load_codec, precomputed
     from voxray.data.derive import read_stats
     from voxray.data.store import arrow_rows, read_split
-    from voxray.synthesize import SynthesisError, codes_to_audio, load_vocoder, write_wav
+    from voxray.synthesize import codes_to_audio, load_vocoder, write_wav
 
     spec = AudioSpec(**read_stats(args.data)["audio_spec"])
     rows = [row for split in ("train", "val", "test")
@@ -327,10 +295,7 @@ def _decode(args: argparse.Namespace) -> int:
     if not rows or rows[0]["audio_codes"] is None:
         raise ValueError(f"{args.data} has no utterance {args.id!r} with audio_codes")
     codec = precomputed(args.data) if args.codec == "precomputed" else load_codec(args.codec)
-    try:
-        vocoder = load_vocoder(args.vocoder, spec) if args.vocoder else None
-    except SynthesisError as exc:
-        raise ValueError(str(exc)) from None
+    vocoder = load_vocoder(args.vocoder, spec) if args.vocoder else None
     audio = codes_to_audio(codec, np.asarray(rows[0]["audio_codes"]), vocoder, spec, int(rows[0]["n_frames"]))
     write_wav(args.out, audio, spec.sample_rate)
     through = f"vocoder {args.vocoder}" if vocoder else "Griffin-Lim"
@@ -348,15 +313,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         if not language or not folder:
             raise UsageError(f"--asr {item}: expected LANG=DIR, e.g. --asr fa=/models/pocketsphinx-fa")
         asr[language] = folder
-    try:
-        summary = evaluate(args.data, args.output, model=args.model, vocoder=args.vocoder, audio=args.audio,
-                           split=args.split, limit=args.limit, asr=asr, speaker_encoder=args.speaker_encoder,
-                           actors=args.actors, batch_size=args.batch_size, seed=args.seed, use_gpu=args.gpu,
-                           overwrite=args.overwrite, phase=args.phase, target_overrides=args.target,
-                           particle_table=args.particle_table)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"voxray evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    summary = evaluate(args.data, args.output, model=args.model, vocoder=args.vocoder, audio=args.audio,
+                       split=args.split, limit=args.limit, asr=asr, speaker_encoder=args.speaker_encoder,
+                       actors=args.actors, batch_size=args.batch_size, seed=args.seed, use_gpu=args.gpu,
+                       overwrite=args.overwrite, phase=args.phase, target_overrides=args.target,
+                       particle_table=args.particle_table)
     print(f"\nevaluation: {args.output}  ({summary['mode']}, {summary['split']} split, {summary['utterances']} "
           f"utterances, {summary['failed']} failed, {summary['wall_seconds']:.0f} s)")
     for name, value in summary["metrics"].items():
@@ -370,17 +331,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _speak(args: argparse.Namespace) -> int:
-    from voxray.synthesize import SynthesisError, load_talker, load_vocoder, speak, write_wav
+    from voxray.synthesize import load_talker, load_vocoder, speak, write_wav
 
-    try:
-        voice = load_talker(args.model, args.codec, args.adapter)
-        vocoder = load_vocoder(args.vocoder, voice.final.audio_spec) if args.vocoder else None
-        audio, codes, ended = speak(voice, args.text, speaker=args.speaker, language=args.language, vocoder=vocoder,
-                                    ref_audio=args.ref_audio, ref_text=args.ref_text, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                    max_length_factor=args.max_length_factor, seed=args.seed)
-    except (FileNotFoundError, SynthesisError) as exc:
-        print(f"voxray synthesize: error: {exc}", file=sys.stderr)
-        return 2
+    voice = load_talker(args.model, args.codec, args.adapter)
+    vocoder = load_vocoder(args.vocoder, voice.final.audio_spec) if args.vocoder else None
+    audio, codes, ended = speak(voice, args.text, speaker=args.speaker, language=args.language, vocoder=vocoder,
+                                ref_audio=args.ref_audio, ref_text=args.ref_text, temperature=args.temperature,
+                                top_k=args.top_k, top_p=args.top_p, max_length_factor=args.max_length_factor,
+                                seed=args.seed)
     rate = voice.final.audio_spec.sample_rate
     write_wav(args.out, audio, rate)
     through = f"vocoder {args.vocoder}" if vocoder else "the codec's own decoder or Griffin-Lim"
@@ -390,12 +348,10 @@ def _speak(args: argparse.Namespace) -> int:
 
 
 def _model_family(final: str) -> Optional[str]:
-    import json
+    from voxray.export import read_manifest
 
-    from voxray import uri
-
-    path = uri.join(final, "model.json")
-    return json.loads(uri.read_text(path)).get("family") if uri.exists(path) else None
+    manifest = read_manifest(final)
+    return manifest.get("family") if manifest else None
 
 
 def _synthesize(args: argparse.Namespace) -> int:
@@ -406,17 +362,11 @@ def _synthesize(args: argparse.Namespace) -> int:
     given = [flag for flag, value in (("--ref-audio", args.ref_audio), ("--ref-text", args.ref_text),
                                       ("--codec", args.codec)) if value]
     if given:
-        print(f"voxray synthesize: error: {', '.join(given)}: for talker models; {args.model} is not one",
-              file=sys.stderr)
-        return 2
-    try:
-        voice = load_voice(args.model, args.adapter)
-        vocoder = load_vocoder(args.vocoder, voice.final.audio_spec) if args.vocoder else None
-        audio, mel = synthesize(voice, args.text, speaker=args.speaker, language=args.language, pace=args.pace,
-                                vocoder=vocoder)
-    except (FileNotFoundError, SynthesisError) as exc:
-        print(f"voxray synthesize: error: {exc}", file=sys.stderr)
-        return 2
+        raise SynthesisError(f"{', '.join(given)}: for talker models; {args.model} is not one")
+    voice = load_voice(args.model, args.adapter)
+    vocoder = load_vocoder(args.vocoder, voice.final.audio_spec) if args.vocoder else None
+    audio, mel = synthesize(voice, args.text, speaker=args.speaker, language=args.language, pace=args.pace,
+                            vocoder=vocoder)
     rate = voice.final.audio_spec.sample_rate
     write_wav(args.out, audio, rate)
     through = f"vocoder {args.vocoder}" if vocoder else "Griffin-Lim"
@@ -427,11 +377,7 @@ def _synthesize(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from voxray.train.checkpoint_export import export_checkpoint
 
-    try:
-        done = export_checkpoint(args.run, args.checkpoint, args.output, store=args.data)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"voxray export: error: {exc}", file=sys.stderr)
-        return 2
+    done = export_checkpoint(args.run, args.checkpoint, args.output, store=args.data)
     value = "" if done["value"] is None else f", {done['metric']} {done['value']:.4f}"
     print(f"{done['output']}: the {done['family']} model of {done['checkpoint']} (step {done['step']}{value})")
     return 0
@@ -449,34 +395,43 @@ def main(argv: Optional[list[str]] = None) -> int:
     from voxray.uri import StorageError
 
     try:
-        match args.command:
-            case "preprocess":
-                return _preprocess(args)
-            case "train":
-                return _train(args)
-            case "tune":
-                return _tune(args)
-            case "predict-mels":
-                return _predict_mels(args)
-            case "codec":
-                return _codec(args)
-            case "synthesize":
-                return _synthesize(args)
-            case "evaluate":
-                return _evaluate(args)
-            case "export":
-                return _export(args)
+        return COMMANDS[args.command](args)
     except ConfigError as exc:
-        print(f"voxray {args.command}: config error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{_name(args)}: config error: {exc}", file=sys.stderr)
     except StorageError as exc:
-        print(f"voxray {args.command}: storage error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{_name(args)}: storage error: {exc}", file=sys.stderr)
     except UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"{exc}", file=sys.stderr)
-        return 2
-    return 1
+    except KeyboardInterrupt:
+        resumable = args.command in ("preprocess", "train", "tune")
+        print(f"\n{_name(args)}: interrupted" + ("; what finished is kept: run the same command again to continue"
+                                                 if resumable else ""), file=sys.stderr)
+        return 130
+    except user_errors() as exc:
+        print(f"{_name(args)}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+COMMANDS = {"preprocess": _preprocess, "train": _train, "tune": _tune, "predict-mels": _predict_mels,
+            "codec": _codec, "synthesize": _synthesize, "evaluate": _evaluate, "export": _export}
+
+
+def _name(args: argparse.Namespace) -> str:
+    return f"voxray {args.command}" + (f" {args.action}" if args.command == "codec" else "")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What a command reports as one line and exit status 2: a user's input, config, data or
+    cluster is wrong, or a run failed for a reason it names. Anything else is a bug and shows its
+    traceback (a bare RuntimeError among them). The types are imported here, when an error
+    happened, so that ``--help`` stays fast."""
+    from voxray.text import EspeakError
+    from voxray.train.engine import NonFiniteError
+    from voxray.train.launch import TrainingError
+    from voxray.tune.sweep import SweepError
+
+    return (FileNotFoundError, FileExistsError, ValueError, TrainingError, NonFiniteError, SweepError, EspeakError)
 
 
 if __name__ == "__main__":

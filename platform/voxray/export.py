@@ -83,12 +83,19 @@ def write_adapter(final: str, state: dict, description: dict[str, Any]) -> str:
     return folder
 
 
+def read_manifest(folder: str) -> Optional[dict[str, Any]]:
+    """An export's model.json (its family, format, shape and labels) without its weights; None
+    when ``folder`` has none."""
+    path = uri.join(folder, "model.json")
+    return json.loads(uri.read_text(path)) if uri.exists(path) else None
+
+
 def read_final(folder: str, family: Optional[str] = None) -> FinalModel:
     """The export in ``folder``; with ``family``, an error unless it holds a model of that family."""
     missing = [name for name in FILES if not uri.exists(uri.join(folder, name))]
     if missing:
         raise FileNotFoundError(f"{folder} is not a voxray model export (missing {', '.join(missing)})")
-    manifest = json.loads(uri.read_text(uri.join(folder, "model.json")))
+    manifest = read_manifest(folder)
     upstream = manifest.get("format") == TRANSFORMERS
     if not upstream and not uri.exists(uri.join(folder, "model.safetensors")):
         raise FileNotFoundError(f"{folder} is not a voxray model export (missing model.safetensors)")

@@ -29,6 +29,10 @@ from voxray.tune.space import Dimension, apply, describe, optional_space, to_tun
 TRIAL_DRIVER = {"CPU": 0.01}
 
 
+
+class SweepError(RuntimeError):
+    """A sweep that produced nothing to choose from (every trial failed before a validation)."""
+
 def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config, gated: bool,
            storage_env: dict[str, str]) -> None:
     """One trial: the training recipe with the sampled keys, reporting to Tune (and, when the
@@ -116,7 +120,7 @@ def tune(store: str, sweep: str, trials: int, base: Config, space_path: Optional
     rows = _rows(results, dimensions, base.train.max_steps, metric)
     finished = [r for r in rows if r[f"best_{metric}"] is not None]
     if not finished:
-        raise RuntimeError(f"no trial of the sweep {sweep} reported a validation; see its trials")
+        raise SweepError(f"no trial of the sweep {sweep} reported a validation; see its trials")
     best = min(finished, key=lambda r: r[f"best_{metric}"])
     best_config = apply(base, {d.key: best[d.key] for d in dimensions})
     uri.write_text(uri.join(sweep, "best.yaml"), to_yaml(best_config))
