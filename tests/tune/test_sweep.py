@@ -179,11 +179,18 @@ def test_asha_stops_a_trial_early_and_the_table_says_so(sweep):
         assert config.loss.duration == pytest.approx(float(row["loss.duration"]))
 
 
-def test_sweep_picture(sweep):
-    import matplotlib.image
+def test_sweep_picture_draws_every_trial_and_the_best(sweep):
+    from PIL import Image
 
-    image = matplotlib.image.imread(sweep["out"] / "sweep.png")
-    assert image.shape[0] > 300 and image.shape[1] > 600
+    image = Image.open(sweep["out"] / "sweep.png")
+    assert image.size[0] > 600 and image.size[1] > 300
+    drawn = json.loads(image.text["Description"])
+    rows = _read_csv(sweep["out"] / "trials.csv")
+    validated = [row for row in rows if row.get("best_val_mel") not in (None, "")]
+    assert drawn["metric"] == "val_mel" and len(drawn["trials"]) == len(validated) >= 2
+    for row in validated:           # each trial's curve reaches its best validation
+        assert min(drawn["trials"][row["trial"]]) == pytest.approx(float(row["best_val_mel"]), rel=1e-6)
+    assert drawn["best"] == pytest.approx(min(float(row["best_val_mel"]) for row in validated), rel=1e-6)
 
 
 def test_best_yaml_is_the_best_trial_and_trains(sweep, sample_store, tmp_path):

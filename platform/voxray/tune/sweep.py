@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from typing import Any, Optional
 
@@ -169,7 +170,8 @@ def _csv(rows: list[dict[str, Any]], dimensions: list[Dimension], metric: str) -
 
 
 def _plot(results, metric: str) -> bytes:
-    """The metric of every trial over wall time, best so far highlighted."""
+    """The metric of every trial over wall time, best so far highlighted; the PNG's Description
+    holds what was drawn (each trial's values and the best), so a reader or a test can check it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,6 +202,7 @@ def _plot(results, metric: str) -> bytes:
     axes.legend(fontsize=7, ncol=2)
     buffer = io.BytesIO()
     figure.tight_layout()
-    figure.savefig(buffer, format="png")
+    plotted = {"metric": metric, "trials": {name: values for name, _, values in curves}, "best": ys[-1] if ys else None}
+    figure.savefig(buffer, format="png", metadata={"Description": json.dumps(plotted)})   # the picture's own data
     plt.close(figure)
     return buffer.getvalue()
