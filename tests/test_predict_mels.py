@@ -1,6 +1,6 @@
 import pytest
 
-from voxray.predict_mels import label_maps
+from voxray.labels import label_maps
 
 
 def test_store_labels_map_to_the_models_by_name_and_unknown_ones_are_named():

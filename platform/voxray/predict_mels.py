@@ -20,30 +20,8 @@ from voxray import uri
 from voxray.audio import AudioSpec
 from voxray.data import batching, derive, store
 from voxray.export import read_final
+from voxray.labels import label_maps
 from voxray.models.acoustic import fastspeech2
-
-
-def label_maps(model_manifest: dict[str, Any], model_vocabulary: list[str], stats: dict[str, Any]
-               ) -> dict[str, list[int]]:
-    """Store index -> model index for tokens, speakers and languages, by name; an error naming
-    the labels the model never saw."""
-    def table(names: dict[str, dict]) -> list[str]:
-        return [name for name, _ in sorted(names.items(), key=lambda item: item[1]["index"])]
-
-    maps, unknown = {}, {}
-    for column, store_names, model_names in (
-            ("token_ids", list(stats["vocabulary"]), model_vocabulary),
-            ("speaker_index", table(stats["speakers"]), model_manifest["speakers"]),
-            ("language_index", table(stats["languages"]), model_manifest["languages"])):
-        position = {name: i for i, name in enumerate(model_names)}
-        missing = [name for name in store_names if name not in position]
-        if missing:
-            unknown[column] = missing
-        maps[column] = [position.get(name, 0) for name in store_names]
-    if unknown:
-        raise ValueError("the acoustic model never saw these labels of the store: "
-                         + "; ".join(f"{column}: {', '.join(map(str, names[:10]))}" for column, names in unknown.items()))
-    return maps
 
 
 class MelPredictor:

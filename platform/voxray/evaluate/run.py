@@ -237,7 +237,7 @@ def _plan(data: str, output: str, model: Optional[str], vocoder: Optional[str], 
           speaker_encoder: Optional[str], seed: int, use_gpu: bool, audio: Optional[str] = None) -> Plan:
     """Check that the models fit the store (and each other) before any actor starts."""
     from voxray.export import read_final
-    from voxray.predict_mels import label_maps
+    from voxray.labels import label_maps
     from voxray.synthesize import SynthesisError, load_vocoder
 
     if audio and (model or vocoder):

@@ -49,24 +49,6 @@ class CheckpointError(RuntimeError):
 
 
 @dataclass
-class EarlyStopping:
-    """Stop after ``patience`` validations without an improvement of at least ``min_delta``."""
-
-    patience: int
-    min_delta: float
-    best: float = float("inf")
-    bad_validations: int = 0
-
-    def update(self, value: float) -> bool:
-        """Record a validation loss; True when the run should stop."""
-        if value < self.best - self.min_delta:
-            self.best, self.bad_validations = value, 0
-        else:
-            self.bad_validations += 1
-        return self.patience > 0 and self.bad_validations >= self.patience
-
-
-@dataclass
 class TrainerState:
     step: int = 0                       # optimizer steps applied or skipped (DeepSpeed's global_steps)
     position: DataPosition = field(default_factory=DataPosition)
@@ -254,15 +236,33 @@ def evaluation_weights(folder: str, engine: str, zero_stage: int, trainable_only
     if os.path.exists(ema_file):
         state = load_file(ema_file)
         return {k[len("shadow."):]: v for k, v in state.items() if k.startswith("shadow.")}
+    return module_weights(folder, engine, zero_stage, trainable_only)
+
+
+MODEL_STATES = "mp_rank_00_model_states.pt"       # DeepSpeed's module states of an engine (ZeRO 0-2: whole)
+
+
+def module_weights(folder: str, engine: str, zero_stage: int, trainable_only: bool = False) -> dict[str, torch.Tensor]:
+    """An engine's module weights at a merged checkpoint ``folder`` (local), never its EMA:
+    DeepSpeed's module states at ZeRO 0-2, its partitioned fp32 shards gathered at ZeRO-3."""
     if zero_stage == 3:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         return get_fp32_state_dict_from_zero_checkpoint(os.path.join(folder, DS_DIR), tag=engine,
                                                         exclude_frozen_parameters=trainable_only)
-    states = os.path.join(folder, DS_DIR, engine, "mp_rank_00_model_states.pt")
+    states = os.path.join(folder, DS_DIR, engine, MODEL_STATES)
     if not os.path.exists(states):
         raise FileNotFoundError(f"{folder} holds no weights of the engine {engine!r} ({states} is missing)")
     return torch.load(states, map_location="cpu", weights_only=False)["module"]
+
+
+def latest_with_engine(run: str, engine: str) -> Optional[str]:
+    """The newest checkpoint folder of the local ``run`` that holds ``engine``'s module states
+    (ZeRO 0-2), or None."""
+    import glob
+
+    found = sorted(glob.glob(os.path.join(run, "checkpoint_*", DS_DIR, engine, MODEL_STATES)))
+    return os.path.dirname(os.path.dirname(os.path.dirname(found[-1]))) if found else None
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:

@@ -4,6 +4,7 @@ set up, and the reductions the loop needs (sums, "every worker still has a batch
 from __future__ import annotations
 
 import os
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -55,3 +56,17 @@ def all_have(have: bool, device: torch.device) -> bool:
     flag = torch.tensor([1 if have else 0], dtype=torch.int32, device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
+
+
+def aligned_batches(batches: list[Any], device: torch.device) -> Iterator[tuple[Any, bool]]:
+    """(batch, counts) pairs, as many on every rank (the most any rank has): a rank with fewer
+    repeats its first batch with ``counts`` False. ZeRO-3 gathers parameters collectively in
+    every forward, so ranks making different numbers of calls would hang."""
+    most = torch.tensor([len(batches)], device=device)
+    if is_distributed():
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    if int(most) and not batches:
+        raise RuntimeError("a rank has no validation rows while others have some (the val split is smaller "
+                           "than the number of workers)")
+    for i in range(int(most)):
+        yield (batches[i], True) if i < len(batches) else (batches[0], False)

@@ -38,6 +38,7 @@ from voxray.train.adalora import AdaLoraSteps
 from voxray.train.contract import StopReason, WorkerSettings
 from voxray.train.data import BatchStream, DataPosition, PrefetchedShard, frames
 from voxray.train.distributed import all_reduce_sum, init_deepspeed_distributed
+from voxray.train.early_stopping import EarlyStopping
 from voxray.train.ema import EMA
 from voxray.train.gradients import ExplosionWatch, PercentileClip, layer_norms, set_clip
 from voxray.train.runlog import RunLog
@@ -75,7 +76,7 @@ class Worker:
     runlog: Optional[RunLog] = None
     restored: bool = False
     _collate_rng: Optional[dict] = None
-    _stopper: Optional[ckpt.EarlyStopping] = None
+    _stopper: Optional[EarlyStopping] = None
     _last_log: tuple[int, float] = (0, 0.0)
     _last_beat: float = 0.0
     _progress: tuple[str, ...] = ()
@@ -121,7 +122,7 @@ class Worker:
             random.seed(seed)
             np.random.seed(seed)
             torch.manual_seed(seed)
-        self._stopper = ckpt.EarlyStopping(self.train.patience, self.train.min_delta, **self.state.early_stopping)
+        self._stopper = EarlyStopping(self.train.patience, self.train.min_delta, **self.state.early_stopping)
         if self.rank == 0:
             self.runlog = RunLog(self.run, resumed_step=self.state.step)
             for name, reason in skipped:
@@ -291,12 +292,12 @@ class Worker:
         from ray.train import Checkpoint
 
         state, value = self.state, metrics[self.metric]
-        improved = value < self._stopper.best - self._stopper.min_delta
+        improved = self._stopper.improves(value)
         if self._stopper.update(value):
             state.stop, state.stop_reason = StopReason.EARLY_STOPPING, (f"early stopping: {self.metric} did not improve by {self.train.min_delta} for "
                                  f"{self.train.patience} validations (best {self._stopper.best:.4f})")
         state.position = stream.position
-        state.early_stopping = {"best": self._stopper.best, "bad_validations": self._stopper.bad_validations}
+        state.early_stopping = self._stopper.state()
         if self.runlog is not None:
             self.runlog.scalars(state.step, metrics, kind="val")
             self.runlog.sync()

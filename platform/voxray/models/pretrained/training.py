@@ -3,8 +3,8 @@ takes a collated batch (what DeepSpeed wraps), built from the folder (under ZeRO
 stage 3), with peft LoRA/DoRA, and its export in the upstream layout.
 
 The run validates on the engine's own module (no second copy of a 1-2B model on every rank), so
-at ZeRO-3 every rank must make the same number of forward calls: ``aligned_batches`` pads the
-shorter ranks with repeats whose sums are dropped. The export gathers the trained weights
+at ZeRO-3 every rank must make the same number of forward calls (``train.distributed.aligned_batches`` pads the
+shorter ranks with repeats whose sums are dropped). The export gathers the trained weights
 (``gathered_state``, every rank), and rank 0 builds the plain model from the base folder, loads
 them, merges the adapters and writes ``save_pretrained``'s layout (or peft's adapter folder).
 """
@@ -15,7 +15,7 @@ import functools
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -90,24 +90,6 @@ def plain_model(module: nn.Module) -> nn.Module:
     """The upstream model with adapters merged (what the merged export saves)."""
     model = module.model if isinstance(module, TalkerModule) else module
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-
-
-def aligned_batches(batches: list[Any], device: torch.device) -> Iterator[tuple[Any, bool]]:
-    """(batch, counts) pairs, as many on every rank (the most any rank has): a rank with fewer
-    repeats its first batch with ``counts`` False. ZeRO-3 gathers parameters collectively in
-    every forward, so ranks making different numbers of calls would hang."""
-    import torch.distributed as dist
-
-    from voxray.train.distributed import is_distributed
-
-    most = torch.tensor([len(batches)], device=device)
-    if is_distributed():
-        dist.all_reduce(most, op=dist.ReduceOp.MAX)
-    if int(most) and not batches:
-        raise RuntimeError("a rank has no validation rows while others have some (the val split is smaller "
-                           "than the number of workers)")
-    for i in range(int(most)):
-        yield (batches[i], True) if i < len(batches) else (batches[0], False)
 
 
 def write_export(module: nn.Module, folder: str, *, adapter_only: bool, speakers: list[str], store: str) -> None:

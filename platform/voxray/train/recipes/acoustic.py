@@ -35,7 +35,7 @@ from voxray.train.distributed import all_reduce_sum
 from voxray.train.ema import load_eval_weights, make_ema, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
 from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora, rank_space
-from voxray.train.finetune import map_labels, merge_labels, store_labels
+from voxray.labels import map_labels, merge_labels, store_labels
 from voxray.train.meter import Meter
 from voxray.train.contract import Recipe, WorkerSettings
 from voxray.train.worker import Worker, start

@@ -34,11 +34,11 @@ from voxray.train import launch
 from voxray.train.checkpoint import evaluation_weights, load_weights
 from voxray.train.data import PrefetchedShard
 from voxray.train.deepspeed_config import deepspeed_config
-from voxray.train.distributed import all_reduce_sum
+from voxray.train.distributed import aligned_batches, all_reduce_sum
 from voxray.train.ema import load_eval_weights, make_ema, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
 from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora, rank_space
-from voxray.train.finetune import map_labels, merge_labels, store_labels
+from voxray.labels import map_labels, merge_labels, store_labels
 from voxray.train.meter import Meter
 from voxray.train.contract import Recipe, WorkerSettings
 from voxray.train.worker import Worker, start
@@ -309,7 +309,7 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model)
     k_books = plan.build_args["n_codebooks"]
     sums = torch.zeros(3 * k_books + 4)          # (CE sum, count) per codebook + text, correct per codebook, frames, tokens
     batches = list(val_shard.batches(plan.config.train.batch_size))
-    for rows, counts in (pretrained_training.aligned_batches(batches, worker.device) if plan.pretrained
+    for rows, counts in (aligned_batches(batches, worker.device) if plan.pretrained
                          else ((rows, True) for rows in batches)):
         batch = collate(plan, rows)
         out = eval_model({k: v.to(worker.device) for k, v in batch.items()})

@@ -10,7 +10,6 @@ discriminator of that run's latest checkpoint); train it on a store of predicted
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -29,7 +28,7 @@ from voxray.export import FINAL_DIR, read_final, write_final
 from voxray.losses.vocoder import adversarial_loss, discriminator_loss, feature_matching_loss, mel_l1
 from voxray.models.vocoder import build_discriminators, build_generator, generator_args
 from voxray.train import launch
-from voxray.train.checkpoint import DS_DIR, evaluation_weights, load_weights
+from voxray.train.checkpoint import evaluation_weights, latest_with_engine, load_weights, module_weights
 from voxray.train.data import PrefetchedShard
 from voxray.train.deepspeed_config import deepspeed_config
 from voxray.train.distributed import all_reduce_sum
@@ -80,8 +79,7 @@ def _latest_discriminator(final: str) -> Optional[str]:
     run = os.path.dirname(final.rstrip("/"))
     if uri.is_remote(final) or not os.path.isdir(run):
         return None
-    found = sorted(glob.glob(os.path.join(run, "checkpoint_*", DS_DIR, "discriminator", "mp_rank_00_model_states.pt")))
-    return os.path.dirname(os.path.dirname(os.path.dirname(found[-1]))) if found else None
+    return latest_with_engine(run, "discriminator")
 
 
 def prepare(store: str, run: str, config: Config, open_run: bool = True) -> Plan:
@@ -125,9 +123,7 @@ def build_models(plan: Plan) -> tuple[torch.nn.Module, torch.nn.Module]:
     if plan.init_from:
         generator.load_state_dict(read_final(plan.init_from).weights)
     if plan.discriminator_from:
-        states = torch.load(os.path.join(plan.discriminator_from, DS_DIR, "discriminator", "mp_rank_00_model_states.pt"),
-                            map_location="cpu", weights_only=False)
-        discriminator.load_state_dict(states["module"])
+        discriminator.load_state_dict(module_weights(plan.discriminator_from, "discriminator", zero_stage=0))  # 0-2: whole (the vocoder refuses ZeRO-3)
     return generator, discriminator
 
 

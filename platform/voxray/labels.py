@@ -1,6 +1,12 @@
-"""Fine-tuning's label sets, shared by the families that read text: a base model knows some
-tokens, speakers and languages; a new store may bring more. The union keeps the base's indices
-and appends the new names (their embedding rows: ``voxray.models.adapters``)."""
+"""The label sets of models that read text (tokens, speakers, languages), in one place:
+
+- fine-tuning (the recipes): a base model knows some labels, a new store may bring more; the union
+  keeps the base's indices and appends the new names (their embedding rows: ``voxray.models.adapters``);
+- inference on a store (``predict_mels``, ``evaluate``): the store's indices mapped to a trained
+  model's, by name, refusing labels the model never saw.
+
+It imports nothing of ``train/`` or ``data/``: inference uses it too.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +34,14 @@ LABEL_COLUMNS = {"token_ids": "token_embedding", "speaker_index": "speaker_embed
                  "language_index": "language_embedding"}
 
 
+def by_index(table: dict[str, dict[str, Any]]) -> list[str]:
+    """A store's speakers or languages table ({name: {"index": i, ...}}) as names in index order."""
+    return [name for name, _ in sorted(table.items(), key=lambda item: item[1]["index"])]
+
+
 def store_labels(stats: dict[str, Any]) -> dict[str, Any]:
     """A store's label sets as a plan holds them: vocabulary, speakers and languages in index
     order, and the G2P each language went through."""
-    by_index = lambda table: [name for name, _ in sorted(table.items(), key=lambda item: item[1]["index"])]  # noqa: E731
     return {"vocabulary": list(stats["vocabulary"]), "speakers": by_index(stats["speakers"]),
             "languages": by_index(stats["languages"]),
             "g2p": {name: ("espeak" if info["g2p"].startswith("espeak") else info["g2p"])
@@ -60,3 +70,25 @@ def map_labels(rows: list[dict[str, Any]], maps: dict[str, np.ndarray]) -> list[
         return rows
     return [{**row, **{column: lookup[np.asarray(row[column], dtype=np.int64)] for column, lookup in maps.items()}}
             for row in rows]
+
+
+# ------------------------------------------------------------------ inference on a store
+
+def label_maps(model_manifest: dict[str, Any], model_vocabulary: list[str], stats: dict[str, Any]
+               ) -> dict[str, list[int]]:
+    """Inference on a store (predicted mels, evaluation): store index -> a trained model's index
+    for tokens, speakers and languages, by name; an error naming the labels the model never saw."""
+    maps, unknown = {}, {}
+    for column, store_names, model_names in (
+            ("token_ids", list(stats["vocabulary"]), model_vocabulary),
+            ("speaker_index", by_index(stats["speakers"]), model_manifest["speakers"]),
+            ("language_index", by_index(stats["languages"]), model_manifest["languages"])):
+        position = {name: i for i, name in enumerate(model_names)}
+        missing = [name for name in store_names if name not in position]
+        if missing:
+            unknown[column] = missing
+        maps[column] = [position.get(name, 0) for name in store_names]
+    if unknown:
+        raise ValueError("the acoustic model never saw these labels of the store: "
+                         + "; ".join(f"{column}: {', '.join(map(str, names[:10]))}" for column, names in unknown.items()))
+    return maps
