@@ -41,12 +41,16 @@ def test_validation_quality_sums_of_a_teacher_forced_batch():
     out = {"text_mask": durations == 0, "durations": durations, "log_duration": torch.log(durations + 1.0),
            "pitch": torch.zeros(2, 4), "token_pitch": torch.zeros(2, 4), "mel": mels}
     moved = {"pitch": pitch, "mels": mels, "mel_lengths": durations.sum(1)}
-    duration, tokens, f0_squares, voiced, mcd, speech, near, aligned = quality_sums(model, out, moved)
-    assert (duration, tokens, f0_squares, voiced, mcd) == (0.0, 5.0, 0.0, 2.0, 0.0) and speech > 0
-    assert (near, aligned) == (0.0, 0.0)                         # given durations: no attention to judge
+    sums = quality_sums(model, out, moved)
+    assert {k: sums[k] for k in ("duration_error_frames", "tokens", "f0_squared_error", "voiced_tokens",
+                                 "mcd_db_sum")} == {"duration_error_frames": 0.0, "tokens": 5.0, "f0_squared_error": 0.0,
+                                                    "voiced_tokens": 2.0, "mcd_db_sum": 0.0}
+    assert sums["speech_frames"] > 0
+    assert sums["attention_near_path"] == sums["attention_mass"] == 0.0    # given durations: no attention to judge
     out = {**out, "log_duration": torch.log(durations + 2.0), "pitch": out["pitch"] + 0.5}
-    duration, tokens, f0_squares, voiced, *_ = quality_sums(model, out, moved)
-    assert duration / tokens == 1.0 and math.sqrt(f0_squares / voiced) == pytest.approx(0.5 * 40.0)
+    sums = quality_sums(model, out, moved)
+    assert sums["duration_error_frames"] / sums["tokens"] == 1.0
+    assert math.sqrt(sums["f0_squared_error"] / sums["voiced_tokens"]) == pytest.approx(0.5 * 40.0)
 
 
 def test_checkpoint_metric_is_the_familys_or_one_it_validates(tmp_path, capsys):

@@ -4,7 +4,7 @@ set up, and the reductions the loop needs (sums, "every worker still has a batch
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -70,3 +70,22 @@ def aligned_batches(batches: list[Any], device: torch.device) -> Iterator[tuple[
                            "than the number of workers)")
     for i in range(int(most)):
         yield (batches[i], True) if i < len(batches) else (batches[0], False)
+
+
+class Sums:
+    """Named sums each rank adds to and all ranks reduce in one all-reduce (validation's exact
+    means: every row of every rank counted once). The names are declared up front, in the same
+    order on every rank; adding a name not declared is an error, not a silent new slot."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.values: dict[str, float] = dict.fromkeys(names, 0.0)
+
+    def add(self, values: dict[str, Any]) -> None:
+        for name, value in values.items():
+            if name not in self.values:
+                raise KeyError(f"{name!r} is not one of the declared sums ({', '.join(self.values)})")
+            self.values[name] += float(value)
+
+    def reduce(self, device: torch.device) -> dict[str, float]:
+        """The sums over all ranks, by name (every rank calls it)."""
+        return dict(zip(self.values, all_reduce_sum(list(self.values.values()), device)))

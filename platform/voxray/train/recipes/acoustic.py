@@ -31,7 +31,7 @@ from voxray.train import launch
 from voxray.train.checkpoint import evaluation_weights, load_weights
 from voxray.train.data import PrefetchedShard
 from voxray.train.deepspeed_config import deepspeed_config
-from voxray.train.distributed import all_reduce_sum
+from voxray.train.distributed import Sums
 from voxray.train.ema import load_eval_weights, make_ema, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
 from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora, rank_space
@@ -244,11 +244,17 @@ def weighted_losses(out: dict[str, torch.Tensor], moved: dict[str, Any], config:
 
 # ------------------------------------------------------------------------------------ worker
 
-def quality_sums(model, out: dict[str, torch.Tensor], moved: dict[str, Any]) -> list[float]:
-    """Sums behind the cheap quality measures of a teacher-forced batch, to be added over ranks:
-    |predicted - reference| token durations (frames) and the token count; squared token F0 error
-    of the pitch predictor (Hz) and the count of tokens with voiced frames; the mel MCD over speech
-    frames (``metrics.mel_mcd_sums``) and their count."""
+QUALITY_SUMS = ("duration_error_frames", "tokens", "f0_squared_error", "voiced_tokens", "mcd_db_sum", "speech_frames",
+                "attention_near_path", "attention_mass")
+
+
+def quality_sums(model, out: dict[str, torch.Tensor], moved: dict[str, Any]) -> dict[str, float]:
+    """Sums behind the cheap quality measures of a teacher-forced batch, to be added over ranks
+    (``QUALITY_SUMS``): |predicted - reference| token durations (frames) and the token count;
+    squared token F0 error of the pitch predictor (Hz) and the count of tokens with voiced frames;
+    the mel MCD over speech frames (``metrics.mel_mcd_sums``) and their count; the soft attention's
+    mass near the hard path and its total (``alignment.diagonality_sums``; 0 without a learnt
+    alignment)."""
     from voxray.evaluate.metrics import mel_mcd_sums
 
     tokens = ~out["text_mask"]
@@ -261,7 +267,8 @@ def quality_sums(model, out: dict[str, torch.Tensor], moved: dict[str, Any]) -> 
     mcd, speech = mel_mcd_sums(out["mel"], moved["mels"], moved["mel_lengths"])
     attention = (alignment.diagonality_sums(out["attn_soft"], out["attn_hard"], moved["mel_lengths"])
                  if "attn_soft" in out else (0.0, 0.0))
-    return [duration, float(tokens.sum()), f0_squares, float(voiced.sum()), mcd, speech, *attention]
+    return dict(zip(QUALITY_SUMS, (duration, float(tokens.sum()), f0_squares, float(voiced.sum()), mcd, speech,
+                                   *attention)))
 
 
 @torch.no_grad()
@@ -273,28 +280,28 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model,
     (``val_attention_diagonality``: ``alignment.diagonality_sums``)."""
     eval_model.eval()
     names = loss_names(plan)
-    sums = np.zeros(len(names) + 1)
-    quality = np.zeros(8)
+    sums = Sums([*(f"loss_{name}" for name in names), "mel_frames", *QUALITY_SUMS])     # frame-weighted losses
     first, first_attention = None, None
     for rows in val_shard.batches(plan.config.train.batch_size):
         batch = collate(plan, rows)
         out, moved = forward(eval_model, batch, worker.device, torch.float32)
         parts = weighted_losses(out, moved, plan.config)
         frames = float(batch["mel_lengths"].sum())
-        sums[:-1] += [frames * float(parts.get(name, torch.tensor(0.0))) for name in names]
-        sums[-1] += frames
-        quality += quality_sums(eval_model, out, moved)
+        sums.add({f"loss_{name}": frames * float(parts.get(name, torch.tensor(0.0))) for name in names})
+        sums.add({"mel_frames": frames, **quality_sums(eval_model, out, moved)})
         if first is None and "attn_soft" in out:
             first_attention = out["attn_soft"][0, : int(batch["mel_lengths"][0]), : int(batch["token_lengths"][0])]
         first = first or batch
-    totals = all_reduce_sum(sums.tolist() + quality.tolist(), worker.device)
-    metrics = {f"val_{name}": totals[i] / max(totals[len(names)], 1) for i, name in enumerate(names)}
-    duration, tokens, f0_squares, voiced, mcd, speech, near, aligned = totals[len(names) + 1:]
+    totals = sums.reduce(worker.device)
+    metrics = {f"val_{name}": totals[f"loss_{name}"] / max(totals["mel_frames"], 1) for name in names}
     spec = plan.config.audio
-    metrics.update(val_duration_mae_ms=duration / max(tokens, 1) * 1000 * spec.hop_length / spec.sample_rate,
-                   val_f0_rmse_hz=math.sqrt(f0_squares / max(voiced, 1)), val_mcd_mel_db=mcd / max(speech, 1))
-    if aligned:
-        metrics["val_attention_diagonality"] = near / aligned
+    metrics.update(
+        val_duration_mae_ms=totals["duration_error_frames"] / max(totals["tokens"], 1) * 1000 * spec.hop_length
+        / spec.sample_rate,
+        val_f0_rmse_hz=math.sqrt(totals["f0_squared_error"] / max(totals["voiced_tokens"], 1)),
+        val_mcd_mel_db=totals["mcd_db_sum"] / max(totals["speech_frames"], 1))
+    if totals["attention_mass"]:
+        metrics["val_attention_diagonality"] = totals["attention_near_path"] / totals["attention_mass"]
     if worker.runlog is not None and first_attention is not None:
         worker.runlog.attention(worker.state.step, "val/attention", first_attention)
     if worker.runlog is not None and first is not None:

@@ -27,14 +27,14 @@ from voxray.audio import AudioSpec
 from voxray.config import Config
 from voxray.data.batching import PAD_ID, references
 from voxray.export import FINAL_DIR, TRANSFORMERS, read_final, write_adapter, write_final
-from voxray.losses.talker import combine, names, talker_losses
+from voxray.losses.talker import combine, names, sum_names, talker_losses
 from voxray.models import talker as talker_model
 from voxray.models.pretrained import training as pretrained_training
 from voxray.train import launch
 from voxray.train.checkpoint import evaluation_weights, load_weights
 from voxray.train.data import PrefetchedShard
 from voxray.train.deepspeed_config import deepspeed_config
-from voxray.train.distributed import aligned_batches, all_reduce_sum
+from voxray.train.distributed import Sums, aligned_batches
 from voxray.train.ema import load_eval_weights, make_ema, update_ema
 from voxray.train.engine import OptimizerSettings, build_engine, grad_norm, parameter_counts
 from voxray.models.adapters import adapter_state, grow_and_adapt, merge_lora, rank_space
@@ -307,7 +307,7 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model)
     token (for generation's limit)."""
     eval_model.eval()
     k_books = plan.build_args["n_codebooks"]
-    sums = torch.zeros(3 * k_books + 4)          # (CE sum, count) per codebook + text, correct per codebook, frames, tokens
+    sums = Sums([*sum_names(k_books), "code_frames", "text_tokens"])
     batches = list(val_shard.batches(plan.config.train.batch_size))
     for rows, counts in (aligned_batches(batches, worker.device) if plan.pretrained
                          else ((rows, True) for rows in batches)):
@@ -315,23 +315,20 @@ def validate(plan: Plan, worker: Worker, val_shard: PrefetchedShard, eval_model)
         out = eval_model({k: v.to(worker.device) for k, v in batch.items()})
         if not counts:
             continue
-        parts = talker_losses(out)
-        sums[: 2 * k_books + 2] += parts["sums"]
-        counts = parts["sums"][1: 2 * k_books: 2]
-        sums[2 * k_books + 2: 3 * k_books + 2] += torch.stack([parts[f"acc_{k}"].cpu() for k in range(k_books)]) * counts
-        sums[-2:] += torch.tensor([float(batch["code_lengths"].sum()), float(batch["token_lengths"].sum())])
-    totals = all_reduce_sum(sums.tolist(), worker.device)
-    ce = [totals[2 * k] / max(totals[2 * k + 1], 1) for k in range(k_books)]
-    text = totals[2 * k_books] / max(totals[2 * k_books + 1], 1)
+        sums.add(talker_losses(out)["sums"])
+        sums.add({"code_frames": batch["code_lengths"].sum(), "text_tokens": batch["token_lengths"].sum()})
+    totals = sums.reduce(worker.device)
+    ce = [totals[f"ce_sum_{k}"] / max(totals[f"targets_{k}"], 1) for k in range(k_books)]
+    text = totals["text_ce_sum"] / max(totals["text_targets"], 1)
     weights, ce_t = plan.config.loss, [torch.tensor(c) for c in ce]
     loss = combine(ce_t, torch.tensor(text), first_codebook=weights.first_codebook,
                    sub_codebooks=weights.sub_codebooks, text_weight=weights.text)
     fixed = combine(ce_t, torch.tensor(text), **REFERENCE_WEIGHTS)
     metrics = {METRIC: float(fixed), "val_loss": float(loss), "val_text_ce": text,
-               "val_frames_per_token": totals[-2] / max(totals[-1], 1)}
+               "val_frames_per_token": totals["code_frames"] / max(totals["text_tokens"], 1)}
     for k in range(k_books):
         metrics[f"val_ce_{k}"] = ce[k]
-        metrics[f"val_acc_{k}"] = totals[2 * k_books + 2 + k] / max(totals[2 * k + 1], 1)
+        metrics[f"val_acc_{k}"] = totals[f"correct_{k}"] / max(totals[f"targets_{k}"], 1)
     eval_model.train()
     return metrics
 
