@@ -202,3 +202,16 @@ def test_trains_from_and_to_s3_and_resumes(sample_store, s3_env):
     assert fs.find(f"{bucket}/runs/first/tensorboard")
     audio, _ = synthesize(load_voice(f"{run}/final"), "Hello.")
     assert np.isfinite(audio).all() and len(audio) > 0
+
+
+def test_one_optimizer_step_per_iteration_takes_grad_accum_micro_batches(sample_store, tmp_path):
+    """train.grad_accum=2: each of the run's 4 steps is one DeepSpeed optimizer step over two
+    micro-batches (the engine's own counters in the checkpoint agree with the trainer's step)."""
+    run = str(tmp_path / "accum")
+    train(sample_store, run, "train.grad_accum=2", "train.batch_size=4", "train.max_steps=4", "train.val_every=4",
+          "train.log_every=2", "deepspeed.zero_stage=0")
+    checkpoint = latest_checkpoint(run)
+    states = torch.load(f"{checkpoint}/ds/model/mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    assert trainer_state(checkpoint)["step"] == states["global_steps"] == 4
+    assert states["global_samples"] == 4 * 2 * 4                 # steps x micro-batches x batch size
+    assert [r["step"] for r in metrics(run, "train")] == [2, 4]

@@ -361,21 +361,18 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     loss_names = names(plan.build_args["n_codebooks"])
     meter = Meter(loss_names, unit="code_frames")
     frames_per_token: Optional[float] = None            # from the last validation, for the export
-    while worker.training():
+    while worker.training():                          # one optimizer step per iteration
         model.train()
-        batch = stream.next()
-        parts = losses(engine, batch, config, worker.device)
-        boundary = engine.is_gradient_accumulation_boundary()
         skipped_before = engine.skipped_steps
-        engine.backward(worker.regularised(parts["total"]))       # + AdaLoRA's orthogonality term
-        if boundary:
-            worker.before_step(engine)               # percentile clip, per-layer gradient norms
-        engine.step()
-        if boundary:
-            worker.after_step(engine)
-        meter.add(parts, units=int(batch["code_lengths"].sum()), padding=stream.last_padding)
-        if not boundary:
-            continue
+        for _ in range(train.grad_accum):             # DeepSpeed sums the micro-batches' gradients and
+            batch = stream.next()                     # its step() applies them after the last one
+            parts = losses(engine, batch, config, worker.device)
+            engine.backward(worker.regularised(parts["total"]))       # + AdaLoRA's orthogonality term
+            if engine.is_gradient_accumulation_boundary():
+                worker.before_step(engine)            # percentile clip, per-layer gradient norms, AdaLoRA
+            engine.step()
+            meter.add(parts, units=int(batch["code_lengths"].sum()), padding=stream.last_padding)
+        worker.after_step(engine)
         if worker.count_step(skipped=engine.skipped_steps > skipped_before):
             update_ema(ema, engine, worker.state.step)
         if worker.due(train.log_every):

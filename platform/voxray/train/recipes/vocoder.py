@@ -242,9 +242,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                    progress=("generator", "discriminator", "mel"))
 
     meter = Meter(LOSS_NAMES, unit="samples")
-    while worker.training():
-        batch = stream.next()
-        mel, real = batch["mel"].to(worker.device, dtype), batch["audio"].to(worker.device, dtype)
+    while worker.training():      # one optimizer step per engine per iteration, on one micro-batch: no
+        batch = stream.next()     # gradient accumulation (train.grad_accum > 1 is refused: a GAN steps
+        mel, real = batch["mel"]  # each engine on every batch, the other frozen during its backward).to(worker.device, dtype), batch["audio"].to(worker.device, dtype)
         fake = g_engine(mel)
         # The discriminator's step: real against the generated audio, detached.
         d_loss = discriminator_step_loss(d_engine, real, fake)
