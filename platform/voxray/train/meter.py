@@ -4,6 +4,7 @@ per micro-batch, and the rate of whatever the family counts (mel frames, tokens,
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
@@ -32,11 +33,25 @@ class Meter:
                                          for name in self.names]
         self.sums[len(self.names):] += [1, units, padding]
 
-    def reduce(self, device: torch.device) -> dict[str, float]:
+    def reduce(self, device: torch.device) -> "Reading":
         """Means over all workers' micro-batches, units per wall-second, and the units counted."""
         totals = all_reduce_sum(self.sums.tolist(), device)
         count, units, padding = totals[len(self.names):]
         seconds = time.perf_counter() - self.started
-        means = {name: totals[i] / max(count, 1) for i, name in enumerate(self.names)}
-        return {**means, f"{self.unit}_per_s": units / seconds, "padding_fraction": padding / max(count, 1),
-                self.unit: units}
+        return Reading(means={name: totals[i] / max(count, 1) for i, name in enumerate(self.names)}, unit=self.unit,
+                       units=units, units_per_s=units / seconds, padding_fraction=padding / max(count, 1))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A log point's reduced meter: the named means, and the throughput in the family's unit."""
+
+    means: dict[str, float]
+    unit: str                     # what the family counts: mel_frames, code_frames, samples
+    units: float                  # counted since the last reset, all workers
+    units_per_s: float
+    padding_fraction: float
+
+    def scalars(self) -> dict[str, float]:
+        """What the run log records: the means, ``<unit>_per_s`` and ``padding_fraction``."""
+        return {**self.means, f"{self.unit}_per_s": self.units_per_s, "padding_fraction": self.padding_fraction}

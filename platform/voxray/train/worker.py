@@ -41,6 +41,7 @@ from voxray.train.distributed import all_reduce_sum, init_deepspeed_distributed
 from voxray.train.early_stopping import EarlyStopping
 from voxray.train.ema import EMA
 from voxray.train.gradients import ExplosionWatch, PercentileClip, layer_norms, set_clip
+from voxray.train.meter import Reading
 from voxray.train.runlog import RunLog
 from voxray.train.watchdog import StackWatch
 
@@ -254,11 +255,10 @@ class Worker:
         return self.state.stop is StopReason.NONE and (self.due(self.train.val_every)
                                                or self.state.step == self.train.max_steps)
 
-    def log(self, values: dict[str, float], **scalars: float) -> None:
-        """A log point (every rank calls it after reducing its meter): rank 0 writes the values and
-        ``scalars`` (lr, grad norm, ...) and sends the console's progress line."""
-        unit = next(name for name in values if name.endswith("_per_s")).removesuffix("_per_s")
-        self.state.units += values.pop(unit)
+    def log(self, reading: Reading, **scalars: float) -> None:
+        """A log point (every rank calls it after reducing its meter): rank 0 writes the meter's
+        ``reading`` and ``scalars`` (lr, grad norm, ...) and sends the console's progress line."""
+        self.state.units += reading.units
         if self.rank != 0:
             return
         step, now = self.state.step, time.perf_counter()
@@ -268,14 +268,14 @@ class Worker:
                  for name, clip in self._clips.items()}
         clips.update({f"adalora_ranks_{name}" if len(self._adalora) > 1 else "adalora_ranks": float(steps.ranks())
                       for name, steps in self._adalora.items()})
-        self.runlog.scalars(step, {**values, **scalars, **clips, "epoch": self.state.position.epoch,
+        self.runlog.scalars(step, {**reading.scalars(), **scalars, **clips, "epoch": self.state.position.epoch,
                                    "skipped_steps": self.state.skipped_steps, "peak_memory_mb": self.peak_memory_mb()})
         if self._layer_norms:
             self.runlog.layer_norms(step, self._layer_norms)
             self._layer_norms = {}
         self._send({"kind": "train", "step": step, "max_steps": self.train.max_steps,
-                    "values": {k: values[k] for k in self._progress if k in values},
-                    "lr": scalars.get("lr", float("nan")), "rate": values[f"{unit}_per_s"], "unit": unit,
+                    "values": {k: reading.means[k] for k in self._progress if k in reading.means},
+                    "lr": scalars.get("lr", float("nan")), "rate": reading.units_per_s, "unit": reading.unit,
                     "steps_per_s": steps_per_s})
 
     def peak_memory_mb(self) -> float:

@@ -123,7 +123,8 @@ def build_models(plan: Plan) -> tuple[torch.nn.Module, torch.nn.Module]:
     if plan.init_from:
         generator.load_state_dict(read_final(plan.init_from).weights)
     if plan.discriminator_from:
-        discriminator.load_state_dict(module_weights(plan.discriminator_from, "discriminator", zero_stage=0))  # 0-2: whole (the vocoder refuses ZeRO-3)
+        # ZeRO 0-2 keep the module states whole (the vocoder refuses ZeRO-3)
+        discriminator.load_state_dict(module_weights(plan.discriminator_from, "discriminator", zero_stage=0))
     return generator, discriminator
 
 
@@ -242,9 +243,12 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                    progress=("generator", "discriminator", "mel"))
 
     meter = Meter(LOSS_NAMES, unit="samples")
-    while worker.training():      # one optimizer step per engine per iteration, on one micro-batch: no
-        batch = stream.next()     # gradient accumulation (train.grad_accum > 1 is refused: a GAN steps
-        mel, real = batch["mel"]  # each engine on every batch, the other frozen during its backward).to(worker.device, dtype), batch["audio"].to(worker.device, dtype)
+    # One optimizer step per engine per iteration, on one micro-batch: no gradient accumulation
+    # (train.grad_accum > 1 is refused: a GAN steps each engine on every batch, the other frozen
+    # during its backward).
+    while worker.training():
+        batch = stream.next()
+        mel, real = batch["mel"].to(worker.device, dtype), batch["audio"].to(worker.device, dtype)
         fake = g_engine(mel)
         # The discriminator's step: real against the generated audio, detached.
         d_loss = discriminator_step_loss(d_engine, real, fake)
