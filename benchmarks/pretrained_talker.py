@@ -25,10 +25,10 @@ import argparse
 import os
 import random
 import statistics
-import tempfile
 import time
 
-from train_talker import alternated, optimizer_bytes, ray_run          # benchmarks/ is on sys.path
+from harness import optimizer_state_per_rank, ray_run, start          # benchmarks/ is on sys.path
+from train_talker import alternated
 
 
 def ensure_mimi_codes(store: str | None, scratch: str) -> tuple[str, str]:
@@ -97,10 +97,7 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="throughput only")
     args = parser.parse_args()
 
-    import ray
-
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    scratch = tempfile.mkdtemp(prefix="voxray-bench-csm-")
+    scratch = start("voxray-bench-csm-")
     store, csm = ensure_mimi_codes(args.store, scratch)
     steps = args.steps
     common = [f"model.pretrained={csm}", f"train.batch_size={args.batch_size}", f"train.max_steps={steps}",
@@ -109,8 +106,8 @@ def main() -> None:
     alternated(f"tiny CSM, batch {args.batch_size} per worker, {steps} steps, 1 CPU per worker, "
                f"ZeRO-{args.zero_stage}", args.rounds,
                bare=lambda: bare_loop(store, csm, max(30, steps), args.batch_size),
-               one=lambda r: ray_run(store, scratch, f"one-{r}", [*common, "train.num_workers=1"])["code_frames_per_s"],
-               two=lambda: ray_run(store, scratch, "two", [*common, "train.num_workers=2"])["code_frames_per_s"])
+               one=lambda r: ray_run("talker", store, scratch, f"one-{r}", [*common, "train.num_workers=1"])["code_frames_per_s"],
+               two=lambda: ray_run("talker", store, scratch, "two", [*common, "train.num_workers=2"])["code_frames_per_s"])
     if args.no_memory:
         return
 
@@ -123,9 +120,9 @@ def main() -> None:
     for stage in (2, 3):
         cells = []
         for name, extra in ((f"z{stage}", []), (f"z{stage}-lora", ["lora.rank=16"])):
-            result = ray_run(store, scratch, name, [*memory, f"deepspeed.zero_stage={stage}", *extra])
+            result = ray_run("talker", store, scratch, name, [*memory, f"deepspeed.zero_stage={stage}", *extra])
             cells += [f"{result['peak_memory_mb']:>10,.0f}",
-                      f"{statistics.mean(optimizer_bytes(result['run'])) / 2**20:>12.3f}"]
+                      f"{statistics.mean(optimizer_state_per_rank(result['run'])) / 2**20:>12.3f}"]
         print(f"  {stage:<6}{cells[0]}{cells[1]}  {cells[2]}{cells[3]}", flush=True)
 
 

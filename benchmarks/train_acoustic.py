@@ -26,16 +26,12 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import random
-import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, gpu_run, optimizer_state_per_rank, ray_run, start     # benchmarks/ is on sys.path
 
 
 def ensure_store(path: str | None, scratch: str) -> str:
@@ -92,47 +88,6 @@ def bare_loop(store: str, steps: int, preset: str, batch_size: int, device: str)
     return {"frames_per_s": frames / (time.perf_counter() - started)}
 
 
-def ray_run(store: str, scratch: str, name: str, overrides: list[str]) -> dict:
-    from voxray.config import load_config
-    from voxray.train.recipes.acoustic import train
-
-    run = os.path.join(scratch, name)
-    config = load_config(overrides=["train.max_failures=0", *overrides])
-    started = time.perf_counter()
-    train(store, run, config)
-    wall = time.perf_counter() - started
-    records = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-    rates = [r["mel_frames_per_s"] for r in records if r["kind"] == "train"]
-    rates = rates[1:] or rates
-    return {"run": run, "frames_per_s": statistics.mean(rates) if rates else float("nan"), "wall_s": wall}
-
-
-def optimizer_bytes(run: str, stage: int, workers: int) -> list[int]:
-    """Bytes of optimizer state (fp32 master weights + Adam moments) held by each rank."""
-    import torch
-
-    folder = sorted(glob.glob(os.path.join(run, "checkpoint_0*")))[-1] + "/ds/model"
-
-    def tensor_bytes(obj) -> int:
-        if torch.is_tensor(obj):
-            return obj.numel() * obj.element_size()
-        if isinstance(obj, dict):
-            return sum(tensor_bytes(v) for v in obj.values())
-        if isinstance(obj, (list, tuple)):
-            return sum(tensor_bytes(v) for v in obj)
-        return 0
-
-    if stage == 0:        # replicated: every rank holds the whole state; rank 0 saves it
-        state = torch.load(f"{folder}/mp_rank_00_model_states.pt", weights_only=False, map_location="cpu")
-        return [tensor_bytes(state["optimizer"])] * workers
-    sizes = []
-    for rank in range(workers):
-        shard = torch.load(f"{folder}/zero_pp_rank_{rank}_mp_rank_00_optim_states.pt", weights_only=False,
-                           map_location="cpu")
-        sizes.append(tensor_bytes(shard["optimizer_state_dict"]))
-    return sizes
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store")
@@ -142,44 +97,36 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="also run 1 worker with bf16 on a CUDA GPU")
     args = parser.parse_args()
 
-    import ray
-
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    scratch = tempfile.mkdtemp(prefix="voxray-bench-")
+    scratch = start()
     store = ensure_store(args.store, scratch)
     common = [f"model.preset={args.preset}", f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}",
               f"train.val_every={args.steps}", "train.log_every=10", "train.cpus_per_worker=1"]
 
     bare = bare_loop(store, args.steps, args.preset, args.batch_size, "cpu")
-    one = ray_run(store, scratch, "one", [*common, "train.num_workers=1", "deepspeed.zero_stage=2"])
-    one_z0 = ray_run(store, scratch, "one_z0", [*common, "train.num_workers=1", "deepspeed.zero_stage=0"])
-    two = ray_run(store, scratch, "two", [*common, "train.num_workers=2", "deepspeed.zero_stage=2"])
+    one = ray_run("acoustic", store, scratch, "one", [*common, "train.num_workers=1", "deepspeed.zero_stage=2"])
+    one_z0 = ray_run("acoustic", store, scratch, "one_z0", [*common, "train.num_workers=1", "deepspeed.zero_stage=0"])
+    two = ray_run("acoustic", store, scratch, "two", [*common, "train.num_workers=2", "deepspeed.zero_stage=2"])
     print(f"\nmel frames/s ({args.preset}, batch {args.batch_size}/worker, {args.steps} steps, 1 CPU per worker)")
     print(f"  bare PyTorch loop                  {bare['frames_per_s']:9.0f}")
     for label, result in [("Ray Train + DS ZeRO-2, 1 worker ", one), ("Ray Train + DS ZeRO-0, 1 worker ", one_z0),
                           ("Ray Train + DS ZeRO-2, 2 workers", two)]:
-        print(f"  {label}   {result['frames_per_s']:9.0f}   (end to end incl. start-up {result['wall_s']:.1f} s)")
-    print(f"  overhead bare / ray 1 worker ZeRO-2: {bare['frames_per_s'] / one['frames_per_s']:.3f}, "
-          f"ZeRO-0: {bare['frames_per_s'] / one_z0['frames_per_s']:.3f}  (target <= 1.15)")
-    print(f"  scaling 2 workers / 1 worker (ZeRO-2): {two['frames_per_s'] / one['frames_per_s']:.2f}")
+        print(f"  {label}   {result['rate']:9.0f}   (end to end incl. start-up {result['wall_s']:.1f} s)")
+    print(f"  overhead bare / ray 1 worker ZeRO-2: {bare['frames_per_s'] / one['rate']:.3f}, "
+          f"ZeRO-0: {bare['frames_per_s'] / one_z0['rate']:.3f}  (target <= 1.15)")
+    print(f"  scaling 2 workers / 1 worker (ZeRO-2): {two['rate'] / one['rate']:.2f}")
 
     print("\noptimizer-state bytes per rank, 2 workers:")
     for stage in (0, 1, 2, 3):
-        result = ray_run(store, scratch, f"zero{stage}", [*common, "train.max_steps=10", "train.val_every=10",
+        result = ray_run("acoustic", store, scratch, f"zero{stage}", [*common, "train.max_steps=10", "train.val_every=10",
                                                           "train.num_workers=2", f"deepspeed.zero_stage={stage}"])
-        sizes = optimizer_bytes(result["run"], stage, 2)
+        sizes = optimizer_state_per_rank(result["run"])
         print(f"  ZeRO-{stage}: " + ", ".join(f"rank {r} {s / 2**20:.2f} MiB" for r, s in enumerate(sizes)))
 
     if args.gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            sys.exit("--gpu: no CUDA device here")
+        gpu = gpu_run("acoustic", store, scratch, common)
         bare_gpu = bare_loop(store, args.steps, args.preset, args.batch_size, "cuda")
-        gpu = ray_run(store, scratch, "gpu", [*common, "train.num_workers=1", "train.use_gpu=true",
-                                              "deepspeed.precision=bf16"])
         print(f"\nGPU: bare fp32 {bare_gpu['frames_per_s']:.0f} mel frames/s; Ray Train + DS bf16, 1 worker "
-              f"{gpu['frames_per_s']:.0f}")
+              f"{gpu['rate']:.0f}")
 
 
 if __name__ == "__main__":

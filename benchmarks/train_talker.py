@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import random
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CPU_CONFIG = str(REPO / "jobs" / "configs" / "talker-cpu.yaml")
+from harness import CONFIGS, gpu_run, optimizer_state_per_rank, ray_run, start     # benchmarks/ is on sys.path
+
+CPU_CONFIG = CONFIGS["talker"]
 
 
 def ensure_codes(store: str | None, scratch: str) -> str:
@@ -94,31 +93,6 @@ def bare_loop(store: str, steps: int, batch_size: int, device: str, preset: str 
     return {"code_frames_per_s": frames / (time.perf_counter() - started)}
 
 
-def ray_run(store: str, scratch: str, name: str, overrides: list[str]) -> dict:
-    from voxray.config import load_config
-    from voxray.train.recipes.talker import train
-
-    run = os.path.join(scratch, name)
-    config = load_config(CPU_CONFIG, ["train.max_failures=0", *overrides])
-    started = time.perf_counter()
-    train(store, run, config, console=False)
-    wall = time.perf_counter() - started
-    records = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-    logged = [r for r in records if r["kind"] == "train"]
-    rates = [r["code_frames_per_s"] for r in logged][1:] or [r["code_frames_per_s"] for r in logged]
-    return {"run": run, "code_frames_per_s": statistics.mean(rates), "wall_s": wall,
-            "peak_memory_mb": max(r["peak_memory_mb"] for r in logged)}
-
-
-def optimizer_bytes(run: str) -> list[int]:
-    """Bytes of each rank's optimizer-state file in the run's last checkpoint."""
-    last = sorted(glob.glob(os.path.join(run, "checkpoint_0*")))[-1]
-    files = sorted(glob.glob(os.path.join(last, "ds", "model", "*optim_states.pt")))
-    if not files:                                           # ZeRO-0: one file holds model and optimizer
-        files = sorted(glob.glob(os.path.join(last, "ds", "model", "mp_rank_*_model_states.pt")))
-    return [os.path.getsize(f) for f in files]
-
-
 def alternated(title: str, rounds: int, *, bare, one, two) -> None:
     """The bare loop and the 1-worker run alternated ``rounds`` times (both sides see the same
     machine; medians), then 2 workers once: code frames/s and the overhead ratio, printed."""
@@ -153,10 +127,7 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="also the base preset in bf16 on a CUDA GPU")
     args = parser.parse_args()
 
-    import ray
-
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    scratch = tempfile.mkdtemp(prefix="voxray-bench-")
+    scratch = start()
     store = ensure_codes(args.store, scratch)
     for preset, batch_size, steps in (("tiny", args.batch_size, args.steps), ("small", 4, args.small_steps)):
         common = [f"train.batch_size={batch_size}", f"train.max_steps={steps}", f"train.val_every={steps}",
@@ -166,9 +137,9 @@ def main() -> None:
         alternated(f"{preset}, depth head, batch {batch_size} per worker, {steps} steps, 1 CPU per worker, "
                    f"ZeRO-{args.zero_stage}", args.rounds,
                    bare=lambda: bare_loop(store, max(30, steps), batch_size, "cpu", preset)["code_frames_per_s"],
-                   one=lambda r: ray_run(store, scratch, f"{preset}-1-{r}", [*common, "train.num_workers=1"])
+                   one=lambda r: ray_run("talker", store, scratch, f"{preset}-1-{r}", [*common, "train.num_workers=1"])
                    ["code_frames_per_s"],
-                   two=lambda: ray_run(store, scratch, f"{preset}-2", [*common, "train.num_workers=2"])
+                   two=lambda: ray_run("talker", store, scratch, f"{preset}-2", [*common, "train.num_workers=2"])
                    ["code_frames_per_s"])
 
     if args.no_memory:
@@ -176,7 +147,7 @@ def main() -> None:
     steps = args.memory_steps
     memory = ["train.batch_size=4", f"train.max_steps={steps}", f"train.val_every={steps}", "train.log_every=2",
               "train.cpus_per_worker=1", "train.num_workers=2", "model.preset=small", "train.warmup_steps=0"]
-    base = ray_run(store, scratch, "small-base", [*memory[:-2], "train.num_workers=1", "train.warmup_steps=0"])
+    base = ray_run("talker", store, scratch, "small-base", [*memory[:-2], "train.num_workers=1", "train.warmup_steps=0"])
     print(f"\nsmall preset, 2 workers, batch 4 per worker, {steps} steps: rank 0's peak RSS (MB) and optimizer "
           "state per rank (MB)")
     print(f"  {'ZeRO':6}{'full':>10}{'optim/rank':>12}{'LoRA r16':>12}{'optim/rank':>12}")
@@ -185,22 +156,18 @@ def main() -> None:
         for name, extra in ((f"small-z{stage}", []),
                             (f"small-z{stage}-lora", [f"finetune.init_from={base['run']}/final", "lora.rank=16"])):
             try:
-                result = ray_run(store, scratch, name, [*memory, f"deepspeed.zero_stage={stage}", *extra])
+                result = ray_run("talker", store, scratch, name, [*memory, f"deepspeed.zero_stage={stage}", *extra])
                 cells += [f"{result['peak_memory_mb']:>10,.0f}",
-                          f"{statistics.mean(optimizer_bytes(result['run'])) / 2**20:>12.2f}"]
+                          f"{statistics.mean(optimizer_state_per_rank(result['run'])) / 2**20:>12.2f}"]
             except Exception as exc:                       # a stage that cannot run says why, the table goes on
                 cells += [f"{'failed':>10}", f"{type(exc).__name__:>12}"]
                 print(f"  ZeRO-{stage} {name}: {exc}")
         print(f"  {stage:<6}{cells[0]}{cells[1]}  {cells[2]}{cells[3]}")
 
     if args.gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SystemExit("--gpu: no CUDA device here")
-        gpu = ray_run(store, scratch, "gpu", ["train.batch_size=16", f"train.max_steps={args.steps}",
-                                              f"train.val_every={args.steps}", "train.log_every=10",
-                                              "train.use_gpu=true", "deepspeed.precision=bf16", "model.preset=base"])
+        gpu = gpu_run("talker", store, scratch, ["train.batch_size=16", f"train.max_steps={args.steps}",
+                                                 f"train.val_every={args.steps}", "train.log_every=10",
+                                                 "model.preset=base"])
         print(f"\nGPU: base preset, bf16, 1 worker: {gpu['code_frames_per_s']:,.0f} code frames/s, "
               f"peak {gpu['peak_memory_mb']:,.0f} MB")
 

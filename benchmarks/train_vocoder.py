@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import gpu_run, ray_run, start     # benchmarks/ is on sys.path
 
 
 def _rows(store: str, split: str) -> list[dict]:
@@ -104,20 +102,6 @@ def generator_only(generator: str, preset: str, batch_size: int, steps: int = 6)
     return statistics.median(times[1:])
 
 
-def ray_run(store: str, scratch: str, name: str, overrides: list[str]) -> dict:
-    from voxray.config import load_config
-    from voxray.train.recipes.vocoder import train
-
-    run = os.path.join(scratch, name)
-    config = load_config(str(REPO / "jobs" / "configs" / "vocoder-cpu.yaml"), ["train.max_failures=0", *overrides])
-    started = time.perf_counter()
-    train(store, run, config)
-    wall = time.perf_counter() - started
-    records = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
-    rates = [r["samples_per_s"] for r in records if r["kind"] == "train"][1:]
-    return {"run": run, "samples_per_s": statistics.mean(rates), "wall_s": wall}
-
-
 def copy_synthesis(store: str, final: str | None) -> float:
     """Mean mel L1 over the test split of audio resynthesised from the stored mels (level-matched)."""
     import numpy as np
@@ -147,20 +131,17 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="also HiFi-GAN v1 in bf16 on a CUDA GPU")
     args = parser.parse_args()
 
-    import ray
-
     from train_acoustic import ensure_store          # benchmarks/ is on sys.path
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    scratch = tempfile.mkdtemp(prefix="voxray-bench-")
+    scratch = start()
     store = ensure_store(args.store, scratch)
     common = [f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}", f"train.val_every={args.steps}",
               "train.log_every=10", "train.cpus_per_worker=1", "deepspeed.zero_stage=2"]
     results = {}
     for generator in ("hifigan", "vocos"):
         bare = bare_loop(store, generator, max(30, args.steps // 4), args.batch_size, "cpu")
-        one = ray_run(store, scratch, f"{generator}-1", [*common, f"model.generator={generator}", "train.num_workers=1"])
-        two = ray_run(store, scratch, f"{generator}-2", [*common, f"model.generator={generator}", "train.num_workers=2"])
+        one = ray_run("vocoder", store, scratch, f"{generator}-1", [*common, f"model.generator={generator}", "train.num_workers=1"])
+        two = ray_run("vocoder", store, scratch, f"{generator}-2", [*common, f"model.generator={generator}", "train.num_workers=2"])
         results[generator] = {"bare": bare, "one": one, "two": two}
     print(f"\ngenerated samples/s (tiny, batch {args.batch_size} x 8192 samples per worker, {args.steps} steps, "
           "1 CPU per worker)")
@@ -184,13 +165,9 @@ def main() -> None:
         print(f"  {g:28}  {copy_synthesis(store, results[g]['one']['run'] + '/final'):.3f}")
 
     if args.gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SystemExit("--gpu: no CUDA device here")
-        gpu = ray_run(store, scratch, "gpu", ["train.batch_size=16", f"train.max_steps={args.steps}",
-                                              f"train.val_every={args.steps}", "train.log_every=10",
-                                              "train.use_gpu=true", "deepspeed.precision=bf16", "model.preset=v1"])
+        gpu = gpu_run("vocoder", store, scratch, ["train.batch_size=16", f"train.max_steps={args.steps}",
+                                                  f"train.val_every={args.steps}", "train.log_every=10",
+                                                  "model.preset=v1"])
         print(f"\nGPU: HiFi-GAN v1, bf16, 1 worker: {gpu['samples_per_s']:,.0f} samples/s "
               f"({gpu['samples_per_s'] / 256:,.0f} input mel frames/s)")
 

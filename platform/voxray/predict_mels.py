@@ -10,8 +10,6 @@ text, labels) is kept; ``stats.json`` records which model predicted the mels.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import torch

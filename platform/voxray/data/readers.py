@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import posixpath
-from typing import Any, Iterator, Optional, TypedDict
+from typing import Any, Optional, TypedDict
 
 import pyarrow.parquet as pq
 

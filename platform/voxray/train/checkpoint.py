@@ -256,6 +256,28 @@ def module_weights(folder: str, engine: str, zero_stage: int, trainable_only: bo
     return torch.load(states, map_location="cpu", weights_only=False)["module"]
 
 
+def optimizer_state_bytes(folder: str, engine: str, zero_stage: int, world_size: int) -> list[int]:
+    """Bytes of optimizer state (fp32 master weights and Adam moments) each rank holds, read from
+    a merged checkpoint ``folder``: at ZeRO-0 every rank holds the whole state (rank 0 saves it),
+    at ZeRO 1-3 each rank its own shard. The benchmarks' one definition of the quantity."""
+    def tensor_bytes(obj: Any) -> int:
+        if torch.is_tensor(obj):
+            return obj.numel() * obj.element_size()
+        if isinstance(obj, dict):
+            return sum(tensor_bytes(v) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return sum(tensor_bytes(v) for v in obj)
+        return 0
+
+    base = os.path.join(folder, DS_DIR, engine)
+    if zero_stage == 0:
+        state = torch.load(os.path.join(base, MODEL_STATES), map_location="cpu", weights_only=False)
+        return [tensor_bytes(state["optimizer"])] * world_size
+    return [tensor_bytes(torch.load(os.path.join(base, f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"),
+                                    map_location="cpu", weights_only=False)["optimizer_state_dict"])
+            for rank in range(world_size)]
+
+
 def latest_with_engine(run: str, engine: str) -> Optional[str]:
     """The newest checkpoint folder of the local ``run`` that holds ``engine``'s module states
     (ZeRO 0-2), or None."""

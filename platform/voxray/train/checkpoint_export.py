@@ -12,7 +12,6 @@ output loads wherever a ``final/`` does. Runs on the driver alone, no Ray.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from typing import Any, Optional
 

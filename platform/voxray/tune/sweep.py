@@ -41,7 +41,6 @@ def _trial(params: dict[str, Any], *, store: str, sweep: str, base: Config, gate
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from voxray.train.launch import checkpoint_metric
     from voxray.train.recipes import recipe
 
     # The trial runs in an actor of the cluster, which has the cluster's environment, not the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -90,59 +90,90 @@ def prepare(store: str, run: str, config: Config, open_run: bool = True) -> Plan
     """Read the store's stats (and the base model when fine-tuning), fix labels and sizes, and
     open the run folder (a resume must still fit its checkpoints)."""
     store, run = uri.absolute(store), uri.absolute(run)      # workers run in another directory
-    if config.finetune.init_from:
-        config = config.model_copy(update={"finetune": config.finetune.model_copy(
-            update={"init_from": uri.absolute(config.finetune.init_from)})})
+    config = _absolute_paths(config)
     stats = launch.store_stats(store)
     config = launch.steps_of_epochs(config, stats)
     spec = AudioSpec(**stats["audio_spec"])
     config = config.model_copy(update={"audio": spec})   # the store decides the audio constants
-    features = stats["features"]
-    plan = dict(store=store, run=run, store_stats=stats, **store_labels(stats))
-    build_args = dict(preset=config.model.preset, vocab_size=len(plan["vocabulary"]), n_mels=spec.n_mels,
-                      n_speakers=len(plan["speakers"]), n_languages=len(plan["languages"]), rotary=config.model.rotary,
-                      swiglu=config.model.swiglu, learn_alignment=not stats["has_durations"],
-                      dropout=config.model.dropout,
-                      pitch_stats=(features["f0_voiced"]["mean"], features["f0_voiced"]["std"] or 1.0),
-                      energy_stats=(features["energy"]["mean"], features["energy"]["std"] or 1.0),
-                      mel_stats=(features["mel"]["mean_per_channel"],
-                                 [max(s, 1e-3) for s in features["mel"]["std_per_channel"]]))
-    build_args.update(code_switch_args(stats, config))
+    labels = store_labels(stats)
+    build_args = {**model_args(stats, config, labels), **code_switch_args(stats, config)}
+    plan = Plan(store=store, run=run, config=config, store_stats=stats, build_args=build_args, **labels)
     if config.finetune.init_from:
-        base = read_final(config.finetune.init_from, family=FAMILY)
-        if base.audio_spec != spec:
-            raise ValueError(f"the base model's AudioSpec {base.audio_spec} differs from the store's {spec}")
-        config = config.model_copy(update={"model": base.config.model.model_copy(
-            update={"freeze_encoder": config.model.freeze_encoder})})
-        merged = merge_labels(base, plan)
-        if "token_languages" in columns_of(stats):
-            merged["maps"]["token_languages"] = merged["maps"]["language_index"]
-        base_particles = base.manifest["build"].get("n_particles", 0)
-        if build_args["n_particles"] and base_particles not in (0, build_args["n_particles"]):
-            raise ValueError(f"the store has {build_args['n_particles']} particle types, the base model "
-                             f"{base_particles}: preprocess with the base's preprocess.particles")
-        fresh_heads = [key for key in ("language_head", "particle_head")
-                       if build_args[key] and not base.manifest["build"].get(key)]
-        if fresh_heads and config.lora.rank:
-            raise ValueError(f"the base model has no {' or '.join(fresh_heads)}: LoRA would train the adapters "
-                             "against a head frozen at its random start; set its loss weight to 0, or fine-tune "
-                             "all weights (lora.rank=0)")
-        if build_args["token_labels"] and not base.manifest["build"].get("token_labels") and config.lora.rank:
-            raise ValueError("the base model has no per-token languages and particles, and LoRA would keep the new "
-                             "particle embedding at its random start: fine-tune all weights once (lora.rank=0)")
-        # heads follow this run's loss; per-token labels stay once a model has them, or come with the store
-        build_args = {**base.manifest["build"], **merged.pop("sizes"),
-                      **{key: build_args[key] for key in ("language_head", "particle_head")},
-                      "token_labels": bool(base.manifest["build"].get("token_labels") or build_args["token_labels"]),
-                      "n_particles": base_particles or build_args["n_particles"]}
-        plan.update(merged, init_from=config.finetune.init_from, base_build_args=base.manifest["build"])
+        plan = _from_base(plan, read_final(config.finetune.init_from, family=FAMILY))
+    if config.train.vocoder:
+        load_vocoder(config.train.vocoder, spec)        # an export of the vocoder family, for these mels
+    if open_run:            # not when exporting a checkpoint of the run (train.export_checkpoint)
+        launch.open_run(run, plan.config, store)
+    return plan
+
+
+def _absolute_paths(config: Config) -> Config:
+    """The config's paths made absolute (workers run in another directory)."""
+    if config.finetune.init_from:
+        config = config.model_copy(update={"finetune": config.finetune.model_copy(
+            update={"init_from": uri.absolute(config.finetune.init_from)})})
     if config.train.vocoder:
         config = config.model_copy(update={"train": config.train.model_copy(
             update={"vocoder": uri.absolute(config.train.vocoder)})})
-        load_vocoder(config.train.vocoder, spec)        # an export of the vocoder family, for these mels
-    if open_run:            # not when exporting a checkpoint of the run (train.export_checkpoint)
-        launch.open_run(run, config, store)
-    return Plan(config=config, build_args=build_args, **plan)
+    return config
+
+
+def model_args(stats: dict[str, Any], config: Config, labels: dict[str, Any]) -> dict[str, Any]:
+    """``fastspeech2.build``'s arguments for a model of this store (code-switching's apart:
+    ``code_switch_args``): the config's architecture, the label sets' sizes, the store's
+    normalisation statistics, and a learnt alignment when the store has no durations."""
+    features, model = stats["features"], config.model
+    return dict(preset=model.preset, vocab_size=len(labels["vocabulary"]), n_mels=config.audio.n_mels,
+                n_speakers=len(labels["speakers"]), n_languages=len(labels["languages"]), rotary=model.rotary,
+                swiglu=model.swiglu, learn_alignment=not stats["has_durations"], dropout=model.dropout,
+                pitch_stats=(features["f0_voiced"]["mean"], features["f0_voiced"]["std"] or 1.0),
+                energy_stats=(features["energy"]["mean"], features["energy"]["std"] or 1.0),
+                mel_stats=(features["mel"]["mean_per_channel"],
+                           [max(s, 1e-3) for s in features["mel"]["std_per_channel"]]))
+
+
+def _from_base(plan: Plan, base: Any) -> Plan:
+    """Fine-tuning ``base`` (a FinalModel of this family): the base's architecture grown to the
+    merged label sets, checked against what this run asks of it."""
+    config, fresh = plan.config, plan.build_args
+    if base.audio_spec != config.audio:
+        raise ValueError(f"the base model's AudioSpec {base.audio_spec} differs from the store's {config.audio}")
+    _check_base(base.manifest["build"], fresh, config.lora.rank)
+    config = config.model_copy(update={"model": base.config.model.model_copy(
+        update={"freeze_encoder": config.model.freeze_encoder})})
+    merged = merge_labels(base, {"vocabulary": plan.vocabulary, "speakers": plan.speakers,
+                                 "languages": plan.languages, "g2p": plan.g2p})
+    if "token_languages" in columns_of(plan.store_stats):
+        merged["maps"]["token_languages"] = merged["maps"]["language_index"]
+    return replace(plan, config=config, build_args=_grown_args(base.manifest["build"], merged["sizes"], fresh),
+                   vocabulary=merged["vocabulary"], speakers=merged["speakers"], languages=merged["languages"],
+                   g2p=merged["g2p"], maps=merged["maps"], added=merged["added"],
+                   init_from=config.finetune.init_from, base_build_args=base.manifest["build"])
+
+
+def _check_base(base: dict[str, Any], fresh: dict[str, Any], lora_rank: int) -> None:
+    """What a base model cannot be fine-tuned into on this store, by name."""
+    base_particles = base.get("n_particles", 0)
+    if fresh["n_particles"] and base_particles not in (0, fresh["n_particles"]):
+        raise ValueError(f"the store has {fresh['n_particles']} particle types, the base model "
+                         f"{base_particles}: preprocess with the base's preprocess.particles")
+    fresh_heads = [key for key in ("language_head", "particle_head") if fresh[key] and not base.get(key)]
+    if fresh_heads and lora_rank:
+        raise ValueError(f"the base model has no {' or '.join(fresh_heads)}: LoRA would train the adapters "
+                         "against a head frozen at its random start; set its loss weight to 0, or fine-tune "
+                         "all weights (lora.rank=0)")
+    if fresh["token_labels"] and not base.get("token_labels") and lora_rank:
+        raise ValueError("the base model has no per-token languages and particles, and LoRA would keep the new "
+                         "particle embedding at its random start: fine-tune all weights once (lora.rank=0)")
+
+
+def _grown_args(base: dict[str, Any], sizes: dict[str, int], fresh: dict[str, Any]) -> dict[str, Any]:
+    """The fine-tuned model's build arguments: the base's architecture; the merged label sets'
+    sizes; the heads this run's losses train; per-token labels kept once a model has them, or
+    brought by the store; the base's particle types, else the store's."""
+    return {**base, **sizes, "language_head": fresh["language_head"], "particle_head": fresh["particle_head"],
+            "token_labels": bool(base.get("token_labels") or fresh["token_labels"]),
+            "n_particles": base.get("n_particles", 0) or fresh["n_particles"]}
 
 
 def columns_of(stats: dict[str, Any]) -> list[str]:
