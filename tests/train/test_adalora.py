@@ -4,16 +4,13 @@ where it cannot work."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from voxray.config import ConfigError, load_config
 from tests.conftest import TALKER_CPU_CONFIG
+from tests.train.conftest import script_result
 
 
 @pytest.mark.integration
@@ -113,11 +110,7 @@ def test_adalora_under_deepspeed_matches_peft_and_resumes_exactly(tmp_path):
         out["reference_ranks"] = sum(sum(v) for v in pattern.values())
         print("RESULT", json.dumps(out))
     ''')
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          env={**os.environ})
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, done.stderr[-3000:]
-    out = json.loads(lines[0][7:])
+    out = script_result(script)
     assert out["reference_ranks"] == 4, out                     # 2 modules x target rank 2: pruned from 8
     for stage in ("0", "2"):
         assert out[stage]["same_pattern"] and out[stage]["ranks"] == 4, out

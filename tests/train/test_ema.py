@@ -40,11 +40,9 @@ def test_resume_keeps_the_runs_decay_and_starts_an_ema_the_checkpoint_lacks(tmp_
     """Real DeepSpeed engines (one CPU process, gloo) through ``checkpoint.save``/``load``: an EMA
     resumed with another ``train.ema_decay`` keeps the new decay and the saved average; an EMA
     turned on at resume, from a checkpoint that kept none, starts from the restored weights."""
-    import json
-    import os
-    import subprocess
-    import sys
     import textwrap
+
+    from tests.train.conftest import script_result
 
     script = textwrap.dedent(f'''
         import json, os, torch
@@ -82,10 +80,6 @@ def test_resume_keeps_the_runs_decay_and_starts_an_ema_the_checkpoint_lacks(tmp_
             out[name].update(decay=ema.decay, gap=max(float((ema.shadow[k] - target[k]).abs().max()) for k in target))
         print("RESULT", json.dumps(out))
     ''')
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          env={**os.environ})
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, done.stderr[-3000:]
-    out = json.loads(lines[0][7:])
+    out = script_result(script)
     assert out["with"] == {"fresh": [], "decay": 0.5, "gap": 0.0}, out
     assert out["without"] == {"fresh": ["model"], "decay": 0.5, "gap": 0.0}, out
