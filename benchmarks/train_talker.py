@@ -83,7 +83,7 @@ def bare_loop(store: str, steps: int, batch_size: int, device: str, preset: str 
         batch = collate(plan, batches.pop())
         if step == min(10, steps // 3):
             started, frames = time.perf_counter(), 0
-        parts = losses(model, batch, config, torch.device(device))
+        parts = losses(model, batch, plan.config, torch.device(device))     # the plan resolves loss.sub_codebooks
         optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)

@@ -34,12 +34,12 @@ def talker_losses(out: dict, *, first_codebook: float = 1.0, sub_codebooks: floa
         correct = (logits.argmax(-1) == targets).float().sum()
         ce.append(summed / count)
         acc.append(correct / count)
-        sums.update({f"ce_sum_{k}": float(summed), f"targets_{k}": float(targets.numel()),
+        sums.update({f"ce_sum_{k}": float(summed.detach()), f"targets_{k}": float(targets.numel()),
                      f"correct_{k}": float(correct)})
     text_logits, text_targets, _ = out["text"]
     text_sum = F.cross_entropy(text_logits.float(), text_targets, reduction="sum")     # logged at weight 0 too
     text = text_sum / max(text_targets.numel(), 1)
-    sums.update({"text_ce_sum": float(text_sum), "text_targets": float(text_targets.numel())})
+    sums.update({"text_ce_sum": float(text_sum.detach()), "text_targets": float(text_targets.numel())})
     parts = {"total": combine(ce, text, first_codebook=first_codebook, sub_codebooks=sub_codebooks,
                               text_weight=text_weight), "text": text}
     parts.update({f"ce_{k}": value for k, value in enumerate(ce)})
