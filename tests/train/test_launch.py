@@ -147,3 +147,25 @@ def test_console_lines():
     assert format_record({"kind": "event", "event": "finished", "step": 9, "reason": "max_steps"}) == \
         "finished at step 9: max_steps"
     assert format_record({"kind": "beat", "step": 3}) is None
+
+
+def test_a_run_saved_before_a_key_existed_resumes_and_a_changed_key_is_refused(tmp_path):
+    """A run's config.yaml written before keys were added to voxray (here lora.adalora and its
+    schedule) resumes: the missing keys take their defaults, as they had then. A key that does
+    differ is still refused, by name."""
+    import yaml
+
+    from voxray.config import ConfigError, load_config
+    from voxray.train.launch import open_run
+
+    run = tmp_path / "run"
+    (run / "checkpoint_00000010").mkdir(parents=True)
+    config = load_config(overrides=["lora.rank=4"])
+    written = config.model_dump(mode="json")
+    for key in ("adalora", "target_rank", "adalora_warmup", "adalora_final", "adalora_interval", "orthogonality"):
+        del written["lora"][key]
+    (run / "config.yaml").write_text(yaml.safe_dump(written))
+    open_run(str(run), config, str(tmp_path / "store"))
+    (run / "config.yaml").write_text(yaml.safe_dump(written))
+    with pytest.raises(ConfigError, match=r"lora.rank: 4 -> 8"):
+        open_run(str(run), load_config(overrides=["lora.rank=8"]), str(tmp_path / "store"))

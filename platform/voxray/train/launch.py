@@ -16,7 +16,7 @@ from ray.train import DataConfig
 
 from voxray import uri
 from voxray.cluster import Demand, check_fit, describe_waiting, ensure_ray, say
-from voxray.config import Config, ConfigError, save_config
+from voxray.config import Config, ConfigError, build_config, save_config
 from voxray.config.root import check_adalora
 from voxray.train.contract import Recipe, WorkerSettings
 from voxray.export import FINAL_DIR
@@ -110,6 +110,10 @@ def open_run(run: str, config: Config, store: str, fixed: tuple[str, ...] = RESU
     if _has_checkpoints(run) and uri.exists(saved):
         old = yaml.safe_load(uri.read_text(saved))
         old.setdefault("family", config.family)          # configs saved before families existed
+        try:             # keys added to voxray since the run started take their defaults, as they did
+            old = build_config(old).model_dump(mode="json")
+        except ValueError:
+            pass         # a key since removed or renamed: compare the file as written
         changed = _differences(old, config.model_dump(mode="json"), fixed)
         if changed:
             raise ConfigError(f"{run} holds checkpoints of a run with a different setup; resuming would "
