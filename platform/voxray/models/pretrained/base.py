@@ -1,6 +1,6 @@
 """The interface a pretrained talker implements for the talker recipe (one file per architecture:
-``csm.py``; a third model is one more file that subclasses ``PretrainedTalker`` and calls
-``register``), and what is common: the folder check, loading under DeepSpeed ZeRO-3, freezing.
+``csm.py``, ``qwen3_tts.py``; a third model is one more file that subclasses ``PretrainedTalker``
+and one line in ``architectures``), and what is common: the folder check, loading under DeepSpeed ZeRO-3, freezing.
 
 What the recipe asks of an architecture:
 
@@ -27,14 +27,6 @@ import torch
 from torch import nn
 
 from voxray import uri
-
-ARCHITECTURES: dict[str, type["PretrainedTalker"]] = {}          # config.json model_type -> class
-
-
-def register(cls: type["PretrainedTalker"]) -> type["PretrainedTalker"]:
-    ARCHITECTURES[cls.model_type] = cls
-    return cls
-
 
 class PretrainedTalker:
     architecture = ""
@@ -89,18 +81,25 @@ def read_config(folder: str) -> dict[str, Any]:
         return json.load(handle)
 
 
+def architectures() -> dict[str, type[PretrainedTalker]]:
+    """config.json's ``model_type`` -> the class that fine-tunes it: the one place an architecture
+    becomes a class (imported when a folder is read: each one imports its upstream package)."""
+    from voxray.models.pretrained.csm import CsmTalker
+    from voxray.models.pretrained.qwen3_tts import Qwen3TTSTalker
+
+    return {cls.model_type: cls for cls in (CsmTalker, Qwen3TTSTalker)}
+
+
 def talker_for(folder: str) -> PretrainedTalker:
     """The architecture of the model in ``folder`` (its config.json's ``model_type``), its files
     checked: an error naming what is missing, or what the folder holds when it is no talker voxray
     fine-tunes."""
-    from voxray.models.pretrained import csm, qwen3_tts  # noqa: F401  (they register)
-
     config = read_config(folder)
-    kind = config.get("model_type")
-    if kind not in ARCHITECTURES:
+    kind, known = config.get("model_type"), architectures()
+    if kind not in known:
         raise ValueError(f"{folder} holds a {kind!r} model; voxray fine-tunes pretrained talkers of the kinds "
-                         f"{', '.join(sorted(ARCHITECTURES))}")
-    cls = ARCHITECTURES[kind]
+                         f"{', '.join(sorted(known))}")
+    cls = known[kind]
     missing = [name for name in cls.files if not os.path.exists(os.path.join(folder, name))]
     if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
         missing.append("*.safetensors")

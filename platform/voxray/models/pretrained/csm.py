@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxray.models.pretrained.base import PretrainedTalker, register
+from voxray.models.pretrained.base import PretrainedTalker
 
 TEXT_PAD = -1          # a padded text position (replaced before the embedding)
 
@@ -191,7 +191,3 @@ class CsmTalker(PretrainedTalker):
         codes = codes[0].cpu().numpy()
         ended = np.flatnonzero((codes == int(self.config["codebook_eos_token_id"])).all(axis=-1))
         return codes[: ended[0]] if len(ended) else codes
-
-
-register(CsmTalker)
-

@@ -54,7 +54,7 @@ from torch import nn
 
 from voxray import dsp
 from voxray.data.batching import references
-from voxray.models.pretrained.base import PretrainedTalker, register
+from voxray.models.pretrained.base import PretrainedTalker
 from voxray.models.pretrained.qwen3_tts_compat import import_qwen_tts
 
 SPEAKER_SLOT = 6             # the codec channel's position that carries the speaker embedding
@@ -290,7 +290,6 @@ class Qwen3TTSTalker(PretrainedTalker):
         return codes[0].cpu().numpy()
 
 
-register(Qwen3TTSTalker)
 
 
 @functools.lru_cache(maxsize=2)
