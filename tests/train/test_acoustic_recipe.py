@@ -80,15 +80,20 @@ def test_two_workers_zero(sample_store, tmp_path, stage, precision):
     """Two workers, every rank's ZeRO shard in each checkpoint; val (5 rows) splits unevenly.
     (ZeRO-2 with two workers, and a worker killed mid-run, are tested once for every family in
     tests/train/test_core.py.) Clipped by the median of the norms seen (train.clip=percentile),
-    ZeRO-3's partitioned gradients read per layer for TensorBoard."""
+    ZeRO-3's partitioned gradients read per layer for TensorBoard. Stopped at 12 and resumed: the
+    clip's recent norms come back with the checkpoint."""
     run = str(tmp_path / "run")
-    summary = train(sample_store, run, "train.num_workers=2", f"deepspeed.zero_stage={stage}",
-                    f"deepspeed.precision={precision}", "train.max_steps=24", "train.val_every=12",
-                    "train.batch_size=4", "train.clip=percentile", "train.clip_percentile=50", "train.log_every=1")
+    common = ("train.num_workers=2", f"deepspeed.zero_stage={stage}", f"deepspeed.precision={precision}",
+              "train.val_every=12", "train.batch_size=4", "train.clip=percentile", "train.clip_percentile=50",
+              "train.log_every=1")
+    train(sample_store, run, "train.max_steps=12", *common)
+    summary = train(sample_store, run, "train.max_steps=24", *common)
     assert summary["step"] == 24 and np.isfinite(summary["val_mel"])
+    assert [r["step"] for r in metrics(run, "resumed")] == [12]
     logged = metrics(run, "train")
     norms = [r["grad_norm"] for r in logged]
-    for r in logged:        # train.grad_clip until 20 norms are seen, then their median
+    assert [r["step"] for r in logged] == list(range(1, 25))
+    for r in logged:        # train.grad_clip until 20 norms are seen (12 of them before the resume), then their median
         expected = 1.0 if r["step"] < 20 else float(np.percentile(norms[: r["step"]], 50))
         assert r["clip_threshold"] == pytest.approx(expected, rel=1e-6), r["step"]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -223,7 +223,8 @@ class TrainConfig(Strict):
     grad_clip: float = Field(1.0, ge=0, description="gradient norm clip (0: off)")
     clip: Literal["norm", "percentile"] = Field(
         "norm", description="norm: clip the global gradient norm to grad_clip; percentile: to clip_percentile of the "
-                            "last clip_window steps' norms (AutoClip; grad_clip until 20 are seen, after a resume too)")
+                            "last clip_window steps' norms (AutoClip; grad_clip until 20 are seen; the norms are "
+                            "kept in the checkpoint, so a resumed run clips as an uninterrupted one)")
     clip_percentile: float = Field(90.0, gt=0, le=100, description="clip=percentile: the percentile of recent norms "
                                                                    "(AutoClip's paper used 10: clips most steps)")
     clip_window: int = Field(1000, ge=20, description="clip=percentile: the steps whose norms it is taken over")

@@ -10,8 +10,9 @@ A checkpoint folder holds
   trainer_state.json      step, data position, early stopping, skipped-step counters (rank 0)
   ema/<engine>.safetensors  EMA weights of the engines that keep one (rank 0; every rank holds the
                           same full copy)
-  extra/<name>.pt         state outside the engines that a resume needs, e.g. AdaLoRA's rank
-                          allocator (rank 0; the same on every rank)
+  extra/<name>.pt         state outside the engines that a resume needs: AdaLoRA's rank
+                          allocator, the percentile clip's recent norms (rank 0; the same on
+                          every rank)
   manifest/rank_<r>.json  written last by each rank: the files of its part and their sizes
 
 Every rank reports its folder to ``ray.train.report``; Ray Train copies them all into the same

@@ -70,7 +70,8 @@ class ExplosionWatch:
 
 class PercentileClip:
     """The clipping threshold of the next step: the ``percentile`` of the last ``window`` finite
-    global norms, ``fallback`` (train.grad_clip) until 20 have been seen (after a resume too)."""
+    global norms, ``fallback`` (train.grad_clip) until 20 have been seen. The norms travel in the
+    checkpoint (``state``/``load``), so a resumed run clips as the uninterrupted one would."""
 
     def __init__(self, percentile: float, window: int, fallback: float) -> None:
         self.percentile, self.fallback = percentile, fallback
@@ -79,6 +80,13 @@ class PercentileClip:
     def add(self, norm: float) -> None:
         if math.isfinite(norm):
             self.norms.append(norm)
+
+    def state(self) -> dict:
+        return {"norms": list(self.norms)}
+
+    def load(self, state: dict) -> None:
+        self.norms.clear()
+        self.norms.extend(state["norms"])          # a changed clip_window keeps the newest that fit
 
     def threshold(self) -> float:
         if len(self.norms) < 20:

@@ -116,6 +116,7 @@ class Worker:
                         raise ckpt.CheckpointError(f"the checkpoint of step {self.state.step} holds no AdaLoRA "
                                                    f"allocator state for {name}: it was not trained with lora.adalora")
                     steps.load(saved, self.device)
+                self._clips = self._saved_clips(folder, engines)
             self.state.restarts += 1
             self.restored = True
         else:
@@ -213,6 +214,21 @@ class Worker:
             self._send({"kind": "beat", "step": state.step})
         return not skipped
 
+    def _saved_clips(self, folder: str, engines: dict[str, Any]) -> dict[str, PercentileClip]:
+        """The percentile clip's recent norms from the checkpoint (the global norm: the same on
+        every rank); none when it was saved without train.clip=percentile (they build up again)."""
+        clips = {}
+        if self.train.clip == "percentile":
+            for name in engines:
+                clips[name] = self._new_clip()
+                saved = ckpt.read_extra(folder, f"clip_{name}")
+                if saved is not None:
+                    clips[name].load(saved)
+        return clips
+
+    def _new_clip(self) -> PercentileClip:
+        return PercentileClip(self.train.clip_percentile, self.train.clip_window, self.train.grad_clip)
+
     def regularised(self, total: torch.Tensor, name: str = "model") -> torch.Tensor:
         """The loss to step on: ``total`` plus AdaLoRA's orthogonality term when the engine has one."""
         steps = self._adalora.get(name)
@@ -227,8 +243,7 @@ class Worker:
         if name in self._adalora:
             self._adalora[name].before_step()
         if train.clip == "percentile":
-            clip = self._clips.setdefault(name, PercentileClip(train.clip_percentile, train.clip_window,
-                                                               train.grad_clip))
+            clip = self._clips.setdefault(name, self._new_clip())
             set_clip(engine, clip.threshold())
         if train.layer_grad_norms and (self.state.step + 1) % train.log_every == 0:
             norms = layer_norms(engine.module)
@@ -309,7 +324,8 @@ class Worker:
             try:
                 ckpt.save(folder, engines=engines, rank=self.rank, state=state, emas=emas,
                           collate_rng=stream.rng_state(), trainable_only=trainable_only,
-                          extras={f"adalora_{name}": steps.state() for name, steps in self._adalora.items()})
+                          extras={**{f"adalora_{name}": steps.state() for name, steps in self._adalora.items()},
+                                  **{f"clip_{name}": clip.state() for name, clip in self._clips.items()}})
             except Exception as exc:
                 if not _no_space(exc, folder):
                     raise
