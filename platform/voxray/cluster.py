@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -129,6 +130,17 @@ def ensure_ray(cpus: float = 0.0) -> None:
     start_local(num_cpus=declared)
     extra = f", {declared - cores} more than the {cores} cores, for the run's data path" if declared > cores else ""
     say(f"started a local Ray for this command ({declared} CPUs{extra}); set RAY_ADDRESS to use a running cluster")
+
+
+def settle(timeout: float = 2.0) -> None:
+    """Wait, at most ``timeout`` seconds, until Ray's view of the cluster shows a free CPU. A parquet
+    read samples its files in short tasks when it is built, Ray's count of free CPUs lags their end,
+    and Ray Data's check at the start of a run then warns "The Dataset job will hang unless more
+    CPUs are freed up" on a small cluster when it would not (every `voxray evaluate` and `codec
+    encode` on 2 CPUs). On a cluster that is really full the wait ends and Ray's warning stands."""
+    deadline = time.monotonic() + timeout
+    while not ray.available_resources().get("CPU") and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------------- fit check

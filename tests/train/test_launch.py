@@ -63,6 +63,34 @@ def test_fit_check_names_the_numbers_and_the_keys(ray_cluster):
         check_fit(Demand(workers=1, per_worker={"CPU": 1.0, "train_node": 1.0}, data_cpus=1.0))
 
 
+def test_settle_waits_for_rays_view_of_a_free_cpu_and_gives_up_on_a_full_cluster(ray_cluster):
+    """cluster.settle: what keeps Ray Data's "the Dataset job will hang" false alarm off the console
+    of `voxray evaluate` and `codec encode` (a read's sampling tasks had just ended)."""
+    from voxray.cluster import settle
+
+    ray = ray_cluster
+
+    @ray.remote(num_cpus=ray.cluster_resources()["CPU"])
+    class Hold:
+        def ping(self) -> int:
+            return 1
+
+    hold = Hold.remote()
+    try:
+        assert ray.get(hold.ping.remote(), timeout=60) == 1
+        deadline = time.monotonic() + 10
+        while ray.available_resources().get("CPU") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        settle(0.5)
+        assert 0.5 <= time.monotonic() - started < 3          # full: it waits its timeout, then goes on
+    finally:
+        ray.kill(hold)
+    started = time.monotonic()
+    settle(10)
+    assert ray.available_resources().get("CPU") and time.monotonic() - started < 10
+
+
 @pytest.mark.integration
 def test_a_run_that_cannot_fit_is_refused_before_training(sample_store, tmp_path):
     run = str(tmp_path / "run")

@@ -78,13 +78,14 @@ def derive(data: str, output: str, build: Callable[[], Callable], stats: dict[st
     split goes through one dataset and one pool of actors (rows keep their ``split`` column)."""
     import ray
 
-    from voxray.cluster import ensure_ray
+    from voxray.cluster import ensure_ray, settle
 
     ensure_ray(cpus=actors + 1)
     files = [path for split in SPLITS for path in store.split_files(data, split)]
     if not files:
         raise ValueError(f"the feature store {data} has no rows")
     dataset = store.read_parts(files, data)
+    settle()
     dataset.map_batches(actor_class(build), batch_size=batch_size, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=actors),
                         num_gpus=1 if use_gpu else 0).write_datasink(SplitSink(output))

@@ -284,7 +284,7 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
     (``particles.load_table``)."""
     import ray
 
-    from voxray.cluster import ensure_ray
+    from voxray.cluster import ensure_ray, settle
     from voxray.data.derive import prepare_output
     from voxray.evaluate.report import write_report
 
@@ -314,6 +314,7 @@ def evaluate(data: str, output: str, *, model: Optional[str] = None, vocoder: Op
         dataset = dataset.map_batches(lambda t: t.filter(pc.is_in(t["id"], value_set=wanted)), batch_format="pyarrow")
     measured = dataset.map_batches(actor_class(lambda: Evaluator(plan)), batch_size=batch_size, batch_format="pyarrow",
                                    compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0)
+    settle()
     # Blocks the id filter emptied skip the evaluator and keep the store's columns: leave them out.
     table = pa.concat_tables([t for t in map(ray.get, measured.to_arrow_refs()) if t.num_rows]).sort_by("id")
     summary = summarise(table, split=split, plan=plan, model=model or audio, vocoder=vocoder or None,
