@@ -23,6 +23,9 @@ def test_an_exploded_layer_is_named_against_its_own_median():
         assert watch.check({"encoder.blocks.0": norm, "mel_out": 5.0}) == []
     exploded = watch.check({"encoder.blocks.0": 30.0, "mel_out": 40.0})       # mel_out: 8x its median: fine
     assert exploded == [("encoder.blocks.0", 30.0, 1.0)]
+    assert watch.check({"encoder.blocks.0": 35.0}) == []          # still above: named once per episode
+    assert watch.check({"encoder.blocks.0": 1.0}) == []           # back under the factor ...
+    assert watch.check({"encoder.blocks.0": 40.0}) == [("encoder.blocks.0", 40.0, 1.05)]     # ... a new one
     assert watch.check({"encoder.blocks.0": float("nan")}) == []
 
 

@@ -50,10 +50,14 @@ def layer_norms(module: torch.nn.Module) -> dict[str, float]:
 
 class ExplosionWatch:
     """Per layer, the norms of the last ``EXPLOSION_HISTORY`` log points; ``check`` names the
-    layers whose new norm exceeds ``EXPLOSION_FACTOR`` x their median (after 5 points)."""
+    layers whose new norm exceeds ``EXPLOSION_FACTOR`` x their median (after 5 points), once per
+    episode: a layer named is named again only after a norm back under the factor (a GAN's
+    discriminator whose norms grow for a while with the generator's progress was named at every
+    log point: 23 lines in `make demo`'s vocoder run, 10 with this)."""
 
     def __init__(self) -> None:
         self.history: dict[str, deque] = {}
+        self.above: set[str] = set()
 
     def check(self, norms: dict[str, float]) -> list[tuple[str, float, float]]:
         exploded = []
@@ -62,7 +66,11 @@ class ExplosionWatch:
             if len(past) >= 5 and math.isfinite(norm):
                 median = float(np.median(past))
                 if median > 0 and norm > EXPLOSION_FACTOR * median:
-                    exploded.append((layer, norm, median))
+                    if layer not in self.above:
+                        exploded.append((layer, norm, median))
+                    self.above.add(layer)
+                else:
+                    self.above.discard(layer)
             if math.isfinite(norm):
                 past.append(norm)
         return exploded
