@@ -230,8 +230,8 @@ class TrainConfig(Strict):
     clip_window: int = Field(1000, ge=20, description="clip=percentile: the steps whose norms it is taken over")
     layer_grad_norms: bool = Field(True, description="at each log step, every layer's gradient norm to TensorBoard "
                                                      "(grad_norm/<layer>) and a warning when one exceeds 10x its "
-                                                     "recent median (once until it is back under); at ZeRO 1-3 one gather per parameter: turn off "
-                                                     "for a large model")
+                                                     "recent median (once until it is back under); at ZeRO 1-3 one "
+                                                     "gather per parameter: turn off for a large model")
     val_every: int = Field(200, ge=1, description="steps between validations (and checkpoints)")
     log_every: int = Field(10, ge=1, description="steps between logged scalars and console lines")
     shard_cache_mb: int = Field(1024, ge=0, description="keep a worker's shard in memory after epoch 0 when it fits")

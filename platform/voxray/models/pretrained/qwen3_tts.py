@@ -290,8 +290,6 @@ class Qwen3TTSTalker(PretrainedTalker):
         return codes[0].cpu().numpy()
 
 
-
-
 @functools.lru_cache(maxsize=2)
 def speaker_encoder(folder: str) -> nn.Module:
     """The model's speaker encoder alone, frozen, on CPU (its weights read from the folder's
